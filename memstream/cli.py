@@ -1,0 +1,272 @@
+"""The `memstream` command: thin wrappers that parse options, call the library, and print.
+
+Every command turns the library's typed errors into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from memstream.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="memstream: long-term memory for chat agents.")
+memory_app = typer.Typer(no_args_is_help=True, help="Inspect and manage stored memories.")
+models_app = typer.Typer(no_args_is_help=True, help="Chat models memstream can find.")
+bench_app = typer.Typer(no_args_is_help=True, help="Reproducible benchmark runs (LoCoMo, LongMemEval).")
+app.add_typer(memory_app, name="memory")
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+
+DbOption = typer.Option(None, "--db", help="Database URL (default: SQLite in the user data dir; or MEMSTREAM_DB_URL).")
+UserOption = typer.Option(..., "--user", "-u", help="Whose memory.")
+JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from memstream.backends.base import BackendError
+    from memstream.memory.importers import ImportFormatError
+    from memstream.memory.store import StoreError
+
+    errors: list[type[BaseException]] = [CliError, ConfigError, StoreError, ImportFormatError, BackendError, FileNotFoundError, ValueError]
+    try:
+        from memstream.retrieval.errors import RetrievalError
+
+        errors.append(RetrievalError)
+    except ImportError:  # retrieval not installed in a trimmed build
+        pass
+    return tuple(errors)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except _user_errors() as exc:
+        message = str(exc) if str(exc) else type(exc).__name__
+        typer.echo(f"Error: {message.splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+
+
+def settings_from(db: str | None = None, **overrides) -> Settings:
+    return load_settings(db_url=db, **overrides)
+
+
+def open_store(settings: Settings):
+    from memstream.memory.store import MemoryStore
+
+    return MemoryStore.from_settings(settings)
+
+
+def parse_when(value: str | None) -> datetime | None:
+    """--at values: ISO dates, or anything dateparser reads ("2023-05-08 14:00", "8 May 2023")."""
+    if value is None:
+        return None
+    from memstream.retrieval.timeparse import parse_datetime
+
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise CliError(f"cannot parse date/time {value!r} (try ISO format, e.g. 2023-05-08T14:00)")
+    return parsed
+
+
+def echo_json(data) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, default=str, indent=2))
+
+
+# -- ingest / memory ---------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="A LoCoMo JSON, LongMemEval JSON or JSONL chat log."),
+    user: str = UserOption,
+    fmt: str = typer.Option("auto", "--format", "-f", help="auto|locomo|longmemeval|jsonl"),
+    embed: bool = typer.Option(False, "--embed", help="Also embed and index now (otherwise done on first search)."),
+    db: Optional[str] = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Import a conversation history into a user's memory.
+
+    Example: memstream ingest locomo10.json --user alice
+    """
+    from memstream.memory.importers import load_file
+    from memstream.memory.store import check_id
+
+    with user_errors():
+        check_id("user id", user)
+        sessions = load_file(path, fmt)  # parse everything first: a bad file writes nothing
+        settings = settings_from(db)
+        store = open_store(settings)
+        results = store.ingest_sessions(user, sessions)
+        counts = {
+            "user": user,
+            "conversations": len({s.conversation_id for s in sessions}),
+            "sessions": len(results),
+            "turns": sum(len(ids) for _, ids in results),
+        }
+        if embed:
+            from memstream.retrieval.retriever import Retriever
+
+            retriever = Retriever.from_settings(settings, store)
+            counts["indexed"] = retriever.sync()
+        if as_json:
+            echo_json(counts)
+        else:
+            typer.echo(
+                f"ingested {counts['turns']} turns in {counts['sessions']} sessions "
+                f"({counts['conversations']} conversations) for user {user}"
+            )
+
+
+@memory_app.command("list")
+def memory_list(
+    user: str = UserOption,
+    conversation: Optional[str] = typer.Option(None, "--conversation", "-c"),
+    limit: int = typer.Option(50, "--limit", "-n", min=1),
+    offset: int = typer.Option(0, "--offset", min=0),
+    db: Optional[str] = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List a user's turns (oldest first).
+
+    Example: memstream memory list --user alice --conversation conv-26 --json
+    """
+    with user_errors():
+        store = open_store(settings_from(db))
+        store.require_user(user)
+        turns = store.list_turns(user, conversation_id=conversation, limit=limit, offset=offset)
+        if as_json:
+            echo_json([t.to_dict() for t in turns])
+            return
+        for t in turns:
+            who = t.speaker or t.role
+            typer.echo(f"{t.id:>7}  {t.event_time:%Y-%m-%d %H:%M}  {t.conversation_id}  {who}: {t.text[:100]}")
+
+
+@memory_app.command("export")
+def memory_export(user: str = UserOption, db: Optional[str] = DbOption) -> None:
+    """Write a user's memory as JSONL to stdout.
+
+    Example: memstream memory export --user alice > alice.jsonl
+    """
+    with user_errors():
+        store = open_store(settings_from(db))
+        store.require_user(user)
+        for record in store.export_user(user):
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@memory_app.command("import")
+def memory_import(path: Path = typer.Argument(..., help="A JSONL file from `memory export`."), user: str = UserOption, db: Optional[str] = DbOption) -> None:
+    """Load an exported JSONL file into a user's memory (all or nothing).
+
+    Example: memstream memory import alice.jsonl --user alice2
+    """
+    with user_errors():
+        if not path.exists():
+            raise CliError(f"{path}: no such file")
+        records = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise CliError(f"{path}: line {number} is not valid JSON: {exc.msg}") from None
+        store = open_store(settings_from(db))
+        counts = store.import_records(user, records)
+        typer.echo(f"imported {counts['turns']} turns, {counts['sessions']} sessions, {counts['facts']} facts for user {user}")
+
+
+@memory_app.command("forget")
+def memory_forget(
+    user: str = UserOption,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Delete every memory of one user (and nothing else).
+
+    Example: memstream memory forget --user alice --yes
+    """
+    with user_errors():
+        settings = settings_from(db)
+        store = open_store(settings)
+        store.require_user(user)
+        if not yes and not typer.confirm(f"Delete all memories of user {user!r}?"):
+            raise CliError("aborted; nothing deleted")
+        counts = store.forget_user(user)
+        _drop_from_indexes(settings, store, user)
+        typer.echo(f"forgot user {user}: {counts['turns']} turns, {counts['sessions']} sessions, {counts['facts']} facts")
+
+
+def _drop_from_indexes(settings: Settings, store, user: str) -> None:
+    from memstream.retrieval.retriever import Retriever
+
+    Retriever.from_settings(settings, store, load_embedder=False).sync()
+
+
+@memory_app.command("stats")
+def memory_stats(user: Optional[str] = typer.Option(None, "--user", "-u"), db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
+    """Counts of users, sessions, turns and facts, and the database size.
+
+    Example: memstream memory stats --json
+    """
+    with user_errors():
+        store = open_store(settings_from(db))
+        if user is not None:
+            store.require_user(user)
+        stats = store.stats(user)
+        if as_json:
+            echo_json(stats)
+        else:
+            for key, value in stats.items():
+                typer.echo(f"{key}: {value}")
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str = typer.Argument(..., help="What to look for."),
+    user: str = UserOption,
+    k: int = typer.Option(10, "-k", help="How many results."),
+    at: Optional[str] = typer.Option(None, "--at", help="The question's date, for relative time expressions."),
+    conversation: Optional[str] = typer.Option(None, "--conversation", "-c"),
+    db: Optional[str] = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Hybrid (dense + BM25, time-aware) search over a user's memory.
+
+    Example: memstream memory search "charity race" --user alice -k 5 --at 2023-06-01
+    """
+    from memstream.retrieval.retriever import Retriever
+
+    with user_errors():
+        settings = settings_from(db)
+        store = open_store(settings)
+        store.require_user(user)
+        retriever = Retriever.from_settings(settings, store)
+        result = retriever.search(user, query, k=k, now=parse_when(at), conversation_id=conversation)
+        if as_json:
+            echo_json(result.to_dict())
+            return
+        if result.time_window:
+            typer.echo(f"time window: {result.time_window}")
+        for hit in result.hits:
+            typer.echo(f"{hit.fused_score:.4f}  {hit.turn.event_time:%Y-%m-%d %H:%M}  [{hit.source_id or hit.turn.id}]  {hit.turn.text[:110]}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Tables and migrations. Migrations are ordered, named steps recorded in `schema_migrations`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(200), nullable=False),
+    Column("conversation_id", String(200), nullable=False),
+    Column("external_id", String(200)),
+    Column("started_at", DateTime),
+    Column("summary", Text),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Index("ix_sessions_user_conv", "user_id", "conversation_id"),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(200), nullable=False),
+    Column("conversation_id", String(200), nullable=False),
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE")),
+    Column("position", Integer, nullable=False, default=0),
+    Column("role", String(20), nullable=False),
+    Column("speaker", String(200)),
+    Column("text", Text, nullable=False),
+    Column("event_time", DateTime, nullable=False),
+    Column("ingested_at", DateTime, nullable=False),
+    Column("pinned", Boolean, nullable=False, default=False),
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200)),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Index("ix_turns_user_conv", "user_id", "conversation_id", "id"),
+    Index("ix_turns_user_time", "user_id", "event_time"),
+    Index("ix_turns_session", "session_id"),
+)
+
+facts = Table(
+    "facts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(200), nullable=False),
+    Column("conversation_id", String(200)),
+    Column("subject", String(300), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source_turn_ids", JSON, nullable=False, default=list),
+    Column("valid_from", DateTime, nullable=False),
+    Column("valid_to", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("embedding", LargeBinary),
+    Column("embedding_model", String(200)),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Index("ix_facts_user_subject", "user_id", "subject"),
+)
+
+# Tombstones let index caches in other processes catch up with deletes (forget, delete turn).
+deletions = Table(
+    "deletions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(200), nullable=False),
+    Column("kind", String(10), nullable=False),  # "turn" | "fact"
+    Column("item_id", Integer, nullable=False),
+    Column("deleted_at", DateTime, nullable=False),
+)
+
+
+def _initial(conn: Connection) -> None:
+    for table in (sessions, turns, facts, deletions):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("001_initial", _initial),
+]
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations this database lacks, in order; return their names."""
+    schema_migrations.create(conn, checkfirst=True)
+    done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        step(conn)
+        conn.execute(schema_migrations.insert().values(name=name, applied_at=datetime.now(timezone.utc).replace(tzinfo=None)))
+        applied.append(name)
+    return applied

@@ -1,0 +1,814 @@
+"""The durable memory store.
+
+Invariants:
+- The database is the truth. Every index (FAISS, BM25) is a cache rebuilt or caught
+  up from it; a turn is committed before it is indexed.
+- Every row carries `user_id` and every query filters on it: no method returns
+  another user's rows.
+- A session and its turns are written in one transaction, so a crash never leaves
+  half a session.
+- Deletes leave a tombstone in `deletions`, so index caches in other processes
+  can catch up.
+
+SQLite (WAL, foreign keys, busy timeout, BEGIN IMMEDIATE for writes) by default;
+PostgreSQL through the same code by URL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+
+from memstream.memory import schema
+from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
+
+ROLES = ("user", "assistant", "system")
+MAX_ID_LENGTH = 200
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message names the problem."""
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database URL cannot be opened (bad URL, missing driver, unreachable server, unwritable path)."""
+
+
+class UnknownUserError(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it plain
+        return self.args[0]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def check_id(kind: str, value: str) -> str:
+    """User and conversation ids: non-empty, printable, bounded."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{kind} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{kind} is longer than {MAX_ID_LENGTH} characters")
+    if any(ord(c) < 32 for c in value):
+        raise ValueError(f"{kind} contains control characters")
+    return value
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """Store datetimes naive: aware ones are converted to UTC, naive ones kept as given."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _clean_text(value: str) -> str:
+    # NUL bytes are rejected by PostgreSQL text columns; drop them everywhere so both backends store the same thing.
+    return value.replace("\x00", "")
+
+
+@dataclass
+class ConversationInfo:
+    conversation_id: str
+    turns: int
+    sessions: int
+    first_time: datetime | None
+    last_time: datetime | None
+
+
+def _is_locked(exc: BaseException) -> bool:
+    message = str(exc).lower()
+    return "database is locked" in message or "database table is locked" in message or "deadlock detected" in message or "could not serialize" in message
+
+
+class MemoryStore:
+    """All reads and writes of memory rows. Thread-safe (one engine, pooled connections)."""
+
+    def __init__(self, url: str, *, lock_retries: int = 50, echo: bool = False):
+        self.url = url
+        self.lock_retries = lock_retries
+        self.engine = _open_engine(url, echo=echo)
+        try:
+            with self._write() as conn:
+                schema.migrate(conn)
+        except (OperationalError, DBAPIError) as exc:
+            self.engine.dispose()
+            raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {_first_line(exc)}") from exc
+
+    @classmethod
+    def from_settings(cls, settings) -> "MemoryStore":
+        if settings.db_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "MemoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _retry(self, work):
+        """Run a write transaction, retrying with jittered backoff while another writer holds the lock."""
+        for attempt in range(self.lock_retries + 1):
+            try:
+                with self._write() as conn:
+                    return work(conn)
+            except OperationalError as exc:
+                if not _is_locked(exc) or attempt == self.lock_retries:
+                    if _is_locked(exc):
+                        raise StoreError(f"database stayed locked by another writer after {attempt + 1} attempts") from exc
+                    raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+                time.sleep(min(0.5, 0.005 * 2**min(attempt, 7)) * (0.5 + random.random()))
+            except DBAPIError as exc:
+                if _is_locked(exc) and attempt < self.lock_retries:
+                    time.sleep(0.01 * (1 + random.random()))
+                    continue
+                raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _read(self, statement) -> list:
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(statement))
+        except OperationalError as exc:
+            raise StoreError(f"database read failed: {_first_line(exc)}") from exc
+
+    # -- writes -------------------------------------------------------------------
+
+    def ingest_sessions(self, user_id: str, new_sessions: Sequence[NewSession]) -> list[tuple[int, list[int]]]:
+        """Store sessions with their turns; each session is its own transaction. Returns (session_id, turn_ids)."""
+        check_id("user id", user_id)
+        results = []
+        for new_session in new_sessions:
+            results.append(self._retry(lambda conn, s=new_session: self._insert_session(conn, user_id, s)))
+        return results
+
+    def ingest_session_batch(self, user_id: str, new_sessions: Sequence[NewSession]) -> list[tuple[int, list[int]]]:
+        """Store many sessions in a single transaction (bulk loads: all or nothing)."""
+        check_id("user id", user_id)
+        return self._retry(lambda conn: [self._insert_session(conn, user_id, s) for s in new_sessions])
+
+    def _insert_session(self, conn: Connection, user_id: str, new_session: NewSession) -> tuple[int, list[int]]:
+        check_id("conversation id", new_session.conversation_id)
+        now = utcnow()
+        started_at = naive_utc(new_session.started_at)
+        session_id = conn.execute(
+            insert(schema.sessions).values(
+                user_id=user_id,
+                conversation_id=new_session.conversation_id,
+                external_id=new_session.external_id,
+                started_at=started_at,
+                metadata=new_session.metadata or {},
+            )
+        ).inserted_primary_key[0]
+        rows = [
+            self._turn_row(user_id, new_session.conversation_id, session_id, position, turn, started_at or now, now)
+            for position, turn in enumerate(new_session.turns)
+        ]
+        turn_ids = self._insert_turn_rows(conn, rows)
+        return session_id, turn_ids
+
+    def _turn_row(self, user_id, conversation_id, session_id, position, turn: NewTurn, default_time, now) -> dict:
+        if turn.role not in ROLES:
+            raise ValueError(f"turn role must be one of {ROLES}, got {turn.role!r}")
+        if not isinstance(turn.text, str):
+            raise ValueError("turn text must be a string")
+        return {
+            "user_id": user_id,
+            "conversation_id": conversation_id,
+            "session_id": session_id,
+            "position": position,
+            "role": turn.role,
+            "speaker": turn.speaker,
+            "text": _clean_text(turn.text),
+            "event_time": naive_utc(turn.event_time) or default_time,
+            "ingested_at": now,
+            "pinned": False,
+            "metadata": turn.metadata or {},
+        }
+
+    def _insert_turn_rows(self, conn: Connection, rows: list[dict]) -> list[int]:
+        if not rows:
+            return []
+        if self.is_sqlite or conn.dialect.insert_executemany_returning:
+            result = conn.execute(insert(schema.turns).returning(schema.turns.c.id, sort_by_parameter_order=True), rows)
+            return [row[0] for row in result]
+        return [conn.execute(insert(schema.turns).values(**row)).inserted_primary_key[0] for row in rows]
+
+    def add_turns(
+        self,
+        user_id: str,
+        conversation_id: str,
+        new_turns: Sequence[NewTurn],
+        session_id: int | None = None,
+    ) -> list[Turn]:
+        """Append live turns to a conversation (into `session_id`, or the conversation's latest session, or a new one)."""
+        check_id("user id", user_id)
+        check_id("conversation id", conversation_id)
+
+        def work(conn: Connection) -> list[int]:
+            now = utcnow()
+            target = session_id
+            if target is None:
+                target = conn.execute(
+                    select(func.max(schema.sessions.c.id)).where(
+                        schema.sessions.c.user_id == user_id, schema.sessions.c.conversation_id == conversation_id
+                    )
+                ).scalar()
+            elif conn.execute(
+                select(schema.sessions.c.id).where(schema.sessions.c.id == target, schema.sessions.c.user_id == user_id)
+            ).first() is None:
+                raise StoreError(f"session {target} does not exist for user {user_id!r}")
+            if target is None:
+                first_time = next((t.event_time for t in new_turns if t.event_time), None)
+                target = conn.execute(
+                    insert(schema.sessions).values(
+                        user_id=user_id, conversation_id=conversation_id, started_at=naive_utc(first_time) or now, metadata={}
+                    )
+                ).inserted_primary_key[0]
+            start = conn.execute(select(func.count()).where(schema.turns.c.session_id == target)).scalar() or 0
+            rows = [
+                self._turn_row(user_id, conversation_id, target, start + i, turn, now, now) for i, turn in enumerate(new_turns)
+            ]
+            return self._insert_turn_rows(conn, rows)
+
+        ids = self._retry(work)
+        return self.get_turns(user_id, ids)
+
+    def new_session(self, user_id: str, conversation_id: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
+        check_id("user id", user_id)
+        check_id("conversation id", conversation_id)
+        return self._retry(
+            lambda conn: conn.execute(
+                insert(schema.sessions).values(
+                    user_id=user_id,
+                    conversation_id=conversation_id,
+                    started_at=naive_utc(started_at) or utcnow(),
+                    external_id=external_id,
+                    metadata={},
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def set_session_summary(self, user_id: str, session_id: int, summary: str) -> None:
+        self._retry(
+            lambda conn: conn.execute(
+                update(schema.sessions)
+                .where(schema.sessions.c.id == session_id, schema.sessions.c.user_id == user_id)
+                .values(summary=_clean_text(summary))
+            )
+        )
+
+    def set_pinned(self, user_id: str, turn_id: int, pinned: bool = True) -> bool:
+        result = self._retry(
+            lambda conn: conn.execute(
+                update(schema.turns).where(schema.turns.c.id == turn_id, schema.turns.c.user_id == user_id).values(pinned=pinned)
+            )
+        )
+        return result.rowcount > 0
+
+    def set_embeddings(self, kind: str, vectors: dict[int, bytes], model: str) -> None:
+        """Store embeddings (float32 bytes) for turns or facts, with the model that made them."""
+        table = {"turn": schema.turns, "fact": schema.facts}[kind]
+        if not vectors:
+            return
+
+        def work(conn: Connection) -> None:
+            for item_id, blob in vectors.items():
+                conn.execute(update(table).where(table.c.id == item_id).values(embedding=blob, embedding_model=model))
+
+        self._retry(work)
+
+    # -- facts ----------------------------------------------------------------------
+
+    def add_fact(
+        self,
+        user_id: str,
+        subject: str,
+        text: str,
+        source_turn_ids: Sequence[int] = (),
+        valid_from: datetime | None = None,
+        conversation_id: str | None = None,
+        metadata: dict | None = None,
+        supersede: bool = True,
+    ) -> Fact:
+        """Store a fact. With `supersede`, an open fact on the same subject with different text is closed at
+        `valid_from` (a knowledge update keeps the old fact, with its validity ended); the same text again is a
+        duplicate and returns the existing fact."""
+        check_id("user id", user_id)
+        if not subject.strip() or not text.strip():
+            raise ValueError("a fact needs a non-empty subject and text")
+        start = naive_utc(valid_from) or utcnow()
+        subject = subject.strip().lower()[:300]
+        text = _clean_text(text.strip())
+
+        def work(conn: Connection) -> int:
+            open_facts = conn.execute(
+                select(schema.facts.c.id, schema.facts.c.text).where(
+                    schema.facts.c.user_id == user_id, schema.facts.c.subject == subject, schema.facts.c.valid_to.is_(None)
+                )
+            ).all()
+            for fact_id, existing in open_facts:
+                if existing.strip().lower() == text.lower():
+                    return fact_id
+            if supersede and open_facts:
+                conn.execute(
+                    update(schema.facts)
+                    .where(schema.facts.c.id.in_([f[0] for f in open_facts]))
+                    .values(valid_to=start)
+                )
+            return conn.execute(
+                insert(schema.facts).values(
+                    user_id=user_id,
+                    conversation_id=conversation_id,
+                    subject=subject,
+                    text=text,
+                    source_turn_ids=list(source_turn_ids),
+                    valid_from=start,
+                    created_at=utcnow(),
+                    metadata=metadata or {},
+                )
+            ).inserted_primary_key[0]
+
+        fact_id = self._retry(work)
+        return self.get_facts(user_id, ids=[fact_id])[0]
+
+    def get_facts(
+        self, user_id: str, ids: Sequence[int] | None = None, current_only: bool = False, subject: str | None = None
+    ) -> list[Fact]:
+        statement = select(schema.facts).where(schema.facts.c.user_id == user_id).order_by(schema.facts.c.id)
+        if ids is not None:
+            statement = statement.where(schema.facts.c.id.in_(list(ids)))
+        if current_only:
+            statement = statement.where(schema.facts.c.valid_to.is_(None))
+        if subject is not None:
+            statement = statement.where(schema.facts.c.subject == subject.strip().lower())
+        return [_fact(row) for row in self._read(statement)]
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_turns(self, user_id: str, ids: Sequence[int]) -> list[Turn]:
+        """Turns by id, in the order of `ids`; ids of other users are silently absent."""
+        if not ids:
+            return []
+        found: dict[int, Turn] = {}
+        id_list = list(ids)
+        for start in range(0, len(id_list), 900):
+            chunk = id_list[start : start + 900]
+            rows = self._read(select(schema.turns).where(schema.turns.c.user_id == user_id, schema.turns.c.id.in_(chunk)))
+            found.update((row.id, _turn(row)) for row in rows)
+        return [found[i] for i in id_list if i in found]
+
+    def get_turn(self, user_id: str, turn_id: int) -> Turn | None:
+        turns = self.get_turns(user_id, [turn_id])
+        return turns[0] if turns else None
+
+    def list_turns(
+        self,
+        user_id: str,
+        conversation_id: str | None = None,
+        session_id: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
+    ) -> list[Turn]:
+        statement = select(schema.turns).where(schema.turns.c.user_id == user_id)
+        if conversation_id is not None:
+            statement = statement.where(schema.turns.c.conversation_id == conversation_id)
+        if session_id is not None:
+            statement = statement.where(schema.turns.c.session_id == session_id)
+        if since is not None:
+            statement = statement.where(schema.turns.c.event_time >= naive_utc(since))
+        if until is not None:
+            statement = statement.where(schema.turns.c.event_time < naive_utc(until))
+        order = schema.turns.c.id.desc() if newest_first else schema.turns.c.id.asc()
+        statement = statement.order_by(order).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return [_turn(row) for row in self._read(statement)]
+
+    def recent_turns(self, user_id: str, conversation_id: str, limit: int) -> list[Turn]:
+        """The last `limit` turns of a conversation, oldest first."""
+        return list(reversed(self.list_turns(user_id, conversation_id, limit=limit, newest_first=True)))
+
+    def iter_turns(self, user_id: str | None = None, after_id: int = 0, batch_size: int = 5000) -> Iterator[Turn]:
+        """Every turn with id > after_id in id order, for index builds. user_id None walks all users (index caches only)."""
+        last = after_id
+        while True:
+            statement = select(schema.turns).where(schema.turns.c.id > last).order_by(schema.turns.c.id).limit(batch_size)
+            if user_id is not None:
+                statement = statement.where(schema.turns.c.user_id == user_id)
+            rows = self._read(statement)
+            if not rows:
+                return
+            for row in rows:
+                yield _turn(row, with_embedding=True)
+            last = rows[-1].id
+
+    def embedding_of(self, kind: str, item_id: int) -> tuple[bytes | None, str | None]:
+        table = {"turn": schema.turns, "fact": schema.facts}[kind]
+        rows = self._read(select(table.c.embedding, table.c.embedding_model).where(table.c.id == item_id))
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    def iter_facts(self, after_id: int = 0) -> Iterator[tuple[Fact, bytes | None, str | None]]:
+        rows = self._read(select(schema.facts).where(schema.facts.c.id > after_id).order_by(schema.facts.c.id))
+        for row in rows:
+            yield _fact(row), row.embedding, row.embedding_model
+
+    def embedding_models(self) -> dict[str, int]:
+        """How many turns were embedded by each model (to detect a model change)."""
+        rows = self._read(
+            select(schema.turns.c.embedding_model, func.count())
+            .where(schema.turns.c.embedding_model.is_not(None))
+            .group_by(schema.turns.c.embedding_model)
+        )
+        return {model: count for model, count in rows}
+
+    def max_ids(self) -> dict[str, int]:
+        """Highest turn id, fact id and deletion seq: what an index cache must have seen to be current."""
+        rows = self._read(
+            select(
+                select(func.coalesce(func.max(schema.turns.c.id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(schema.facts.c.id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(schema.deletions.c.seq), 0)).scalar_subquery(),
+            )
+        )
+        turn_id, fact_id, deletion_seq = rows[0]
+        return {"turn": int(turn_id), "fact": int(fact_id), "deletion": int(deletion_seq)}
+
+    def deletions_after(self, seq: int) -> list[tuple[int, str, str, int]]:
+        """(seq, user_id, kind, item_id) tombstones newer than seq."""
+        rows = self._read(
+            select(schema.deletions.c.seq, schema.deletions.c.user_id, schema.deletions.c.kind, schema.deletions.c.item_id)
+            .where(schema.deletions.c.seq > seq)
+            .order_by(schema.deletions.c.seq)
+        )
+        return [tuple(row) for row in rows]
+
+    def sessions(self, user_id: str, conversation_id: str | None = None) -> list[Session]:
+        statement = select(schema.sessions).where(schema.sessions.c.user_id == user_id).order_by(schema.sessions.c.id)
+        if conversation_id is not None:
+            statement = statement.where(schema.sessions.c.conversation_id == conversation_id)
+        return [_session(row) for row in self._read(statement)]
+
+    def get_session(self, user_id: str, session_id: int) -> Session | None:
+        rows = self._read(
+            select(schema.sessions).where(schema.sessions.c.user_id == user_id, schema.sessions.c.id == session_id)
+        )
+        return _session(rows[0]) if rows else None
+
+    def conversations(self, user_id: str) -> list[ConversationInfo]:
+        turn_rows = self._read(
+            select(
+                schema.turns.c.conversation_id,
+                func.count(),
+                func.min(schema.turns.c.event_time),
+                func.max(schema.turns.c.event_time),
+                func.min(schema.turns.c.id),
+            )
+            .where(schema.turns.c.user_id == user_id)
+            .group_by(schema.turns.c.conversation_id)
+        )
+        session_counts = dict(
+            self._read(
+                select(schema.sessions.c.conversation_id, func.count())
+                .where(schema.sessions.c.user_id == user_id)
+                .group_by(schema.sessions.c.conversation_id)
+            )
+        )
+        infos = {
+            row[0]: ConversationInfo(row[0], row[1], session_counts.get(row[0], 0), row[2], row[3]) for row in turn_rows
+        }
+        # Conversations with sessions but no turns yet still exist.
+        for conversation_id, count in session_counts.items():
+            infos.setdefault(conversation_id, ConversationInfo(conversation_id, 0, count, None, None))
+        return sorted(infos.values(), key=lambda c: c.conversation_id)
+
+    def users(self) -> list[str]:
+        rows = self._read(select(schema.sessions.c.user_id).distinct().order_by(schema.sessions.c.user_id))
+        return [row[0] for row in rows]
+
+    def has_user(self, user_id: str) -> bool:
+        rows = self._read(select(schema.sessions.c.id).where(schema.sessions.c.user_id == user_id).limit(1))
+        return bool(rows)
+
+    def require_user(self, user_id: str) -> str:
+        check_id("user id", user_id)
+        if not self.has_user(user_id):
+            raise UnknownUserError(f"unknown user {user_id!r}: nothing is stored for this user")
+        return user_id
+
+    def count_turns(self, user_id: str | None = None) -> int:
+        statement = select(func.count()).select_from(schema.turns)
+        if user_id is not None:
+            statement = statement.where(schema.turns.c.user_id == user_id)
+        return self._read(statement)[0][0]
+
+    def stats(self, user_id: str | None = None) -> dict[str, Any]:
+        def count(table):
+            statement = select(func.count()).select_from(table)
+            if user_id is not None:
+                statement = statement.where(table.c.user_id == user_id)
+            return self._read(statement)[0][0]
+
+        result: dict[str, Any] = {
+            "backend": self.engine.dialect.name,
+            "turns": count(schema.turns),
+            "sessions": count(schema.sessions),
+            "facts": count(schema.facts),
+        }
+        if user_id is None:
+            result["users"] = len(self.users())
+        else:
+            result["user"] = user_id
+            result["conversations"] = len(self.conversations(user_id))
+        path = self.sqlite_path
+        if path is not None and path.exists():
+            result["database_bytes"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+        return result
+
+    # -- deletes ------------------------------------------------------------------------
+
+    def delete_turn(self, user_id: str, turn_id: int) -> bool:
+        def work(conn: Connection) -> bool:
+            result = conn.execute(delete(schema.turns).where(schema.turns.c.id == turn_id, schema.turns.c.user_id == user_id))
+            if result.rowcount:
+                conn.execute(
+                    insert(schema.deletions).values(user_id=user_id, kind="turn", item_id=turn_id, deleted_at=utcnow())
+                )
+            return result.rowcount > 0
+
+        return self._retry(work)
+
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        """Delete every row of one user (turns, sessions, facts), leaving tombstones for index caches."""
+        check_id("user id", user_id)
+
+        def work(conn: Connection) -> dict[str, int]:
+            now = utcnow()
+            counts = {}
+            for kind, table in (("turn", schema.turns), ("fact", schema.facts)):
+                ids = [row[0] for row in conn.execute(select(table.c.id).where(table.c.user_id == user_id))]
+                if ids:
+                    conn.execute(
+                        insert(schema.deletions),
+                        [{"user_id": user_id, "kind": kind, "item_id": i, "deleted_at": now} for i in ids],
+                    )
+                counts[kind + "s"] = len(ids)
+            conn.execute(delete(schema.turns).where(schema.turns.c.user_id == user_id))
+            conn.execute(delete(schema.facts).where(schema.facts.c.user_id == user_id))
+            counts["sessions"] = conn.execute(delete(schema.sessions).where(schema.sessions.c.user_id == user_id)).rowcount
+            return counts
+
+        return self._retry(work)
+
+    # -- export / import ------------------------------------------------------------------
+
+    def export_user(self, user_id: str) -> Iterator[dict[str, Any]]:
+        """One user's memory as JSON-ready records: sessions (with their turns' order) then facts."""
+        for session in self.sessions(user_id):
+            yield {
+                "type": "session",
+                "id": session.id,
+                "conversation_id": session.conversation_id,
+                "external_id": session.external_id,
+                "started_at": session.started_at.isoformat() if session.started_at else None,
+                "summary": session.summary,
+                "metadata": session.metadata,
+            }
+            for turn in self.list_turns(user_id, session_id=session.id):
+                yield {
+                    "type": "turn",
+                    "id": turn.id,
+                    "session": session.id,
+                    "conversation_id": turn.conversation_id,
+                    "role": turn.role,
+                    "speaker": turn.speaker,
+                    "text": turn.text,
+                    "event_time": turn.event_time.isoformat(),
+                    "pinned": turn.pinned,
+                    "metadata": turn.metadata,
+                }
+        for fact in self.get_facts(user_id):
+            yield {
+                "type": "fact",
+                "id": fact.id,
+                "conversation_id": fact.conversation_id,
+                "subject": fact.subject,
+                "text": fact.text,
+                "source_turn_ids": fact.source_turn_ids,
+                "valid_from": fact.valid_from.isoformat(),
+                "valid_to": fact.valid_to.isoformat() if fact.valid_to else None,
+                "metadata": fact.metadata,
+            }
+
+    def import_records(self, user_id: str, records: Iterable[dict[str, Any]]) -> dict[str, int]:
+        """Load exported records into `user_id` in one transaction (ids are remapped)."""
+        check_id("user id", user_id)
+        records = list(records)
+        for number, record in enumerate(records, 1):
+            if not isinstance(record, dict) or record.get("type") not in ("session", "turn", "fact"):
+                raise ValueError(f"record {number}: expected an object with type session, turn or fact")
+
+        def work(conn: Connection) -> dict[str, int]:
+            now = utcnow()
+            session_map: dict[Any, int] = {}
+            turn_map: dict[Any, int] = {}
+            counts = {"sessions": 0, "turns": 0, "facts": 0}
+            for number, record in enumerate(records, 1):
+                try:
+                    kind = record["type"]
+                    if kind == "session":
+                        session_map[record["id"]] = conn.execute(
+                            insert(schema.sessions).values(
+                                user_id=user_id,
+                                conversation_id=check_id("conversation id", record["conversation_id"]),
+                                external_id=record.get("external_id"),
+                                started_at=_parse_iso(record.get("started_at")),
+                                summary=record.get("summary"),
+                                metadata=record.get("metadata") or {},
+                            )
+                        ).inserted_primary_key[0]
+                        counts["sessions"] += 1
+                    elif kind == "turn":
+                        if record["session"] not in session_map:
+                            raise ValueError(f"turn refers to session {record['session']!r}, which comes earlier in no record")
+                        row = self._turn_row(
+                            user_id,
+                            check_id("conversation id", record["conversation_id"]),
+                            session_map[record["session"]],
+                            counts["turns"],
+                            NewTurn(record["role"], record["text"], record.get("speaker"), _parse_iso(record["event_time"]), record.get("metadata") or {}),
+                            now,
+                            now,
+                        )
+                        row["pinned"] = bool(record.get("pinned", False))
+                        turn_map[record.get("id")] = self._insert_turn_rows(conn, [row])[0]
+                        counts["turns"] += 1
+                    else:
+                        conn.execute(
+                            insert(schema.facts).values(
+                                user_id=user_id,
+                                conversation_id=record.get("conversation_id"),
+                                subject=record["subject"],
+                                text=record["text"],
+                                source_turn_ids=[turn_map[i] for i in record.get("source_turn_ids", []) if i in turn_map],
+                                valid_from=_parse_iso(record["valid_from"]),
+                                valid_to=_parse_iso(record.get("valid_to")),
+                                created_at=now,
+                                metadata=record.get("metadata") or {},
+                            )
+                        )
+                        counts["facts"] += 1
+                except KeyError as exc:
+                    raise ValueError(f"record {number} ({record.get('type')}): missing field {exc.args[0]!r}") from exc
+            return counts
+
+        return self._retry(work)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _open_engine(url: str, echo: bool = False) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUnavailableError(f"database URL {url!r} is not a valid URL: {exc}") from exc
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                parent = Path(database).expanduser().parent
+                if not parent.exists():
+                    raise DatabaseUnavailableError(f"cannot open database {url}: directory {parent} does not exist")
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+            _configure_sqlite(engine)
+            return engine
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (ImportError, ArgumentError) as exc:
+        raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {exc}") from exc
+    except Exception as exc:  # SQLAlchemy raises NoSuchModuleError and others for unknown dialects
+        if isinstance(exc, DatabaseUnavailableError):
+            raise
+        raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {_first_line(exc)}") from exc
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # SQLAlchemy's documented recipe: let us emit BEGIN ourselves, as BEGIN IMMEDIATE, so two writers queue
+    # on the busy timeout instead of deadlocking when a read transaction upgrades to a write.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return naive_utc(datetime.fromisoformat(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid ISO datetime {value!r}") from exc
+
+
+def _turn(row, with_embedding: bool = False) -> Turn:
+    turn = Turn(
+        id=row.id,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        session_id=row.session_id,
+        role=row.role,
+        speaker=row.speaker,
+        text=row.text,
+        event_time=row.event_time,
+        ingested_at=row.ingested_at,
+        position=row.position,
+        pinned=bool(row.pinned),
+        metadata=row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata or "{}"),
+        embedding_model=row.embedding_model,
+        embedding=row.embedding if with_embedding else None,
+    )
+    return turn
+
+
+def _session(row) -> Session:
+    return Session(
+        id=row.id,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        started_at=row.started_at,
+        external_id=row.external_id,
+        summary=row.summary,
+        metadata=row.metadata or {},
+    )
+
+
+def _fact(row) -> Fact:
+    return Fact(
+        id=row.id,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        subject=row.subject,
+        text=row.text,
+        source_turn_ids=list(row.source_turn_ids or []),
+        valid_from=row.valid_from,
+        valid_to=row.valid_to,
+        created_at=row.created_at,
+        metadata=row.metadata or {},
+    )
