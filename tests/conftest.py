@@ -1,0 +1,74 @@
+"""Shared fixtures: every test gets its own data dir; store tests run on SQLite and, when
+MEMSTREAM_TEST_PG_URL names a server (CI starts one), on PostgreSQL too."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+LOCOMO_DEV = DATA_DIR / "locomo" / "locomo10_dev.json"
+LONGMEMEVAL_SAMPLE = DATA_DIR / "longmemeval" / "longmemeval_sample.json"
+PG_URL = os.environ.get("MEMSTREAM_TEST_PG_URL")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """No test reads or writes the real user data dir or a stray memstream.toml; no test reaches a model hub."""
+    home = tmp_path / "memstream-home"
+    home.mkdir()
+    monkeypatch.setenv("MEMSTREAM_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    for name in list(os.environ):
+        if name.startswith("MEMSTREAM_") and name not in ("MEMSTREAM_HOME", "MEMSTREAM_TEST_PG_URL"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def _backends():
+    params = [pytest.param("sqlite", id="sqlite")]
+    params.append(
+        pytest.param(
+            "postgres",
+            id="postgres",
+            marks=[pytest.mark.postgres, pytest.mark.skipif(PG_URL is None, reason="MEMSTREAM_TEST_PG_URL not set (CI starts a PostgreSQL server)")],
+        )
+    )
+    return params
+
+
+@pytest.fixture(params=_backends())
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, or the test PostgreSQL database wiped clean."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'memstream.db'}"
+    reset_postgres(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'memstream.db'}"
+
+
+@pytest.fixture
+def store(db_url):
+    from memstream.memory.store import MemoryStore
+
+    with MemoryStore(db_url) as opened:
+        yield opened
