@@ -1,0 +1,133 @@
+"""A paged (block) KV cache in the layout every attention policy reads.
+
+Per layer, in the layout of `memstream.backends.kernels`:
+  k(layer), v(layer): [num_blocks, n_kv_heads, block_size, head_dim]
+  block_table:        [batch, max_blocks_per_seq] int32, physical block ids in token order
+  seq_lens:           [batch] int32, tokens held in the cache per sequence
+  positions:          [batch] int64, tokens fed so far (the next RoPE position)
+
+`seq_lens` and `positions` are equal until a policy evicts or compresses cached tokens
+(sink_window, snapkv); keys are stored after RoPE, so eviction never re-rotates.
+
+Blocks are handed out contiguously per sequence (sequence b owns blocks
+[b * max_blocks, (b + 1) * max_blocks)), so at batch 1 "gather the sequence" is a slice.
+A forward pass brackets its layers with `begin_write(t)` / `end_write()`: the slots for
+the t new tokens are computed once, seq_lens grows before the first layer attends (the
+new tokens see themselves), and each layer's `write` scatters its keys/values there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class PagedKVCache:
+    def __init__(
+        self,
+        n_layers: int,
+        n_kv_heads: int,
+        head_dim: int,
+        block_size: int,
+        max_tokens: int,
+        batch: int = 1,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        if max_tokens < 1 or batch < 1 or block_size < 1:
+            raise ValueError(f"cache needs max_tokens, batch, block_size >= 1, got {max_tokens}, {batch}, {block_size}")
+        self.block_size = block_size
+        self.batch = batch
+        self.max_blocks = -(-max_tokens // block_size)
+        self.capacity = self.max_blocks * block_size
+        num_blocks = self.max_blocks * batch
+        shape = (n_layers, num_blocks, n_kv_heads, block_size, head_dim)
+        # Zeros, not empty: a policy that reads a partly filled block multiplies unused
+        # slots by zero weights, and 0 * garbage-NaN would still be NaN.
+        self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+        self.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        self.block_table = torch.arange(num_blocks, dtype=torch.int32, device=device).view(batch, self.max_blocks)
+        self.seq_lens = torch.zeros(batch, dtype=torch.int32, device=device)
+        self.positions = torch.zeros(batch, dtype=torch.int64, device=device)
+        # Host copies so the batch-1 decode path never syncs on a device tensor.
+        self.lengths: list[int] = [0] * batch
+        self.lengths_before_write: list[int] = [0] * batch
+        self._slot: tuple[int, int] | None = None
+        self._blocks: torch.Tensor | None = None
+        self._offsets: torch.Tensor | None = None
+        self.contiguous = True
+        """True while every sequence's blocks are in order (no policy has rewritten the block table)."""
+
+    def k(self, layer: int) -> torch.Tensor:
+        return self.k_cache[layer]
+
+    def v(self, layer: int) -> torch.Tensor:
+        return self.v_cache[layer]
+
+    def reset(self) -> None:
+        self.seq_lens.zero_()
+        self.positions.zero_()
+        self.lengths = [0] * self.batch
+        self.block_table.copy_(torch.arange(self.block_table.numel(), dtype=torch.int32).view_as(self.block_table))
+        self.contiguous = True
+
+    def room(self) -> int:
+        """Tokens that still fit in the fullest sequence."""
+        return self.capacity - max(self.lengths)
+
+    def begin_write(self, n_tokens: int) -> None:
+        if max(self.lengths) + n_tokens > self.capacity:
+            raise ValueError(f"KV cache full: {max(self.lengths)} + {n_tokens} tokens > capacity {self.capacity}")
+        self.lengths_before_write = list(self.lengths)
+        if self.batch == 1 and n_tokens == 1:
+            pos = self.lengths[0]
+            block = int(self.block_table[0, pos // self.block_size]) if not self.contiguous else pos // self.block_size
+            self._slot = (block, pos % self.block_size)
+        else:
+            self._slot = None
+            starts = torch.tensor(self.lengths, dtype=torch.int64, device=self.block_table.device)
+            pos = starts[:, None] + torch.arange(n_tokens, device=starts.device)  # [B, T]
+            self._blocks = torch.gather(self.block_table.long(), 1, pos // self.block_size)
+            self._offsets = pos % self.block_size
+        self.lengths = [n + n_tokens for n in self.lengths]
+        self.seq_lens += n_tokens
+        self.positions += n_tokens
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the new tokens' keys/values, k and v [B, Hkv, T, Dh]."""
+        if self._slot is not None:
+            block, offset = self._slot
+            self.k_cache[layer, block, :, offset] = k[0, :, 0]
+            self.v_cache[layer, block, :, offset] = v[0, :, 0]
+            return
+        # Advanced indices on dims 0 and 2 with a slice between: the indexed view is [B, T, Hkv, Dh].
+        self.k_cache[layer][self._blocks, :, self._offsets] = k.transpose(1, 2)
+        self.v_cache[layer][self._blocks, :, self._offsets] = v.transpose(1, 2)
+
+    def rewrite(self, row: int, block_ids: torch.Tensor, length: int) -> None:
+        """Point sequence `row` at other blocks and set its cached length (for evicting/compressing policies).
+
+        `positions` is left alone: the next token keeps its true RoPE position.
+        """
+        self.block_table[row, : len(block_ids)] = block_ids.to(self.block_table.dtype)
+        self.seq_lens[row] = length
+        self.lengths[row] = length
+        self.contiguous = False
+
+    def end_write(self) -> None:
+        self._slot = self._blocks = self._offsets = None
+
+    def sequence(self, layer: int, row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of sequence `row` as [Hkv, seq_len, Dh] each (a copy)."""
+        length = self.lengths[row]
+        n_blocks = -(-length // self.block_size)
+        if self.contiguous:
+            first = row * self.max_blocks
+            k = self.k_cache[layer, first : first + n_blocks]  # a view: [n_blocks, Hkv, Bs, Dh]
+            v = self.v_cache[layer, first : first + n_blocks]
+        else:
+            ids = self.block_table[row, :n_blocks].long()
+            k, v = self.k_cache[layer, ids], self.v_cache[layer, ids]
+        heads, dh = k.shape[1], k.shape[3]
+        k = k.transpose(0, 1).reshape(heads, n_blocks * self.block_size, dh)[:, :length]
+        v = v.transpose(0, 1).reshape(heads, n_blocks * self.block_size, dh)[:, :length]
+        return k, v

@@ -1,0 +1,269 @@
+"""The Llama architecture in one readable file (after gpt-fast's model.py).
+
+Shapes: B batch, T new tokens, D model dim, H query heads, Hkv key/value heads,
+Dh head dim, V vocab. Weights come from a transformers model (`from_hf_state_dict`)
+with q/k/v and gate/up fused so a decode step runs two matmuls per block instead of five.
+
+Attention is split in two paths because they have different bottlenecks:
+- prefill (`forward(..., decode=False)`): the prompt attends to itself with causal SDPA,
+  and its keys/values are written into the paged cache;
+- decode (`decode=True`, one token per sequence): the new token attends to the cache
+  through `memstream.backends.attention.attend_decode(policy, ...)`, the single place
+  where sparse-attention policies plug in.
+Keys are cached after RoPE, so a policy may drop cached tokens without re-rotating.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memstream.backends.attention import attend_decode, on_prefill
+from memstream.backends.kernels import AttentionParams
+from memstream.backends.kv_cache import PagedKVCache
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+
+
+@dataclass
+class ModelArgs:
+    dim: int = 576
+    n_layers: int = 30
+    n_heads: int = 9
+    n_kv_heads: int = 3
+    head_dim: int = 64
+    intermediate_size: int = 1536
+    vocab_size: int = 49152
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] = field(default_factory=dict)
+    """transformers' rope_parameters / rope_scaling: rope_type 'default', 'linear' or 'llama3'."""
+    max_seq_len: int = 8192
+    tie_embeddings: bool = True
+
+    @classmethod
+    def from_hf_config(cls, config) -> "ModelArgs":
+        model_type = getattr(config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"model type {model_type!r} is not a Llama-family model the local runner supports "
+                f"({', '.join(SUPPORTED_MODEL_TYPES)}); serve it with vLLM/llama.cpp and use backend.kind='openai'"
+            )
+        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+            raise ValueError("models with attention/MLP biases are not supported by the local runner")
+        # transformers >= 5 keeps theta and scaling together in rope_parameters; older ones split them.
+        rope = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+        theta = rope.pop("rope_theta", None) or getattr(config, "rope_theta", 10000.0)
+        n_heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+        return cls(
+            dim=config.hidden_size,
+            n_layers=config.num_hidden_layers,
+            n_heads=n_heads,
+            n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
+            head_dim=head_dim,
+            intermediate_size=config.intermediate_size,
+            vocab_size=config.vocab_size,
+            norm_eps=config.rms_norm_eps,
+            rope_theta=float(theta),
+            rope_scaling=rope,
+            max_seq_len=config.max_position_embeddings,
+            tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+
+
+def rope_inv_freq(args: ModelArgs) -> torch.Tensor:
+    """Inverse frequencies [Dh/2], scaled as the checkpoint's rope_type says."""
+    dh = args.head_dim
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, dh, 2, dtype=torch.float64) / dh))
+    kind = args.rope_scaling.get("rope_type", args.rope_scaling.get("type", "default"))
+    if kind == "default":
+        return inv_freq.float()
+    if kind == "linear":
+        return (inv_freq / args.rope_scaling["factor"]).float()
+    if kind == "llama3":
+        # Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth ramp between.
+        s = args.rope_scaling
+        factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+        old_len = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_len / wavelen - low) / (high - low)
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        mid = (wavelen <= old_len / low) & (wavelen >= old_len / high)
+        scaled = torch.where(mid, (1 - smooth) * inv_freq / factor + smooth * inv_freq, scaled)
+        return scaled.float()
+    raise ValueError(f"rope_type {kind!r} is not supported by the local runner (supported: default, linear, llama3)")
+
+
+def rope_tables(args: ModelArgs, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [length, Dh] in the half-split layout transformers uses (rotate_half)."""
+    inv_freq = rope_inv_freq(args).to(device)
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # [L, Dh/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [L, Dh]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, T, Dh]; cos/sin [B or 1, 1, T, Dh]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 like the reference, whatever the weights' dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs, layer_idx: int):
+        super().__init__()
+        self.args = args
+        self.layer_idx = layer_idx
+        q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
+        self.split = (q_size, kv_size, kv_size)
+        self.wqkv = nn.Linear(args.dim, q_size + 2 * kv_size, bias=False)
+        self.wo = nn.Linear(q_size, args.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, T, D]
+        cos: torch.Tensor,  # [B or 1, 1, T, Dh]
+        sin: torch.Tensor,
+        cache: PagedKVCache,
+        decode: bool,
+        policy: str,
+        params: AttentionParams,
+    ) -> torch.Tensor:
+        a = self.args
+        bsz, t, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(bsz, t, a.n_heads, a.head_dim).transpose(1, 2)  # [B, H, T, Dh]
+        k = k.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
+        v = v.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache.write(self.layer_idx, k, v)
+        if decode:
+            out = attend_decode(policy, q[:, :, 0], cache, self.layer_idx, params)  # [B, H, Dh]
+            out = out.reshape(bsz, 1, a.n_heads * a.head_dim)
+        else:
+            if bsz != 1:
+                raise ValueError(f"prefill runs one sequence at a time, got batch {bsz}")
+            if cache.lengths_before_write[0] != 0:
+                raise ValueError("prefill must start from an empty cache (call cache.reset() first)")
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # [1, H, T, Dh]
+            on_prefill(policy, q, cache, self.layer_idx, params)
+            out = out.transpose(1, 2).reshape(bsz, t, a.n_heads * a.head_dim)
+        return self.wo(out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.hidden = args.intermediate_size
+        self.w13 = nn.Linear(args.dim, 2 * args.intermediate_size, bias=False)  # gate and up, fused
+        self.w2 = nn.Linear(args.intermediate_size, args.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs, layer_idx: int):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args, layer_idx)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args)
+
+    def forward(self, x, cos, sin, cache, decode, policy, params):
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, decode, policy, params)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args, i) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.rope_cos: torch.Tensor | None = None
+        self.rope_sin: torch.Tensor | None = None
+
+    def setup_rope(self, device=None) -> None:
+        """Precompute cos/sin for every position of the context window (call after loading weights)."""
+        cos, sin = rope_tables(self.args, self.args.max_seq_len, device)
+        dtype = self.output.weight.dtype
+        self.rope_cos, self.rope_sin = cos.to(dtype), sin.to(dtype)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # [B, T] int64
+        positions: torch.Tensor,  # [B, T] int64, absolute positions (RoPE)
+        cache: PagedKVCache,
+        decode: bool = False,
+        policy: str = "dense",
+        params: AttentionParams | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, V] for the last position, or [B, T, V] with all_logits."""
+        assert self.rope_cos is not None, "call setup_rope() after loading weights"
+        if decode and tokens.shape[1] != 1:
+            raise ValueError(f"decode takes one token per sequence, got {tokens.shape[1]}")
+        params = params or AttentionParams()
+        cos = self.rope_cos[positions].unsqueeze(1)  # [B, 1, T, Dh]
+        sin = self.rope_sin[positions].unsqueeze(1)
+        x = self.tok_embeddings(tokens)  # [B, T, D]
+        cache.begin_write(tokens.shape[1])
+        for layer in self.layers:
+            x = layer(x, cos, sin, cache, decode, policy, params)
+        cache.end_write()
+        if not all_logits:
+            x = x[:, -1:]
+        logits = self.output(self.norm(x)).float()
+        return logits if all_logits else logits[:, -1]
+
+    @classmethod
+    def from_hf_state_dict(cls, args: ModelArgs, state: dict[str, torch.Tensor]) -> "Transformer":
+        """Build from a transformers LlamaForCausalLM state dict (names like model.layers.0.self_attn.q_proj.weight)."""
+        with torch.device("meta"):
+            model = cls(args)
+        ours: dict[str, torch.Tensor] = {
+            "tok_embeddings.weight": state["model.embed_tokens.weight"],
+            "norm.weight": state["model.norm.weight"],
+        }
+        head = state.get("lm_head.weight")
+        if head is None or args.tie_embeddings:
+            head = state["model.embed_tokens.weight"]
+        ours["output.weight"] = head
+        for i in range(args.n_layers):
+            p = f"model.layers.{i}."
+            ours[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
+                [state[p + "self_attn.q_proj.weight"], state[p + "self_attn.k_proj.weight"], state[p + "self_attn.v_proj.weight"]]
+            )
+            ours[f"layers.{i}.attention.wo.weight"] = state[p + "self_attn.o_proj.weight"]
+            ours[f"layers.{i}.feed_forward.w13.weight"] = torch.cat(
+                [state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]]
+            )
+            ours[f"layers.{i}.feed_forward.w2.weight"] = state[p + "mlp.down_proj.weight"]
+            ours[f"layers.{i}.attention_norm.weight"] = state[p + "input_layernorm.weight"]
+            ours[f"layers.{i}.ffn_norm.weight"] = state[p + "post_attention_layernorm.weight"]
+        # assign=True keeps the loaded tensors instead of copying into meta placeholders.
+        model.load_state_dict(ours, strict=True, assign=True)
+        return model.eval()

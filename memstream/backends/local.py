@@ -1,0 +1,310 @@
+"""Local chat backend: load a Llama-family checkpoint, then prefill -> decode one token at a time.
+
+Loading goes through transformers (GGUF is de-quantised by transformers; safetensors folders
+load as they are), and the weights are moved into our own `Transformer` (llama.py). The
+tokenizer and chat template are the checkpoint's own.
+
+Generation (after gpt-fast's generate.py) is three small functions: `prefill`,
+`decode_one`, and `decode_n` with a token callback; `LocalBackend` wraps them into the
+`ChatBackend` protocol with streaming text, stop strings and sampling.
+
+Context policy: a prompt that does not leave room for one new token raises
+`ContextOverflowError` (nothing is truncated silently: the agent decides what to drop);
+`max_tokens` is clipped to the room left in the window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from memstream.backends.base import (
+    ContextOverflowError,
+    GenerationOptions,
+    Message,
+    ModelNotFoundError,
+    check_messages,
+    options_from,
+)
+from memstream.backends.kernels import AttentionParams, check_policy
+from memstream.backends.kv_cache import PagedKVCache
+from memstream.backends.llama import ModelArgs, Transformer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>")
+
+
+@dataclass
+class LocalModel:
+    """Loaded weights + tokenizer; shared by every LocalBackend that uses the same checkpoint."""
+
+    name: str
+    model: Transformer
+    tokenizer: object  # a transformers tokenizer
+    stop_token_ids: frozenset[int]
+    context_window: int
+    device: torch.device
+
+    @property
+    def args(self) -> ModelArgs:
+        return self.model.args
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_hf(path: Path, gguf_file: str | None = None, dtype: str = "float32"):
+    """The transformers model and tokenizer for a GGUF file (in folder `path`) or an HF folder.
+
+    Raises ModelNotFoundError naming the file when it is missing or cannot be read.
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = path / gguf_file if gguf_file else path
+    if not target.exists():
+        raise ModelNotFoundError(f"model file {target} does not exist")
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    # transformers 5 renamed torch_dtype to dtype.
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), **{dtype_key: DTYPES[dtype]}, **kwargs)
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError, TypeError) as exc:
+        # GGUF parse errors surface as ValueError/KeyError/EOFError; a bad folder as OSError.
+        raise ModelNotFoundError(f"cannot load model {target}: corrupt or unsupported file ({type(exc).__name__}: {exc})") from exc
+    return hf_model.eval(), tokenizer
+
+
+def stop_token_ids(tokenizer, config) -> frozenset[int]:
+    """Token ids that end a reply: the checkpoint's EOS ids plus the usual end-of-turn markers."""
+    ids: set[int] = set()
+    for source in (config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[marker] for marker in _END_MARKERS if marker in vocab)
+    return frozenset(ids)
+
+
+def from_hf(hf_model, tokenizer, name: str, device: str | None = None, context_window: int | None = None) -> LocalModel:
+    """Move a transformers Llama model's weights into our Transformer."""
+    try:
+        args = ModelArgs.from_hf_config(hf_model.config)
+    except ValueError as exc:
+        raise ModelNotFoundError(f"cannot run {name} locally: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise ModelNotFoundError(f"model {name} has no chat template; use an instruct/chat checkpoint")
+    target = pick_device(device)
+    model = Transformer.from_hf_state_dict(args, hf_model.state_dict()).to(target)
+    model.setup_rope(target)
+    window = min(context_window or args.max_seq_len, args.max_seq_len)
+    return LocalModel(name, model, tokenizer, stop_token_ids(tokenizer, hf_model.config), window, target)
+
+
+def load_local_model(
+    path: str, gguf_file: str | None = None, dtype: str = "float32", device: str | None = None, name: str | None = None
+) -> LocalModel:
+    """Load a checkpoint for local generation (uncached; see models.load_cached for the per-process cache)."""
+    hf_model, tokenizer = load_hf(Path(path), gguf_file, dtype)
+    return from_hf(hf_model, tokenizer, name or Path(gguf_file or path).stem, device)
+
+
+# --- generation: prefill, decode_one, decode_n --------------------------------------------
+
+
+@torch.inference_mode()
+def prefill(model: Transformer, tokens: torch.Tensor, cache: PagedKVCache, policy: str = "dense",
+            params: AttentionParams | None = None, all_logits: bool = False) -> torch.Tensor:
+    """Run the prompt tokens [1, T] through the model into an empty cache; logits [1, V] (or [1, T, V])."""
+    positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # [1, T]
+    return model(tokens, positions, cache, decode=False, policy=policy, params=params, all_logits=all_logits)
+
+
+@torch.inference_mode()
+def decode_one(model: Transformer, token: torch.Tensor, cache: PagedKVCache, policy: str = "dense",
+               params: AttentionParams | None = None) -> torch.Tensor:
+    """One decode step for token [B, 1] at the cache's next positions; logits [B, V]."""
+    positions = cache.positions[:, None].clone()  # [B, 1]
+    return model(token, positions, cache, decode=True, policy=policy, params=params)
+
+
+def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids [B] from logits [B, V]: greedy at temperature 0, else temperature + nucleus sampling."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def decode_n(model: Transformer, first_token: int, n: int, cache: PagedKVCache,
+             next_token: Callable[[torch.Tensor], torch.Tensor],
+             callback: Callable[[int], bool] = lambda token: True,
+             policy: str = "dense", params: AttentionParams | None = None) -> list[int]:
+    """Decode up to n tokens after `first_token` (batch 1); stop early when callback(token) is False.
+
+    `first_token` (already sampled from the prefill logits) is fed, not returned.
+    """
+    token = torch.tensor([[first_token]], device=cache.block_table.device)
+    produced: list[int] = []
+    for _ in range(n):
+        logits = decode_one(model, token, cache, policy, params)
+        new = int(next_token(logits)[0])
+        produced.append(new)
+        if not callback(new):
+            break
+        token.fill_(new)
+    return produced
+
+
+# --- text streaming -------------------------------------------------------------------------
+
+
+class TextStream:
+    """Turns generated token ids into text pieces that are safe to show.
+
+    Holds back a trailing partial UTF-8 character and any tail that could be the start of
+    a stop string; once a stop string appears, the text before it is the end of the reply.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str] = ()):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a multi-byte character is still incomplete
+            return ""
+        self.text = text
+        hits = [i for i in (text.find(s, max(0, self.emitted - len(s))) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._emit_to(min(hits))
+        hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return self._emit_to(len(text) - hold)
+
+    def flush(self) -> str:
+        """The held-back tail, once generation ended without a stop string."""
+        return "" if self.stopped else self._emit_to(len(self.text))
+
+    def _emit_to(self, end: int) -> str:
+        piece = self.text[self.emitted : max(end, self.emitted)]
+        self.emitted = max(end, self.emitted)
+        return piece
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    finish_reason: str = "stop"
+    """'stop' (end token or stop string) or 'length' (max_tokens or the context window)."""
+
+
+@dataclass
+class LocalBackend:
+    """ChatBackend over a LocalModel. Not thread-safe: one generation at a time (the server queues)."""
+
+    local: LocalModel
+    policy: str = "dense"
+    params: AttentionParams = field(default_factory=AttentionParams)
+    seed: int | None = None
+    context_limit: int | None = None
+    """Use fewer tokens than the model's window (BackendSettings.context_window)."""
+    last_stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __post_init__(self) -> None:
+        check_policy(self.policy)
+        self.name = self.local.name
+        self.context_window = min(self.context_limit or self.local.context_window, self.local.context_window)
+        self.generator = torch.Generator(device=self.local.device)
+        if self.seed is not None:
+            self.generator.manual_seed(self.seed)
+        else:
+            self.generator.seed()
+
+    def encode(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt token ids through the checkpoint's chat template, ending with the assistant header."""
+        text = self.local.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.local.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
+        if isinstance(text_or_messages, str):
+            return len(self.local.tokenizer(text_or_messages, add_special_tokens=False)["input_ids"])
+        check_messages(text_or_messages)
+        return len(self.encode(text_or_messages))
+
+    def stream(self, messages: Sequence[Message], **opts) -> Iterator[str]:
+        check_messages(messages)
+        options = options_from(opts)
+        prompt = self.encode(messages)
+        # Validate before the generator starts, so bad input fails at the call, not at first next().
+        room = self.context_window - len(prompt)
+        if room < 1:
+            raise ContextOverflowError(
+                f"prompt is {len(prompt)} tokens but {self.name}'s context window is {self.context_window} "
+                "(one token must be left for the reply): shorten the conversation or its retrieved context"
+            )
+        return self._generate(prompt, options, min(options.max_tokens, room))
+
+    def _generate(self, prompt: list[int], options: GenerationOptions, max_new: int) -> Iterator[str]:
+        local, args = self.local, self.local.args
+        stats = self.last_stats = GenerationStats(prompt_tokens=len(prompt), finish_reason="length")
+        cache = PagedKVCache(args.n_layers, args.n_kv_heads, args.head_dim, self.params.block_size,
+                             len(prompt) + max_new, dtype=local.model.output.weight.dtype, device=local.device)
+        text = TextStream(local.tokenizer, options.stop)
+
+        def next_token(logits: torch.Tensor) -> torch.Tensor:
+            return sample(logits, options.temperature, options.top_p, self.generator)
+
+        start = time.perf_counter()
+        tokens = torch.tensor([prompt], device=local.device)
+        token = int(next_token(prefill(local.model, tokens, cache, self.policy, self.params))[0])
+        stats.prefill_s = time.perf_counter() - start
+        start = time.perf_counter()
+        feed = torch.tensor([[token]], device=local.device)
+        for step in range(max_new):
+            if token in local.stop_token_ids:
+                stats.finish_reason = "stop"
+                break
+            stats.completion_tokens += 1
+            piece = text.push(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                stats.finish_reason = "stop"
+                break
+            if step == max_new - 1:
+                break
+            feed.fill_(token)
+            token = int(next_token(decode_one(local.model, feed, cache, self.policy, self.params))[0])
+        tail = text.flush()
+        if tail:
+            yield tail
+        stats.decode_s = time.perf_counter() - start
+
+    def complete(self, messages: Sequence[Message], **opts) -> str:
+        return "".join(self.stream(messages, **opts))
