@@ -264,6 +264,109 @@ def memory_search(
             typer.echo(f"{hit.fused_score:.4f}  {hit.turn.event_time:%Y-%m-%d %H:%M}  [{hit.source_id or hit.turn.id}]  {hit.turn.text[:110]}")
 
 
+# -- agent ---------------------------------------------------------------------------
+
+
+def build_agent(settings: Settings):
+    from memstream.agent.controller import MemoryAgent
+
+    return MemoryAgent.from_settings(settings)
+
+
+def backend_overrides(backend: str | None, model: str | None, base_url: str | None = None, attention: str | None = None) -> dict:
+    return {"backend.kind": backend, "backend.model": model, "backend.base_url": base_url, "attention.policy": attention}
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="One message to the agent."),
+    user: str = UserOption,
+    conversation: str = typer.Option("default", "--conversation", "-c"),
+    at: Optional[str] = typer.Option(None, "--at", help="When the question is asked (default: now)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local | openai"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    remember: bool = typer.Option(True, "--remember/--no-remember", help="Store the question and answer."),
+    db: Optional[str] = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Ask one question; the answer uses the user's memory.
+
+    Example: memstream ask "When did Caroline go to the support group?" --user alice --json
+    """
+    from memstream.agent.controller import AgentError, TurnOptions
+
+    with user_errors():
+        settings = settings_from(db, **backend_overrides(backend, model, base_url))
+        when = parse_when(at)
+        agent = build_agent(settings)
+        try:
+            reply = agent.chat(question, user=user, conversation=conversation, at=when, options=TurnOptions(remember=remember))
+        except AgentError as exc:
+            agent.close()
+            raise CliError(str(exc)) from None
+        agent.close()
+        if as_json:
+            echo_json(reply.to_dict())
+        else:
+            typer.echo(reply.text)
+
+
+@app.command()
+def chat(
+    user: str = typer.Option("me", "--user", "-u"),
+    conversation: str = typer.Option("default", "--conversation", "-c"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local | openai"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    plain: bool = typer.Option(False, "--plain", help="A line-based REPL instead of the terminal app."),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Chat with memory: the terminal app, or a plain REPL with --plain.
+
+    Example: memstream chat --user alice
+    """
+    with user_errors():
+        settings = settings_from(db, **backend_overrides(backend, model, base_url))
+        if not plain:
+            from memstream.tui.app import run_app
+
+            run_app(settings, user=user, conversation=conversation)
+            return
+        agent = build_agent(settings)
+        _plain_repl(agent, user, conversation)
+
+
+def _plain_repl(agent, user: str, conversation: str) -> None:
+    from memstream.agent.controller import AgentError, Reply
+
+    typer.echo(f"memstream chat as {user!r} in {conversation!r}. /quit to leave.")
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                break
+            if line.strip() in ("/quit", "/exit"):
+                break
+            if not line.strip():
+                continue
+            sys.stdout.write("bot> ")
+            try:
+                for item in agent.stream(line, user=user, conversation=conversation):
+                    if isinstance(item, Reply):
+                        sys.stdout.write(f"\n   ({len(item.memories)} memories, {item.timings.get('total', 0):.1f}s)\n")
+                    else:
+                        sys.stdout.write(item)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                sys.stdout.write("\n[cancelled]\n")
+            except AgentError as exc:
+                sys.stdout.write(f"\nError: {exc}\n")
+    finally:
+        agent.close()
+
+
 def main() -> None:
     app()
 

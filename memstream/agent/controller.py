@@ -1,0 +1,365 @@
+"""MemoryAgent: one user turn, top to bottom.
+
+    0. store the user's turn (it is durable before anything can fail)
+    1. flash    the conversation's recent turns, always in context
+    2. plan     does the turn need the archive? standalone query, time window
+    3. retrieve hybrid search over the user's memory, minus what flash already shows
+    4. compose  one prompt if the evidence fits its budget, else a chain of agents
+    5. generate stream the reply from the backend
+    6. remember commit the reply, catch the indexes up, queue enrichment (summaries, facts)
+
+`stream()` is the core; `chat()`, `achat()` and `astream()` are thin wrappers around it, so sync
+and async behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, AsyncIterator, Iterator
+
+from memstream.agent import prompts
+from memstream.agent.chain import ChainResult, manager_messages, run_workers
+from memstream.agent.compose import build_messages, chunk_lines, day, evidence_lines, memory_block, truncate_for_model
+from memstream.agent.enrich import EnrichJob, Enricher
+from memstream.agent.planner import PAST_MARKERS, QUESTION, Plan, plan_turn
+from memstream.backends.base import BackendError, ChatBackend
+from memstream.config import Settings, load_settings
+from memstream.memory.flash import flash_turns
+from memstream.memory.model import NewTurn, Turn
+from memstream.memory.store import MemoryStore, check_id, utcnow
+
+SESSION_GAP = timedelta(hours=4)  # a live conversation starts a new session after this much silence
+SYSTEM_RESERVE = 200  # tokens kept for the system prompt's fixed text
+
+
+class AgentError(RuntimeError):
+    """A turn could not be answered (the backend failed). The user's turn is already stored: `reply` has its id."""
+
+    def __init__(self, message: str, reply: "Reply"):
+        super().__init__(message)
+        self.reply = reply
+
+
+@dataclass
+class TurnOptions:
+    """Per-turn switches, mostly for benchmarks and ablations."""
+
+    retrieval_mode: str = "memstream"  # memstream | hybrid | bm25 | dense | none
+    plan: bool = True
+    """False: always retrieve, with the message itself as the query and no time window (plain RAG)."""
+    remember: bool = True
+    """False: answer without storing the turn (benchmark questions must not become memories)."""
+    short_answer: bool = False
+    top_k: int | None = None
+    max_tokens: int | None = None
+    system: str | None = None
+
+
+@dataclass
+class Reply:
+    text: str
+    user: str
+    conversation: str
+    plan: Plan | None = None
+    memories: list = field(default_factory=list)
+    """Retrieval hits used as evidence (turn, scores, time, source)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    user_turn_id: int | None = None
+    reply_turn_id: int | None = None
+    chain: ChainResult | None = None
+    abstained: bool = False
+    cancelled: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    """The final prompt sent to the backend (for the inspector and tests)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "user": self.user,
+            "conversation": self.conversation,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "memories": [hit_to_dict(h) for h in self.memories],
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "user_turn_id": self.user_turn_id,
+            "reply_turn_id": self.reply_turn_id,
+            "chain_of_agents": {"notes": self.chain.notes} if self.chain else None,
+            "abstained": self.abstained,
+            "cancelled": self.cancelled,
+            "error": self.error,
+            "notes": self.notes,
+        }
+
+
+def hit_to_dict(hit) -> dict[str, Any]:
+    if hasattr(hit, "to_dict"):
+        return hit.to_dict()
+    return {"turn_id": hit.turn.id, "text": hit.turn.text, "event_time": hit.turn.event_time.isoformat()}
+
+
+def refers_to_personal_past(message: str) -> bool:
+    return bool(PAST_MARKERS.search(message)) and bool(QUESTION.search(message))
+
+
+class MemoryAgent:
+    """Long-term memory for a chat backend. Build it from settings, or pass the parts in (tests do)."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        retriever,
+        backend: ChatBackend,
+        settings: Settings | None = None,
+        enricher: Enricher | None = None,
+        enrich: bool | None = None,
+    ):
+        self.settings = settings or load_settings()
+        self.store = store
+        self.retriever = retriever
+        self.backend = backend
+        enrich = self.settings.agent.enrich if enrich is None else enrich
+        if enricher is None and enrich:
+            enricher = Enricher(store, backend=None, on_done=lambda job: self._sync_index())
+        self.enricher = enricher
+        self._index_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, backend: ChatBackend | None = None) -> "MemoryAgent":
+        from memstream.backends.models import make_backend
+        from memstream.retrieval.retriever import Retriever
+
+        settings = settings or load_settings()
+        store = MemoryStore.from_settings(settings)
+        retriever = Retriever.from_settings(settings, store)
+        backend = backend or make_backend(settings.backend, settings.attention)
+        return cls(store, retriever, backend, settings)
+
+    # -- public API -------------------------------------------------------------------
+
+    def chat(self, text: str, user: str, conversation: str = "default", at: datetime | None = None, options: TurnOptions | None = None) -> Reply:
+        reply = None
+        for item in self.stream(text, user, conversation, at, options):
+            if isinstance(item, Reply):
+                reply = item
+        assert reply is not None
+        return reply
+
+    def stream(
+        self, text: str, user: str, conversation: str = "default", at: datetime | None = None, options: TurnOptions | None = None
+    ) -> Iterator[str | Reply]:
+        """Yield reply text pieces, then the Reply. Closing the generator early (cancel) keeps what was said."""
+        options = options or TurnOptions()
+        agent_settings = self.settings.agent
+        check_id("user id", user)
+        check_id("conversation id", conversation)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("message is empty: nothing to answer")
+        if len(text) > agent_settings.max_message_chars:
+            raise ValueError(f"message is {len(text)} characters; the limit is {agent_settings.max_message_chars} (agent.max_message_chars)")
+        now = at or utcnow()
+        reply = Reply(text="", user=user, conversation=conversation)
+        started = time.perf_counter()
+        count = self.backend.count_tokens
+
+        # 1. flash (before the new turn is stored, so it does not appear twice)
+        flash = flash_turns(self.store, user, conversation, agent_settings.flash_tokens, count)
+        # 0. the user's turn is durable before anything else can fail
+        if options.remember:
+            session_id = self._session_for(user, conversation, flash, now)
+            stored = self.store.add_turns(user, conversation, [NewTurn("user", text, "user", now)], session_id=session_id)
+            reply.user_turn_id = stored[0].id
+        reply.timings["store"] = time.perf_counter() - started
+
+        # 2. plan
+        mark = time.perf_counter()
+        if options.plan:
+            plan = plan_turn(
+                text, flash, now, self.backend, agent_settings.use_llm_planner, self.settings.retrieval.time_expansion and options.retrieval_mode == "memstream"
+            )
+        else:
+            plan = Plan(needs_memory=options.retrieval_mode != "none", query=text, source="none", reasons=["planning off"])
+        if options.retrieval_mode == "none":
+            plan.needs_memory = False
+        reply.plan = plan
+        reply.timings["plan"] = time.perf_counter() - mark
+
+        # 3. retrieve
+        mark = time.perf_counter()
+        hits = []
+        if plan.needs_memory:
+            hits = self._retrieve(user, plan, now, options, exclude={t.id for t in flash} | {reply.user_turn_id})
+        reply.memories = hits
+        reply.timings["retrieve"] = time.perf_counter() - mark
+
+        # 4. compose
+        mark = time.perf_counter()
+        max_reply = min(options.max_tokens or agent_settings.max_reply_tokens, agent_settings.max_reply_tokens * 4)
+        window = self.backend.context_window
+        message_budget = max(64, window - max_reply - agent_settings.evidence_tokens - agent_settings.flash_tokens - SYSTEM_RESERVE)
+        message = truncate_for_model(text, message_budget, count)
+        if message.note:
+            reply.notes.append(message.note)
+        system = (options.system or prompts.SYSTEM).format(today=day(now))
+        lines = evidence_lines([h.turn for h in hits])
+        evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
+        if plan.needs_memory and not hits and refers_to_personal_past(text):
+            # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
+            reply.abstained = True
+            reply.text = prompts.ABSTAIN_REPLY
+            yield reply.text
+            reply.timings["compose"] = time.perf_counter() - mark
+            self._finish(reply, options, now, started)
+            yield reply
+            return
+        evidence_tokens = sum(count(line) + 1 for line in lines)
+        if lines and evidence_tokens > evidence_budget:
+            # 4b. chain of agents: workers read the evidence in time order, the manager answers from the last note
+            chunks = chunk_lines(lines, evidence_budget, count)
+            try:
+                reply.chain = run_workers(self.backend, message.text, chunks)
+            except BackendError as exc:
+                self._fail(reply, exc)
+            reply.prompt_tokens += reply.chain.prompt_tokens
+            reply.completion_tokens += reply.chain.completion_tokens
+            messages = manager_messages(message.text, reply.chain.notes[-1])
+            messages.insert(0, {"role": "system", "content": system})
+        else:
+            evidence = memory_block(lines) if plan.needs_memory else None
+            flash_for_prompt = flash if options.plan else []
+            messages = build_messages(system, flash_for_prompt, evidence, message.text, options.short_answer)
+        # Whatever the budgets said, never send more than the window holds: drop flash turns, oldest first.
+        while count(messages) + max_reply > window and len(messages) > 2:
+            messages.pop(1)
+        reply.messages = messages
+        reply.prompt_tokens += count(messages)
+        reply.timings["compose"] = time.perf_counter() - mark
+
+        # 5. generate
+        mark = time.perf_counter()
+        pieces: list[str] = []
+        finished = False
+        try:
+            for piece in self.backend.stream(messages, max_tokens=max_reply, temperature=0.0):
+                pieces.append(piece)
+                yield piece
+            finished = True
+        except BackendError as exc:
+            reply.text = "".join(pieces)
+            self._fail(reply, exc)
+        finally:
+            if not finished and not reply.error:
+                # The consumer closed the stream (cancel): keep what was said.
+                reply.cancelled = True
+                reply.text = "".join(pieces)
+                reply.timings["generate"] = time.perf_counter() - mark
+                if reply.text.strip():
+                    self._finish(reply, options, now, started)
+        reply.text = "".join(pieces).strip()
+        reply.completion_tokens += count(reply.text) if reply.text else 0
+        reply.timings["generate"] = time.perf_counter() - mark
+
+        # 6. remember
+        self._finish(reply, options, now, started)
+        yield reply
+
+    async def achat(self, text: str, user: str, conversation: str = "default", at: datetime | None = None, options: TurnOptions | None = None) -> Reply:
+        return await asyncio.to_thread(self.chat, text, user, conversation, at, options)
+
+    async def astream(
+        self, text: str, user: str, conversation: str = "default", at: datetime | None = None, options: TurnOptions | None = None
+    ) -> AsyncIterator[str | Reply]:
+        """The same stream, produced in a worker thread so the event loop never blocks on the model."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in self.stream(text, user, conversation, at, options):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, produce)
+        while True:
+            item = await queue.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                await worker
+                raise item
+            yield item
+        await worker
+
+    def remember(self, user: str, conversation: str, turns: list[NewTurn], session_id: int | None = None) -> list[Turn]:
+        """Store turns without answering (replaying history); indexes and enrichment as for a live turn."""
+        stored = self.store.add_turns(user, conversation, turns, session_id=session_id)
+        self._sync_index()
+        if self.enricher is not None and stored:
+            self.enricher.submit(EnrichJob(user, conversation, [t.id for t in stored], stored[-1].session_id))
+        return stored
+
+    def close(self) -> None:
+        if self.enricher is not None:
+            self.enricher.close()
+
+    def __enter__(self) -> "MemoryAgent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _session_for(self, user: str, conversation: str, flash: list[Turn], now: datetime) -> int | None:
+        last = flash[-1] if flash else (self.store.recent_turns(user, conversation, 1) or [None])[-1]
+        if last is None or now - last.event_time > SESSION_GAP:
+            return self.store.new_session(user, conversation, started_at=now)
+        return last.session_id
+
+    def _retrieve(self, user: str, plan: Plan, now: datetime, options: TurnOptions, exclude: set) -> list:
+        k = options.top_k or self.settings.agent.top_k
+        mode = options.retrieval_mode
+        result = self.retriever.search(user, plan.query, k=k + len(exclude), now=now, time_window=plan.time_window, mode=mode)
+        floor = self.settings.agent.min_score
+        hits = []
+        for hit in result.hits:
+            if hit.turn.id in exclude:
+                continue
+            relevant = (hit.dense_score is not None and hit.dense_score >= floor) or (hit.lexical_score or 0) > 0 or floor <= 0
+            if relevant:
+                hits.append(hit)
+        return hits[:k]
+
+    def _fail(self, reply: Reply, exc: BackendError) -> None:
+        reply.error = f"backend failed: {exc}"
+        if reply.user_turn_id is not None:
+            self._sync_index()  # the stored user turn stays searchable even though no reply came
+        raise AgentError(f"{reply.error} (your message is saved as turn {reply.user_turn_id})", reply) from exc
+
+    def _finish(self, reply: Reply, options: TurnOptions, now: datetime, started: float) -> None:
+        if options.remember and reply.text.strip() and reply.reply_turn_id is None:
+            metadata = {"cancelled": True} if reply.cancelled else {}
+            stored = self.store.add_turns(
+                reply.user, reply.conversation, [NewTurn("assistant", reply.text, "assistant", now + timedelta(microseconds=1), metadata)]
+            )
+            reply.reply_turn_id = stored[0].id
+            self._sync_index()
+            if self.enricher is not None:
+                self.enricher.submit(EnrichJob(reply.user, reply.conversation, [reply.user_turn_id, reply.reply_turn_id], stored[0].session_id))
+        reply.timings["total"] = time.perf_counter() - started
+
+    def _sync_index(self) -> None:
+        with self._index_lock:
+            self.retriever.sync()
