@@ -7,12 +7,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 LOCOMO_DEV = DATA_DIR / "locomo" / "locomo10_dev.json"
 LONGMEMEVAL_SAMPLE = DATA_DIR / "longmemeval" / "longmemeval_sample.json"
 PG_URL = os.environ.get("MEMSTREAM_TEST_PG_URL")
+
+# Triton reads TRITON_INTERPRET when first imported (transformers imports it): without a GPU,
+# the kernel tests (tests/kernels) run the Triton kernels under its CPU interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -7,61 +7,82 @@ Cache layout shared by the runner and every kernel:
   q:                [batch, n_heads, head_dim]; n_heads is a multiple of n_kv_heads (GQA)
 Returns [batch, n_heads, head_dim] in q's dtype.
 
-Each policy lives in its own module with a torch reference beside its Triton kernel.
+Each policy lives in its own module with a torch reference beside its Triton kernel:
+  dense        split-K (FlashDecoding) over the whole sequence        dense.py
+  sink_window  initial sinks + recent window (StreamingLLM)            sink_window.py
+  block_topk   sinks + top-k scored blocks + local window (InfLLM)     block_topk.py
+  snapkv       prompt KV compressed once after prefill, then dense    snapkv.py
+
+`decode_attention` is the one entry point the runner calls per layer and decode step.
+
+Documented clamps (never wrong output): sinks or window larger than a sequence shrink to it;
+topk larger than the number of distant blocks selects them all; a snapkv budget covering the
+prompt keeps it whole. With such budgets every policy equals dense attention.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-POLICIES = ("dense", "sink_window", "block_topk", "snapkv")
+from .block_topk import block_topk_attention, block_topk_reference
+from .dense import dense_attention, dense_reference
+from .layout import POLICIES, AttentionParams, check_inputs, check_policy, gather_sequence, gather_tokens
+from .sink_window import sink_window_attention, sink_window_reference
+
+__all__ = [
+    "POLICIES",
+    "AttentionParams",
+    "check_policy",
+    "decode_attention",
+    "dense_reference",
+    "gather_sequence",
+    "gather_tokens",
+    "use_triton_for",
+]
 
 
-@dataclass
-class AttentionParams:
-    sinks: int = 4
-    window: int = 1024
-    block_size: int = 128
-    topk: int = 16
-    representatives: int = 4
-    budget: int = 2048
-    observation_window: int = 32
-    pool_kernel: int = 7
-    use_triton: bool | None = None
-
-    @classmethod
-    def from_settings(cls, attention) -> "AttentionParams":
-        return cls(**{name: getattr(attention, name) for name in cls.__dataclass_fields__})
+def use_triton_for(q: torch.Tensor, params: AttentionParams) -> bool:
+    """params.use_triton, or by default: Triton on CUDA, the torch reference elsewhere."""
+    return q.is_cuda if params.use_triton is None else bool(params.use_triton)
 
 
-def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise ValueError(f"unknown attention policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    return policy
+def decode_attention(
+    policy: str,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    params: AttentionParams,
+    scale: float | None = None,
+    *,
+    representatives: torch.Tensor | None = None,
+    q_far: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One decode step of attention under `policy`; [batch, n_heads, head_dim] in q's dtype.
 
+    representatives: block_topk's [num_blocks, n_kv_heads, R, head_dim] store
+        (block_topk.update_representatives fills it as blocks fill); required for block_topk.
+    q_far: sink_window only; q rotated at sink_window.far_query_position(pos), used to score
+        the sinks so they stay at an in-range distance past the trained length.
+    snapkv decodes densely: its compression happens once, after prefill (snapkv.compress_sequence).
 
-def gather_sequence(cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, row: int) -> torch.Tensor:
-    """The first seq_len cached tokens of sequence `row` as [n_kv_heads, seq_len, head_dim]."""
-    block_size = cache.shape[2]
-    n_blocks = (seq_len + block_size - 1) // block_size
-    blocks = cache[block_table[row, :n_blocks].long()]  # [n_blocks, H_kv, B, D]
-    return blocks.permute(1, 0, 2, 3).reshape(cache.shape[1], n_blocks * block_size, cache.shape[3])[:, :seq_len]
-
-
-def dense_reference(q, k_cache, v_cache, block_table, seq_lens, scale: float | None = None) -> torch.Tensor:
-    """Plain torch decode attention over the whole cached sequence (the ground truth)."""
-    batch, n_heads, head_dim = q.shape
-    n_kv = k_cache.shape[1]
-    group = n_heads // n_kv
-    scale = head_dim**-0.5 if scale is None else scale
-    out = torch.empty_like(q)
-    for row in range(batch):
-        length = int(seq_lens[row])
-        keys = gather_sequence(k_cache, block_table, length, row).float()  # [H_kv, L, D]
-        values = gather_sequence(v_cache, block_table, length, row).float()
-        queries = q[row].float().view(n_kv, group, head_dim)  # [H_kv, G, D]
-        weights = torch.softmax(queries @ keys.transpose(1, 2) * scale, dim=-1)  # [H_kv, G, L]
-        out[row] = (weights @ values).reshape(n_heads, head_dim).to(q.dtype)
-    return out
+    With params.use_triton=True on CPU tensors, set TRITON_INTERPRET=1 to run the interpreter.
+    """
+    check_policy(policy)
+    params.validate()
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    triton_path = use_triton_for(q, params)
+    if policy in ("dense", "snapkv"):
+        fn = dense_attention if triton_path else dense_reference
+        return fn(q, k_cache, v_cache, block_table, seq_lens, scale)
+    if policy == "sink_window":
+        fn = sink_window_attention if triton_path else sink_window_reference
+        return fn(q, k_cache, v_cache, block_table, seq_lens, params.sinks, params.window, scale, q_far=q_far)
+    if params.block_size != k_cache.shape[2]:
+        raise ValueError(
+            f"block_topk scores the cache's own blocks: params.block_size={params.block_size} "
+            f"must equal the cache block size {k_cache.shape[2]}"
+        )
+    fn = block_topk_attention if triton_path else block_topk_reference
+    return fn(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window, params.topk, scale)

@@ -1,0 +1,363 @@
+"""InfLLM block top-k decode attention.
+
+The context splits into three parts per sequence of length L:
+  sinks    [0, n_sink)              n_sink = min(sinks, L), always attended;
+  local    [win_start, L)           the recent window, always attended;
+  distant  [n_sink, win_start)      cut into the cache's blocks; per decode step and KV head
+                                    only the `topk` best-scoring blocks are attended.
+win_start = max(n_sink, min(L - window, full_blocks * block_size)): the local window always
+covers the block still being filled, whose representatives do not exist yet (a documented
+clamp that only matters when window < block_size).
+
+Each full block keeps `representatives` keys per KV head (`block_representatives`, computed
+once when the block fills; stored in a tensor parallel to the cache, indexed by physical
+block id, so the blocks themselves may live elsewhere, e.g. in CPU memory, and be fetched
+only when selected). A block's score is max over its representatives of q . r, summed over
+the query heads of the GQA group (`block_scores`, its own kernel); `select_blocks` takes the
+top-k (torch.topk); `block_topk_attention` attends sinks + selected blocks + local window in
+one split-K kernel that gathers selected tokens by block index through the block table, with
+no copy of the selected KV.
+
+Clamps: topk larger than the number of distant blocks selects them all (the policy then equals
+dense attention); window or sinks larger than the sequence shrink to it.
+
+Positions: keys are cached after RoPE at their true positions and distant blocks are attended
+at their true distances (InfLLM's single shared distance for distant memory would need
+un-rotated keys in the cache); see reports/passkey.md for where that breaks.
+
+Memory traffic per step ~= scores: n_blocks * R * D reads of representatives, then
+2 * (sinks + topk * block_size + window) * D per KV head: independent of L but for the scores.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_splits, pow2, tl
+from .dense import alloc_partials, reduce_splits
+from .layout import attend_positions, check_inputs, gather_tokens
+
+SCORE_BLOCKS = 16  # blocks scored per program; 16 x R_PAD rows also satisfies tl.dot's minimum
+
+
+@jit
+def _block_score_kernel(
+    Q, Reps, BlockTable, SeqLens, Scores,
+    sinks, window, n_table, n_reps,
+    stride_qb, stride_qh,
+    stride_rb, stride_rh, stride_rr,
+    stride_tb, stride_sb, stride_sh,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr,
+    BLOCKS: tl.constexpr, R_PAD: tl.constexpr, PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    chunk = tl.program_id(2)
+    offs_g = tl.arange(0, GROUP_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_g = offs_g < GROUP
+    heads = kvh * GROUP + offs_g
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+
+    seq_len = tl.load(SeqLens + b)
+    n_sink = tl.minimum(sinks, seq_len)
+    win_start = tl.maximum(n_sink, tl.minimum(seq_len - window, (seq_len // PAGE) * PAGE))
+    # Rows are (block, representative) pairs: BLOCKS * R_PAD representative keys per program.
+    rows = tl.arange(0, BLOCKS * R_PAD)
+    blk = chunk * BLOCKS + rows // R_PAD
+    rep = rows % R_PAD
+    # A block is distant when it overlaps [n_sink, win_start).
+    distant = (blk < n_table) & (tl.maximum(blk * PAGE, n_sink) < tl.minimum((blk + 1) * PAGE, win_start))
+    valid = distant & (rep < n_reps)
+    phys = tl.load(BlockTable + b * stride_tb + blk, mask=valid, other=0).to(tl.int64)
+    # Memory traffic: R representative rows per block instead of PAGE key rows.
+    r = tl.load(Reps + phys[:, None] * stride_rb + kvh * stride_rh + rep[:, None] * stride_rr + offs_d[None, :],
+                mask=valid[:, None], other=0.0)
+    s = tl.dot(q, tl.trans(r), input_precision=PRECISION)  # [GROUP_PAD, BLOCKS * R_PAD]
+    s = tl.where(valid[None, :], s, float("-inf"))
+    best = tl.max(tl.reshape(s, [GROUP_PAD, BLOCKS, R_PAD]), 2)  # max over representatives
+    best = tl.where(mask_g[:, None], best, 0.0)
+    score = tl.sum(best, 0)  # summed over the GQA group; -inf for blocks that are not distant
+    out_blk = chunk * BLOCKS + tl.arange(0, BLOCKS)
+    tl.store(Scores + b * stride_sb + kvh * stride_sh + out_blk, score, mask=out_blk < n_table)
+
+
+@jit
+def _block_topk_split_kernel(
+    Q, K, V, BlockTable, SeqLens, Selected, MPart, LPart, AccPart,
+    scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
+    stride_qb, stride_qh,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    stride_tb,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    offs_g = tl.arange(0, GROUP_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_g = offs_g < GROUP
+    heads = kvh * GROUP + offs_g
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+
+    seq_len = tl.load(SeqLens + b)
+    n_sink = tl.minimum(sinks, seq_len)
+    win_start = tl.maximum(n_sink, tl.minimum(seq_len - window, (seq_len // PAGE) * PAGE))
+    # Virtual index: [0, sinks) sinks | [sinks, local0) the selected blocks, PAGE slots each |
+    # [local0, local0 + L - win_start) the local window.
+    local0 = sinks + topk * PAGE
+    virtual_end = local0 + seq_len - win_start
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, virtual_end)
+    m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        v_idx = n0 + offs_n
+        is_sink = v_idx < sinks
+        is_local = v_idx >= local0
+        is_sel = (~is_sink) & (~is_local)
+        sel_slot = (v_idx - sinks) // PAGE
+        sel_blk = tl.load(Selected + (b * n_kv + kvh) * topk + sel_slot, mask=is_sel & (v_idx < end), other=-1)
+        sel_tok = sel_blk * PAGE + (v_idx - sinks) % PAGE
+        tok = tl.where(is_sink, v_idx, tl.where(is_local, win_start + v_idx - local0, sel_tok))
+        # Selected tokens are masked to the distant range, so no token is counted twice.
+        valid = (v_idx < end) & tl.where(
+            is_sink, v_idx < n_sink,
+            tl.where(is_local, tok < seq_len, (sel_blk >= 0) & (sel_tok >= n_sink) & (sel_tok < win_start)))
+        phys = tl.load(BlockTable + b * stride_tb + tok // PAGE, mask=valid, other=0).to(tl.int64)
+        slot = tok % PAGE
+        k = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        v = tl.load(V + phys[:, None] * stride_vb + kvh * stride_vh + slot[:, None] * stride_vt + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    part = (b * n_heads + heads) * n_splits + split
+    tl.store(MPart + part, m_i, mask=mask_g)
+    tl.store(LPart + part, l_i, mask=mask_g)
+    tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+
+
+# ---------------------------------------------------------------------------------------------
+# Representatives
+
+
+def block_representatives(keys: torch.Tensor, n_reps: int, queries: torch.Tensor | None = None) -> torch.Tensor:
+    """Representative keys of one full block: keys [H_kv, block_size, D] -> [H_kv, n_reps, D].
+
+    A token's representativeness is the attention logit it receives: from the block's own
+    queries when given (queries [n_heads, block_size, D], InfLLM's choice), otherwise from the
+    block's mean key, a query-free stand-in that needs nothing but the cache. The top n_reps
+    tokens per KV head are kept in position order. n_reps larger than the block is clamped.
+    """
+    n_kv, size, head_dim = keys.shape
+    n_reps = min(n_reps, size)
+    if queries is not None:
+        probe = queries.float().view(n_kv, -1, head_dim)  # [H_kv, G * size, D]
+    else:
+        probe = keys.float().mean(dim=1, keepdim=True)  # [H_kv, 1, D]
+    received = (probe @ keys.float().transpose(1, 2)).sum(dim=1)  # [H_kv, size]
+    top = received.topk(n_reps, dim=-1).indices.sort(dim=-1).values
+    return torch.gather(keys, 1, top[..., None].expand(-1, -1, head_dim))
+
+
+def new_representatives_cache(k_cache: torch.Tensor, n_reps: int) -> torch.Tensor:
+    """Zeroed [num_blocks, H_kv, n_reps, D] store, indexed by physical block like the cache."""
+    num_blocks, n_kv, size, head_dim = k_cache.shape
+    return k_cache.new_zeros(num_blocks, n_kv, min(n_reps, size), head_dim)
+
+
+def update_representatives(reps: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, row: int,
+                           block: int, queries: torch.Tensor | None = None) -> None:
+    """Compute and store the representatives of logical block `block` of sequence `row` (call it when the block fills)."""
+    phys = int(block_table[row, block])
+    reps[phys] = block_representatives(k_cache[phys], reps.shape[2], queries)
+
+
+def build_representatives(k_cache: torch.Tensor, block_table: torch.Tensor, seq_lens: torch.Tensor, n_reps: int) -> torch.Tensor:
+    """Representatives of every full block of every sequence (after a prefill without queries)."""
+    reps = new_representatives_cache(k_cache, n_reps)
+    size = k_cache.shape[2]
+    for row in range(block_table.shape[0]):
+        for block in range(int(seq_lens[row]) // size):
+            update_representatives(reps, k_cache, block_table, row, block)
+    return reps
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and selection
+
+
+def check_budget(sinks: int, window: int, topk: int) -> None:
+    if sinks < 0 or window < 1 or topk < 1:
+        raise ValueError(f"block_topk needs sinks >= 0, window >= 1, topk >= 1; got sinks={sinks}, window={window}, topk={topk}")
+
+
+def check_representatives(reps: torch.Tensor | None, k_cache: torch.Tensor) -> torch.Tensor:
+    if reps is None:
+        raise ValueError("block_topk needs the representatives tensor (see build_representatives / update_representatives)")
+    if reps.dim() != 4 or reps.shape[:2] != k_cache.shape[:2] or reps.shape[3] != k_cache.shape[3]:
+        raise ValueError(f"representatives must be [num_blocks, n_kv_heads, R, head_dim] matching the cache, got {tuple(reps.shape)}")
+    return reps
+
+
+def distant_range(seq_len: int, sinks: int, window: int, block_size: int) -> tuple[int, int]:
+    """Token range [n_sink, win_start) split into scored blocks (see the module doc for the clamp)."""
+    n_sink = min(sinks, seq_len)
+    win_start = max(n_sink, min(seq_len - window, (seq_len // block_size) * block_size))
+    return n_sink, win_start
+
+
+def block_scores(q, reps, block_table, seq_lens, sinks: int, window: int, block_size: int) -> torch.Tensor:
+    """Triton block scores [B, H_kv, max_blocks] float32; -inf for blocks outside the distant range."""
+    check_device(q)
+    batch, n_heads, head_dim = q.shape
+    n_kv = reps.shape[1]
+    group = n_heads // n_kv
+    n_table = block_table.shape[1]
+    scores = torch.empty(batch, n_kv, n_table, device=q.device, dtype=torch.float32)
+    q, reps = q.contiguous(), reps.contiguous()
+    _block_score_kernel[(batch, n_kv, cdiv(n_table, SCORE_BLOCKS))](
+        q, reps, block_table, seq_lens, scores,
+        sinks, window, n_table, reps.shape[2],
+        q.stride(0), q.stride(1),
+        reps.stride(0), reps.stride(1), reps.stride(2),
+        block_table.stride(0), scores.stride(0), scores.stride(1),
+        GROUP=group, GROUP_PAD=group_pad(group), HEAD_DIM=head_dim, PAGE=block_size,
+        BLOCKS=SCORE_BLOCKS, R_PAD=pow2(reps.shape[2]), PRECISION=dot_precision(q.dtype),
+    )
+    return scores
+
+
+def block_scores_reference(q, reps, block_table, seq_lens, sinks: int, window: int, block_size: int) -> torch.Tensor:
+    """Torch block scores, same contract as `block_scores`."""
+    batch, n_heads, head_dim = q.shape
+    n_kv = reps.shape[1]
+    n_table = block_table.shape[1]
+    scores = torch.full((batch, n_kv, n_table), float("-inf"), device=q.device)
+    for row in range(batch):
+        n_sink, win_start = distant_range(int(seq_lens[row]), sinks, window, block_size)
+        blocks = [b for b in range(n_table) if max(b * block_size, n_sink) < min((b + 1) * block_size, win_start)]
+        if not blocks:
+            continue
+        r = reps[block_table[row, blocks].long()].float()  # [nb, H_kv, R, D]
+        queries = q[row].float().view(n_kv, -1, head_dim)  # [H_kv, G, D]
+        logits = torch.einsum("hgd,bhrd->hgbr", queries, r)
+        scores[row, :, blocks] = logits.amax(dim=-1).sum(dim=1)
+    return scores
+
+
+def select_blocks(scores: torch.Tensor, topk: int) -> torch.Tensor:
+    """Top-k logical block ids per (sequence, KV head), [B, H_kv, k] int32; -1 marks an empty slot.
+
+    Clamp: k = min(topk, max_blocks); blocks outside the distant range score -inf and become -1.
+    """
+    k = min(topk, scores.shape[-1])
+    values, index = scores.topk(k, dim=-1)
+    return torch.where(values == float("-inf"), -1, index).to(torch.int32).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+
+
+def block_topk_attention_selected(
+    q, k_cache, v_cache, block_table, seq_lens, selected: torch.Tensor, sinks: int, window: int,
+    scale: float | None = None, *, splits: int | None = None, block_n: int = 64,
+) -> torch.Tensor:
+    """Triton attention over sinks + the given selected blocks [B, H_kv, k] + local window."""
+    group = check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    check_device(q)
+    batch, n_heads, head_dim = q.shape
+    n_kv, page = k_cache.shape[1], k_cache.shape[2]
+    if selected.shape[:2] != (batch, n_kv):
+        raise ValueError(f"selected must be [batch={batch}, n_kv_heads={n_kv}, k], got {tuple(selected.shape)}")
+    topk = selected.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    capacity = block_table.shape[1] * page
+    virtual_len = sinks + topk * page + min(window + page, capacity)
+    n_splits = num_splits(batch * n_kv, virtual_len, block_n, q.device, splits)
+    tokens_per_split = cdiv(cdiv(virtual_len, n_splits), block_n) * block_n
+    q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
+    selected = selected.to(torch.int32).contiguous()
+    m_part, l_part, acc_part = alloc_partials(batch, n_heads, n_splits, head_dim, q.device)
+    _block_topk_split_kernel[(batch, n_kv, n_splits)](
+        q, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part,
+        scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        block_table.stride(0),
+        GROUP=group, GROUP_PAD=group_pad(group), HEAD_DIM=head_dim, PAGE=page, BLOCK_N=block_n,
+        PRECISION=dot_precision(q.dtype),
+    )
+    return reduce_splits(m_part, l_part, acc_part, torch.empty_like(q))
+
+
+def block_topk_attention(
+    q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
+    scale: float | None = None, *, splits: int | None = None, block_n: int = 64,
+) -> torch.Tensor:
+    """Score blocks (Triton), pick the top-k (torch.topk), attend sinks + blocks + window (Triton)."""
+    check_budget(sinks, window, topk)
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    check_representatives(reps, k_cache)
+    scores = block_scores(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
+    selected = select_blocks(scores, topk)
+    return block_topk_attention_selected(
+        q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits=splits, block_n=block_n
+    )
+
+
+def attend_selected_reference(
+    q, k_cache, v_cache, block_table, seq_lens, selected: torch.Tensor, sinks: int, window: int, scale: float | None = None
+) -> torch.Tensor:
+    """Torch attention over sinks + selected blocks + local window; reads only those blocks."""
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    batch, n_heads, head_dim = q.shape
+    n_kv, size = k_cache.shape[1], k_cache.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.empty_like(q)
+    for row in range(batch):
+        seq_len = int(seq_lens[row])
+        n_sink, win_start = distant_range(seq_len, sinks, window, size)
+        # Per KV head the kept set differs; gather the union once and mask per head.
+        chosen = {int(b) for b in selected[row].flatten() if int(b) >= 0}
+        distant = [t for b in sorted(chosen) for t in range(b * size, (b + 1) * size) if n_sink <= t < win_start]
+        tokens = torch.tensor([*range(n_sink), *distant, *range(win_start, seq_len)], dtype=torch.long)
+        keep = torch.ones(n_kv, len(tokens), dtype=torch.bool, device=q.device)
+        token_block = tokens // size
+        is_distant = torch.zeros(len(tokens), dtype=torch.bool)
+        is_distant[n_sink:n_sink + len(distant)] = True
+        for head in range(n_kv):
+            mine = torch.isin(token_block, selected[row, head].long().cpu())
+            keep[head] = (~is_distant | mine).to(q.device)
+        keys = gather_tokens(k_cache, block_table, row, tokens)
+        values = gather_tokens(v_cache, block_table, row, tokens)
+        out[row] = attend_positions(q[row], keys, values, keep, scale).to(q.dtype)
+    return out
+
+
+def block_topk_reference(
+    q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Torch block top-k: reference scores, torch.topk, reference attention."""
+    check_budget(sinks, window, topk)
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    check_representatives(reps, k_cache)
+    scores = block_scores_reference(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
+    selected = select_blocks(scores, topk)
+    return attend_selected_reference(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale)

@@ -1,0 +1,204 @@
+"""Sink + window decode attention (StreamingLLM, LM-Infinite).
+
+Each query attends the first `sinks` tokens of its sequence and the last `window` tokens,
+nothing else, so the cost per step is constant and every block holding neither can be freed
+(`evictable_blocks`): memory stays bounded however long the conversation runs.
+
+Positions. Keys are cached after RoPE at their true positions, so a query attends a window
+key at a true distance <= window, which stays inside the trained range. A sink key, though,
+sits at position < sinks, and its true distance grows without bound. To keep the model in
+its trained range (StreamingLLM's positions-within-the-cache, LM-Infinite's distance
+ceiling), the caller may pass `q_far`: the same query rotated at `far_query_position(pos)`
+= min(pos, sinks + window) instead of pos; sinks are then scored with `q_far`, as if the
+query sat just after a cache of sinks + window tokens. Without `q_far` the sinks use true
+distances. When sinks + window covers the whole context the kept set is the whole sequence,
+`far_query_position(pos) == pos`, and the policy equals dense attention.
+
+Kernel: split-K over a virtual sequence [sinks | window] mapped to token positions through
+the block table; the same reduction as dense. Bytes read ~= 2 * (sinks + window) * n_kv *
+head_dim * itemsize per sequence, independent of the context length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_splits, tl
+from .dense import alloc_partials, reduce_splits
+from .layout import attend_positions, check_inputs, gather_tokens
+
+
+@jit
+def _sink_window_split_kernel(
+    Q, QF, K, V, BlockTable, SeqLens, MPart, LPart, AccPart,
+    scale, tokens_per_split, n_heads, n_splits, sinks, window,
+    stride_qb, stride_qh, stride_fb, stride_fh,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    stride_tb,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr, BLOCK_N: tl.constexpr, HAS_QFAR: tl.constexpr, PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    offs_g = tl.arange(0, GROUP_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_g = offs_g < GROUP
+    heads = kvh * GROUP + offs_g
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+    if HAS_QFAR:
+        qf = tl.load(QF + b * stride_fb + heads[:, None] * stride_fh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+
+    seq_len = tl.load(SeqLens + b)
+    n_sink = tl.minimum(sinks, seq_len)
+    win_start = tl.maximum(n_sink, seq_len - window)
+    # Virtual index v: [0, sinks) are the sinks, [sinks, sinks + kept window) the window.
+    virtual_end = sinks + seq_len - win_start
+    start = split * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, virtual_end)
+    m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        v_idx = n0 + offs_n
+        is_sink = v_idx < sinks
+        tok = tl.where(is_sink, v_idx, win_start + v_idx - sinks)
+        valid = (v_idx < end) & tl.where(is_sink, v_idx < n_sink, tok < seq_len)
+        phys = tl.load(BlockTable + b * stride_tb + tok // PAGE, mask=valid, other=0).to(tl.int64)
+        slot = tok % PAGE
+        k = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        v = tl.load(V + phys[:, None] * stride_vb + kvh * stride_vh + slot[:, None] * stride_vt + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        if HAS_QFAR:
+            s = tl.where(is_sink[None, :], tl.dot(qf, tl.trans(k), input_precision=PRECISION), s)
+        s = tl.where(valid[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    part = (b * n_heads + heads) * n_splits + split
+    tl.store(MPart + part, m_i, mask=mask_g)
+    tl.store(LPart + part, l_i, mask=mask_g)
+    tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+
+
+def check_budget(sinks: int, window: int) -> None:
+    if sinks < 0 or window < 1:
+        raise ValueError(f"sink_window needs sinks >= 0 and window >= 1, got sinks={sinks}, window={window}")
+
+
+def sink_window_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    sinks: int,
+    window: int,
+    scale: float | None = None,
+    *,
+    q_far: torch.Tensor | None = None,
+    splits: int | None = None,
+    block_n: int = 64,
+) -> torch.Tensor:
+    """Triton attention over sinks + recent window. Clamps: sinks and window larger than a
+    sequence shrink to it (the policy is then dense); the two never overlap."""
+    check_budget(sinks, window)
+    group = check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    check_device(q)
+    if q_far is not None and q_far.shape != q.shape:
+        raise ValueError(f"q_far must have q's shape {tuple(q.shape)}, got {tuple(q_far.shape)}")
+    batch, n_heads, head_dim = q.shape
+    n_kv, page = k_cache.shape[1], k_cache.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    capacity = block_table.shape[1] * page
+    virtual_len = sinks + min(window, capacity)
+    n_splits = num_splits(batch * n_kv, virtual_len, block_n, q.device, splits)
+    tokens_per_split = cdiv(cdiv(virtual_len, n_splits), block_n) * block_n
+    q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
+    qf = q if q_far is None else q_far.to(q.dtype).contiguous()
+    m_part, l_part, acc_part = alloc_partials(batch, n_heads, n_splits, head_dim, q.device)
+    _sink_window_split_kernel[(batch, n_kv, n_splits)](
+        q, qf, k_cache, v_cache, block_table, seq_lens, m_part, l_part, acc_part,
+        scale, tokens_per_split, n_heads, n_splits, sinks, window,
+        q.stride(0), q.stride(1), qf.stride(0), qf.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        block_table.stride(0),
+        GROUP=group, GROUP_PAD=group_pad(group), HEAD_DIM=head_dim, PAGE=page, BLOCK_N=block_n,
+        HAS_QFAR=q_far is not None, PRECISION=dot_precision(q.dtype),
+    )
+    return reduce_splits(m_part, l_part, acc_part, torch.empty_like(q))
+
+
+def kept_positions(seq_len: int, sinks: int, window: int) -> tuple[range, range]:
+    """The (sink, window) token ranges a query at the end of a seq_len-token sequence attends."""
+    n_sink = min(sinks, seq_len)
+    win_start = max(n_sink, seq_len - window)
+    return range(0, n_sink), range(win_start, seq_len)
+
+
+def far_query_position(position: int, sinks: int, window: int) -> int:
+    """Position at which to rotate `q_far` so sinks sit at an in-cache distance (see module doc)."""
+    return min(position, sinks + window)
+
+
+def evictable_blocks(seq_len: int, sinks: int, window: int, block_size: int) -> list[int]:
+    """Logical blocks holding no kept token, now or at any later step: the runner may free them.
+
+    The window only moves forward, so a block wholly between the sinks and the window's start
+    is never read again.
+    """
+    sink_range, window_range = kept_positions(seq_len, sinks, window)
+    first = (sink_range.stop + block_size - 1) // block_size
+    last = window_range.start // block_size  # exclusive
+    return list(range(first, max(first, last)))
+
+
+def sink_window_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    sinks: int,
+    window: int,
+    scale: float | None = None,
+    *,
+    q_far: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Torch sink + window attention; reads only the kept tokens' blocks."""
+    check_budget(sinks, window)
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    head_dim = q.shape[2]
+    scale = head_dim**-0.5 if scale is None else scale
+    out = torch.empty_like(q)
+    for row in range(q.shape[0]):
+        sink_range, window_range = kept_positions(int(seq_lens[row]), sinks, window)
+        tokens = torch.tensor([*sink_range, *window_range], dtype=torch.long)
+        keys = gather_tokens(k_cache, block_table, row, tokens)
+        values = gather_tokens(v_cache, block_table, row, tokens)
+        keep = torch.ones(keys.shape[:2], dtype=torch.bool, device=q.device)
+        if q_far is None:
+            out[row] = attend_positions(q[row], keys, values, keep, scale).to(q.dtype)
+            continue
+        # Two queries: q_far scores the sinks, q the window; one softmax over both.
+        n_sink = len(sink_range)
+        near = attend_scores(q[row], keys[:, n_sink:], scale)
+        far = attend_scores(q_far[row], keys[:, :n_sink], scale)
+        weights = torch.softmax(torch.cat([far, near], dim=-1), dim=-1)  # [H_kv, G, n]
+        out[row] = (weights @ values.float()).reshape(-1, head_dim).to(q.dtype)
+    return out
+
+
+def attend_scores(q_row: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    n_kv, _, head_dim = keys.shape
+    return q_row.float().view(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G, n]
