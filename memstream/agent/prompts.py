@@ -65,3 +65,14 @@ FACT_EXTRACTION = (
     "Write 'none' if there are no facts.\n"
     "Message ({speaker}, {date}): {text}"
 )
+
+# LLM-as-judge for benchmark answers (LongMemEval-style: one word, parsed leniently).
+JUDGE = (
+    "Question: {question}\nCorrect answer: {gold}\nResponse: {prediction}\n"
+    "Does the response give the correct answer (same meaning; extra words are fine)? Reply yes or no."
+)
+JUDGE_ABSTENTION = (
+    "Question: {question}\nResponse: {prediction}\n"
+    "The question cannot be answered from the conversation history. "
+    "Does the response say the information is unknown or was never mentioned? Reply yes or no."
+)
