@@ -367,6 +367,57 @@ def _plain_repl(agent, user: str, conversation: str) -> None:
         agent.close()
 
 
+# -- models / serve ------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list(as_json: bool = JsonOption) -> None:
+    """Chat models memstream can find (installed packages, configured paths); * marks the default.
+
+    Example: memstream models list
+    """
+    from dataclasses import asdict
+
+    from memstream.backends.models import list_models
+
+    with user_errors():
+        rows = list_models(settings_from())
+        if as_json:
+            echo_json([asdict(row) for row in rows])
+            return
+        for row in rows:
+            mark = "*" if row.default else " "
+            status = "" if row.available else "  [not installed]"
+            typer.echo(f"{mark} {row.name:<28} {row.source:<24} {row.location}{status}")
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1; others need --api-key)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8765)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY'."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local | openai"),
+    model: Optional[str] = typer.Option(None, "--model", help="A name from `memstream models list` or a path."),
+    base_url: Optional[str] = typer.Option(None, "--base-url"),
+    attention: Optional[str] = typer.Option(None, "--attention", help="dense | sink_window | block_topk | snapkv"),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Run the OpenAI-compatible HTTP server (POST /v1/chat/completions, GET /v1/models, GET /health).
+
+    Example: memstream serve --port 8000 --model smollm2-135m-instruct
+    """
+    from memstream.server.app import check_bind
+    from memstream.server.app import serve as run_server
+
+    with user_errors():
+        overrides = backend_overrides(backend, model, base_url, attention)
+        if api_key:
+            overrides["server.api_keys"] = {api_key: "default"}
+        settings = settings_from(db, **overrides)
+        check_bind(settings, host or settings.server.host)  # fail before loading the model
+        run_server(settings, host, port)
+
+
 def main() -> None:
     app()
 

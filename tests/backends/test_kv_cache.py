@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memstream.backends.attention import attend_decode, dense_sdpa
+from memstream.backends.kernels import AttentionParams, dense_reference
+from memstream.backends.kv_cache import PagedKVCache
+
+H_KV, DH = 2, 8
+
+
+def fill(cache: PagedKVCache, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Write [B, Hkv, T, Dh] into layer 0 as one forward pass would."""
+    cache.begin_write(k.shape[2])
+    cache.write(0, k, v)
+    cache.end_write()
+
+
+def test_prefill_then_decode_round_trips_through_blocks():
+    cache = PagedKVCache(1, H_KV, DH, block_size=4, max_tokens=11)
+    k, v = torch.randn(1, H_KV, 11, DH), torch.randn(1, H_KV, 11, DH)
+    fill(cache, k[:, :, :6], v[:, :, :6])
+    for t in range(6, 11):  # the single-token fast path, across a block boundary
+        fill(cache, k[:, :, t : t + 1], v[:, :, t : t + 1])
+    got_k, got_v = cache.sequence(0)
+    assert torch.equal(got_k, k[0]) and torch.equal(got_v, v[0])
+    assert cache.seq_lens.tolist() == [11] and cache.room() == 1
+    # Block 1 holds tokens 4..7 in the kernels' layout [num_blocks, Hkv, block, Dh].
+    assert torch.equal(cache.k(0)[1], k[0, :, 4:8])
+    with pytest.raises(ValueError, match="full"):
+        cache.begin_write(2)
+
+
+def test_batched_write_and_rewritten_block_table():
+    cache = PagedKVCache(1, H_KV, DH, block_size=4, max_tokens=8, batch=2)
+    k, v = torch.randn(2, H_KV, 7, DH), torch.randn(2, H_KV, 7, DH)
+    fill(cache, k, v)
+    for row in range(2):
+        assert torch.equal(cache.sequence(0, row)[0], k[row])
+    # A policy that evicts the first block of sequence 1 points it at its second block only.
+    cache.rewrite(1, torch.tensor([cache.block_table[1, 1].item()]), 3)
+    assert torch.equal(cache.sequence(0, 1)[0], k[1, :, 4:7])
+    assert cache.positions.tolist() == [7, 7]  # RoPE positions are untouched by eviction
+
+
+def test_dense_sdpa_matches_the_kernels_reference():
+    torch.manual_seed(0)
+    cache = PagedKVCache(1, H_KV, DH, block_size=4, max_tokens=13)
+    fill(cache, torch.randn(1, H_KV, 13, DH), torch.randn(1, H_KV, 13, DH))
+    q = torch.randn(1, 3 * H_KV, DH)  # GQA group of 3
+    expected = dense_reference(q, cache.k(0), cache.v(0), cache.block_table, cache.seq_lens)
+    assert torch.allclose(dense_sdpa(q, cache, 0), expected, atol=1e-5)
+    assert torch.allclose(attend_decode("dense", q, cache, 0, AttentionParams(block_size=4)), expected, atol=1e-5)
