@@ -1,0 +1,215 @@
+"""The memory-side LangChain adapters on the real store (SQLite), retriever and embedder:
+the langchain-tests standard suites for the retriever, vector store and embeddings, plus
+isolation, provenance and history round trips the suites do not cover."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests, RetrieversIntegrationTests, VectorStoreIntegrationTests
+
+from memstream.config import load_settings
+from memstream.langchain import (
+    MemstreamChatMessageHistory,
+    MemstreamEmbeddings,
+    MemstreamRetriever,
+    MemstreamVectorStore,
+)
+from memstream.memory.model import NewSession, NewTurn
+from memstream.memory.store import MemoryStore
+from memstream.retrieval.embedder import EmbedderCache
+from memstream.retrieval.retriever import Retriever
+
+ALICE_TURNS = [
+    ("user", "My cat Miso only eats salmon-flavoured food.", datetime(2023, 5, 2, 9, 0)),
+    ("assistant", "Noted: Miso likes salmon.", datetime(2023, 5, 2, 9, 1)),
+    ("user", "I started a new job at the observatory in June.", datetime(2023, 6, 10, 18, 0)),
+    ("assistant", "Congratulations on the observatory job!", datetime(2023, 6, 10, 18, 1)),
+    ("user", "My sister Ines lives in Lisbon.", datetime(2023, 7, 1, 12, 0)),
+    ("assistant", "Lisbon is lovely in summer.", datetime(2023, 7, 1, 12, 1)),
+]
+
+
+@pytest.fixture(scope="module")
+def embedders() -> EmbedderCache:
+    """One loaded embedder for the whole module (loading takes seconds)."""
+    return EmbedderCache()
+
+
+def open_memory(directory, embedders: EmbedderCache) -> Retriever:
+    settings = load_settings(home=str(directory))
+    store = MemoryStore(f"sqlite:///{directory / 'memstream.db'}")
+    return Retriever.from_settings(settings, store, embedders=embedders)
+
+
+@pytest.fixture(scope="module")
+def alice_memory(tmp_path_factory, embedders) -> Retriever:
+    """Alice's memory (one conversation, two sessions) and Bob's, which Alice must never see."""
+    retriever = open_memory(tmp_path_factory.mktemp("alice"), embedders)
+    turns = [NewTurn(role, text, role, when) for role, text, when in ALICE_TURNS]
+    retriever.store.ingest_sessions(
+        "alice", [NewSession("chat", turns[:4], started_at=turns[0].event_time), NewSession("chat", turns[4:], started_at=turns[4].event_time)]
+    )
+    retriever.store.ingest_sessions("bob", [NewSession("chat", [NewTurn("user", "My cat eats salmon too, and my password is hunter2.")])])
+    retriever.sync()
+    yield retriever
+    retriever.store.close()
+
+
+# -- standard suites --------------------------------------------------------------------------
+
+
+class TestMemstreamRetrieverStandard(RetrieversIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _memory(self, alice_memory):
+        self._params = {"retriever": alice_memory, "user_id": "alice"}
+
+    @property
+    def retriever_constructor(self) -> type[MemstreamRetriever]:
+        return MemstreamRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return self._params
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "What does my cat eat?"
+
+
+class TestMemstreamVectorStoreStandard(VectorStoreIntegrationTests):
+    """The suite's fake embeddings are not used: the store embeds with memstream's real embedder."""
+
+    @pytest.fixture
+    def vectorstore(self, tmp_path, embedders):
+        retriever = open_memory(tmp_path, embedders)
+        yield MemstreamVectorStore(retriever, user_id="carol")
+        retriever.store.close()
+
+
+class TestMemstreamEmbeddingsStandard(EmbeddingsIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _embedder(self, embedders):
+        self._params = {"embedder": embedders.get("all-MiniLM-L6-v2")}
+
+    @property
+    def embeddings_class(self) -> type[MemstreamEmbeddings]:
+        return MemstreamEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return self._params
+
+
+# -- retriever ------------------------------------------------------------------------------
+
+
+def test_retriever_documents_carry_provenance_and_scores(alice_memory):
+    docs = MemstreamRetriever(retriever=alice_memory, user_id="alice", k=2).invoke("Which city does my sister live in?")
+    assert docs[0].page_content == "My sister Ines lives in Lisbon."
+    meta = docs[0].metadata
+    assert meta["user_id"] == "alice" and meta["conversation_id"] == "chat"
+    assert meta["event_time"] == "2023-07-01T12:00:00"
+    assert meta["turn_id"] == int(docs[0].id)
+    assert meta["fused_score"] > 0 and meta["dense_score"] > 0.3 and meta["lexical_score"] > 0
+
+
+def test_retriever_never_returns_another_users_memory(alice_memory):
+    for user, forbidden in (("alice", "hunter2"), ("bob", "Miso")):
+        docs = MemstreamRetriever(retriever=alice_memory, user_id=user, k=10).invoke("cat salmon password")
+        assert docs and all(d.metadata["user_id"] == user for d in docs)
+        assert not any(forbidden in d.page_content for d in docs)
+
+
+def test_retriever_time_window_resolves_against_now(alice_memory):
+    retriever = MemstreamRetriever(retriever=alice_memory, user_id="alice", k=1, mode="memstream")
+    docs = retriever.invoke("what did I tell you last June?", now=datetime(2024, 1, 15))
+    assert docs[0].page_content == "I started a new job at the observatory in June."
+
+
+def test_retriever_for_a_user_with_no_memory_returns_nothing(alice_memory):
+    assert MemstreamRetriever(retriever=alice_memory, user_id="nobody").invoke("anything") == []
+
+
+# -- vector store ---------------------------------------------------------------------------
+
+
+def test_vectorstore_is_per_user_and_shares_the_users_memory(tmp_path, embedders):
+    retriever = open_memory(tmp_path, embedders)
+    ada = MemstreamVectorStore(retriever, user_id="ada")
+    bea = MemstreamVectorStore(retriever, user_id="bea")
+    ada.add_texts(["The boiler was serviced in March 2024."], metadatas=[{"room": "cellar"}], ids=["boiler"])
+    bea.add_texts(["Bea's bike has a flat tyre."], ids=["bike"])
+    assert bea.get_by_ids(["boiler"]) == [] and bea.similarity_search("boiler service", k=5)[0].id == "bike"
+    doc, score = ada.similarity_search_with_score("when was the boiler serviced?", k=1)[0]
+    assert (doc.id, doc.metadata) == ("boiler", {"room": "cellar"}) and 0.3 < score <= 1.0
+    relevance = ada.similarity_search_with_relevance_scores("when was the boiler serviced?", k=1)[0][1]
+    assert relevance == pytest.approx((score + 1) / 2)
+    # The documents are memories: memstream's own search (as the agent uses it) finds them too.
+    hits = retriever.search("ada", "boiler", k=1).hits
+    assert hits[0].turn.source_id == "boiler"
+    retriever.store.close()
+
+
+def test_vectorstore_rejects_foreign_embeddings_and_bad_options(tmp_path, embedders):
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    retriever = open_memory(tmp_path, embedders)
+    with pytest.raises(ValueError, match="memstream's embedder"):
+        MemstreamVectorStore.from_texts(["x"], DeterministicFakeEmbedding(size=4), retriever=retriever, user_id="ada")
+    store = MemstreamVectorStore.from_texts(["x marks the spot"], retriever=retriever, user_id="ada")
+    with pytest.raises(ValueError, match="unknown search option"):
+        store.similarity_search("x", k=1, filter={"a": 1})
+    with pytest.raises(ValueError, match="counts must match"):
+        store.add_texts(["a", "b"], ids=["1"])
+    retriever.store.close()
+
+
+# -- chat history ---------------------------------------------------------------------------
+
+
+def test_history_round_trips_messages_and_clears_one_conversation(tmp_path, embedders):
+    retriever = open_memory(tmp_path, embedders)
+    store = retriever.store
+    history = MemstreamChatMessageHistory(store, "ada", "trip", retriever=retriever)
+    other = MemstreamChatMessageHistory(store, "ada", "work")
+    messages = [
+        SystemMessage("You plan trips."),
+        HumanMessage("We fly to Reykjavik on 3 March.", name="ada"),
+        AIMessage("Pack for snow.", tool_calls=[{"name": "weather", "args": {"city": "Reykjavik"}, "id": "c1"}]),
+    ]
+    history.add_messages(messages)
+    other.add_user_message("The quarterly report is due Friday.")
+    assert history.messages == messages
+    assert [t.role for t in store.list_turns("ada", conversation_id="trip")] == ["system", "user", "assistant"]
+    # Written through a retriever: searchable at once.
+    assert retriever.search("ada", "Reykjavik flight", k=1, mode="hybrid").hits[0].turn.text == "We fly to Reykjavik on 3 March."
+    assert MemstreamChatMessageHistory(store, "bea", "trip").messages == []
+    history.clear()
+    assert history.messages == []
+    assert [m.content for m in other.messages] == ["The quarterly report is due Friday."]
+    assert all("Reykjavik" not in h.turn.text for h in retriever.search("ada", "Reykjavik flight", k=5).hits)
+    store.close()
+
+
+def test_history_rejects_non_messages(tmp_path):
+    store = MemoryStore(f"sqlite:///{tmp_path / 'm.db'}")
+    history = MemstreamChatMessageHistory(store, "ada", "c")
+    with pytest.raises(TypeError, match="not a LangChain BaseMessage"):
+        history.add_messages(["hello"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="user id"):
+        MemstreamChatMessageHistory(store, "", "c")
+    store.close()
+
+
+def test_vectorstore_documents_survive_a_reopen(tmp_path, embedders):
+    retriever = open_memory(tmp_path, embedders)
+    MemstreamVectorStore(retriever, user_id="ada").add_documents([Document("Keys are under the mat.", metadata={"n": 1})], ids=["keys"])
+    retriever.store.close()
+    reopened = MemstreamVectorStore(open_memory(tmp_path, embedders), user_id="ada")
+    assert reopened.get_by_ids(["keys"]) == [Document("Keys are under the mat.", metadata={"n": 1}, id="keys")]
+    assert reopened.similarity_search("where are the keys?", k=1)[0].id == "keys"
+    reopened.store.close()
