@@ -1,0 +1,87 @@
+"""OpenAIBackend against memstream's own server on 127.0.0.1 (no network), plus failure modes."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from memstream.backends.base import BackendError, ModelNotFoundError
+from memstream.backends.models import DEFAULT_MODEL, make_backend
+from memstream.backends.openai_backend import OpenAIBackend
+from memstream.config import BackendSettings
+from memstream.server.app import ServerThread
+from tests.backends.live_server import API_KEY
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def remote(url: str, key: str | None = API_KEY, model: str = DEFAULT_MODEL, retries: int = 0) -> OpenAIBackend:
+    return OpenAIBackend(BackendSettings(kind="openai", base_url=f"{url}/v1", api_key=key, model=model,
+                                         max_retries=retries, timeout_s=120))
+
+
+@pytest.mark.slow
+def test_complete_and_stream_match_the_local_model(live_server, local_backend):
+    backend = remote(live_server.url)
+    expected = local_backend.complete(ASK, max_tokens=12)
+    assert backend.complete(ASK, max_tokens=12) == expected
+    pieces = list(backend.stream(ASK, max_tokens=12, stop=["."]))
+    assert len(pieces) > 1 and "".join(pieces) == expected.split(".")[0]
+
+
+@pytest.mark.slow
+def test_wrong_key_and_unknown_model_are_named(live_server):
+    with pytest.raises(BackendError, match="rejected the API key"):
+        remote(live_server.url, key="nope").complete(ASK, max_tokens=4)
+    with pytest.raises(ModelNotFoundError, match="gpt-nothing"):
+        list(remote(live_server.url, model="gpt-nothing").stream(ASK, max_tokens=4))
+
+
+def test_endpoint_down_is_a_clear_error():
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BackendError, match="cannot reach"):
+        remote(f"http://127.0.0.1:{port}").complete(ASK)
+
+
+def flaky_app(failures: int, status: int) -> tuple[FastAPI, list[int]]:
+    """Answers `status` for the first `failures` calls, then a one-word completion."""
+    app, calls = FastAPI(), []
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> JSONResponse:
+        calls.append(1)
+        if len(calls) <= failures:
+            return JSONResponse({"error": {"message": "busy", "type": "server_error", "param": None, "code": None}},
+                                status_code=status, headers={"retry-after-ms": "10"})
+        return JSONResponse({"error": {"message": "streaming only here", "type": "x", "param": None, "code": None}}, status_code=400)
+
+    return app, calls
+
+
+def test_retries_on_5xx_then_reports_the_failure():
+    app, calls = flaky_app(failures=100, status=503)
+    with ServerThread(app) as server:
+        with pytest.raises(BackendError, match="HTTP 503"):
+            remote(server.url, retries=2).complete(ASK)
+    assert len(calls) == 3  # the first try and two retries
+
+
+def test_rate_limit_is_retried_and_named():
+    app, calls = flaky_app(failures=100, status=429)
+    with ServerThread(app) as server:
+        with pytest.raises(BackendError, match="rate limiting"):
+            remote(server.url, retries=1).complete(ASK)
+    assert len(calls) == 2
+
+
+def test_make_backend_builds_the_openai_backend():
+    backend = make_backend(BackendSettings(kind="openai", base_url="http://127.0.0.1:9/v1", model="m", context_window=4096))
+    assert isinstance(backend, OpenAIBackend) and backend.name == "m" and backend.context_window == 4096
+    assert backend.count_tokens("a" * 40) == 10
+    with pytest.raises(ValueError, match="empty"):
+        backend.complete([])
