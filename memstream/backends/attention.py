@@ -38,7 +38,8 @@ def attend_decode(policy: str, q: torch.Tensor, cache: PagedKVCache, layer_idx: 
     """Decode attention for one layer under `policy`; q [B, H, Dh] -> [B, H, Dh]."""
     decode_attention = getattr(kernels, "decode_attention", None)
     if decode_attention is not None:
-        return decode_attention(policy, q, cache.k(layer_idx), cache.v(layer_idx), cache.block_table, cache.seq_lens, params)
+        extra = kernels.before_decode(policy, cache, layer_idx, params)  # e.g. block_topk representatives
+        return decode_attention(policy, q, cache.k(layer_idx), cache.v(layer_idx), cache.block_table, cache.seq_lens, params, **extra)
     if policy == "dense":
         return dense_sdpa(q, cache, layer_idx)
     raise ValueError(

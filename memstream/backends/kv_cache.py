@@ -56,6 +56,8 @@ class PagedKVCache:
         self._offsets: torch.Tensor | None = None
         self.contiguous = True
         """True while every sequence's blocks are in order (no policy has rewritten the block table)."""
+        self.policy_state: dict = {}
+        """Tensors an attention policy keeps beside the cache (block_topk: per-layer representatives)."""
 
     def k(self, layer: int) -> torch.Tensor:
         return self.k_cache[layer]
@@ -69,6 +71,7 @@ class PagedKVCache:
         self.lengths = [0] * self.batch
         self.block_table.copy_(torch.arange(self.block_table.numel(), dtype=torch.int32).view_as(self.block_table))
         self.contiguous = True
+        self.policy_state.clear()
 
     def room(self) -> int:
         """Tokens that still fit in the fullest sequence."""

@@ -13,7 +13,8 @@ Each policy lives in its own module with a torch reference beside its Triton ker
   block_topk   sinks + top-k scored blocks + local window (InfLLM)     block_topk.py
   snapkv       prompt KV compressed once after prefill, then dense    snapkv.py
 
-`decode_attention` is the one entry point the runner calls per layer and decode step.
+`decode_attention` is the one entry point the runner calls per layer and decode step;
+`after_prefill` / `before_decode` (cache_hooks.py) keep each policy's cache state.
 
 Documented clamps (never wrong output): sinks or window larger than a sequence shrink to it;
 topk larger than the number of distant blocks selects them all; a snapkv budget covering the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from .block_topk import block_topk_attention, block_topk_reference
+from .cache_hooks import after_prefill, before_decode
 from .dense import dense_attention, dense_reference
 from .layout import POLICIES, AttentionParams, check_inputs, check_policy, gather_sequence, gather_tokens
 from .sink_window import sink_window_attention, sink_window_reference
@@ -32,6 +34,8 @@ from .sink_window import sink_window_attention, sink_window_reference
 __all__ = [
     "POLICIES",
     "AttentionParams",
+    "after_prefill",
+    "before_decode",
     "check_policy",
     "decode_attention",
     "dense_reference",

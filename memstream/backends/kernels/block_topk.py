@@ -165,7 +165,7 @@ def block_representatives(keys: torch.Tensor, n_reps: int, queries: torch.Tensor
     n_kv, size, head_dim = keys.shape
     n_reps = min(n_reps, size)
     if queries is not None:
-        probe = queries.float().view(n_kv, -1, head_dim)  # [H_kv, G * size, D]
+        probe = queries.float().reshape(n_kv, -1, head_dim)  # [H_kv, G * size, D]
     else:
         probe = keys.float().mean(dim=1, keepdim=True)  # [H_kv, 1, D]
     received = (probe @ keys.float().transpose(1, 2)).sum(dim=1)  # [H_kv, size]
@@ -253,7 +253,7 @@ def block_scores_reference(q, reps, block_table, seq_lens, sinks: int, window: i
         if not blocks:
             continue
         r = reps[block_table[row, blocks].long()].float()  # [nb, H_kv, R, D]
-        queries = q[row].float().view(n_kv, -1, head_dim)  # [H_kv, G, D]
+        queries = q[row].float().reshape(n_kv, -1, head_dim)  # [H_kv, G, D]
         logits = torch.einsum("hgd,bhrd->hgbr", queries, r)
         scores[row, :, blocks] = logits.amax(dim=-1).sum(dim=1)
     return scores

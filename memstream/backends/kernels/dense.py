@@ -160,7 +160,7 @@ def dense_reference(q, k_cache, v_cache, block_table, seq_lens, scale: float | N
         length = int(seq_lens[row])
         keys = gather_sequence(k_cache, block_table, length, row).float()  # [H_kv, L, D]
         values = gather_sequence(v_cache, block_table, length, row).float()
-        queries = q[row].float().view(n_kv, group, head_dim)  # [H_kv, G, D]
+        queries = q[row].float().reshape(n_kv, group, head_dim)  # [H_kv, G, D]
         weights = torch.softmax(queries @ keys.transpose(1, 2) * scale, dim=-1)  # [H_kv, G, L]
         out[row] = (weights @ values).reshape(n_heads, head_dim).to(q.dtype)
     return out

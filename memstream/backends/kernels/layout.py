@@ -123,7 +123,7 @@ def attend_positions(q_row: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     a head with nothing to attend returns zeros (the kernels do the same).
     """
     n_kv, _, head_dim = keys.shape
-    queries = q_row.float().view(n_kv, -1, head_dim)  # [H_kv, G, D]
+    queries = q_row.float().reshape(n_kv, -1, head_dim)  # [H_kv, G, D]
     scores = queries @ keys.float().transpose(1, 2) * scale  # [H_kv, G, L]
     scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)

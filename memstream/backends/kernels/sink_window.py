@@ -201,4 +201,4 @@ def sink_window_reference(
 
 def attend_scores(q_row: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
     n_kv, _, head_dim = keys.shape
-    return q_row.float().view(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G, n]
+    return q_row.float().reshape(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G, n]

@@ -133,7 +133,7 @@ def snapkv_votes_reference(q_obs: torch.Tensor, keys: torch.Tensor, scale: float
     n_heads, n_obs, head_dim = q_obs.shape
     n_kv, seq_len, _ = keys.shape
     scale = head_dim**-0.5 if scale is None else scale
-    logits = q_obs.float().view(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G*W, L]
+    logits = q_obs.float().reshape(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G*W, L]
     query_pos = torch.arange(seq_len - n_obs, seq_len, device=keys.device).repeat(n_heads // n_kv)
     causal = torch.arange(seq_len, device=keys.device)[None, :] <= query_pos[:, None]
     weights = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
