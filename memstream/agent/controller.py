@@ -23,9 +23,9 @@ from typing import Any, AsyncIterator, Iterator
 
 from memstream.agent import prompts
 from memstream.agent.chain import ChainResult, manager_messages, run_workers
-from memstream.agent.compose import build_messages, chunk_lines, day, evidence_lines, memory_block, truncate_for_model
+from memstream.agent.compose import build_messages, chunk_lines, day, evidence_lines, memory_block, quote, truncate_for_model
 from memstream.agent.enrich import EnrichJob, Enricher
-from memstream.agent.planner import PAST_MARKERS, QUESTION, Plan, plan_turn
+from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, Plan, plan_turn
 from memstream.backends.base import BackendError, ChatBackend
 from memstream.config import Settings, load_settings
 from memstream.memory.flash import flash_turns
@@ -104,6 +104,23 @@ def hit_to_dict(hit) -> dict[str, Any]:
     if hasattr(hit, "to_dict"):
         return hit.to_dict()
     return {"turn_id": hit.turn.id, "text": hit.turn.text, "event_time": hit.turn.event_time.isoformat()}
+
+
+def fact_lines(store: MemoryStore, user: str, hits: list) -> list[str]:
+    """Facts drawn from the retrieved turns, with their validity, so the answer prefers the current one
+    and can still say what held before (knowledge updates close facts, they never delete them)."""
+    turn_ids = {h.turn.id for h in hits}
+    if not turn_ids:
+        return []
+    subjects = {f.subject for f in store.get_facts(user) if turn_ids & set(f.source_turn_ids)}
+    lines = []
+    for fact in store.get_facts(user):
+        if fact.subject in subjects:
+            if fact.valid_to is None:
+                lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
+            else:
+                lines.append(f"[fact, from {day(fact.valid_from)} until {day(fact.valid_to)}, replaced] {quote(fact.text)}")
+    return lines
 
 
 def refers_to_personal_past(message: str) -> bool:
@@ -186,7 +203,7 @@ class MemoryAgent:
                 text, flash, now, self.backend, agent_settings.use_llm_planner, self.settings.retrieval.time_expansion and options.retrieval_mode == "memstream"
             )
         else:
-            plan = Plan(needs_memory=options.retrieval_mode != "none", query=text, source="none", reasons=["planning off"])
+            plan = Plan(needs_memory=options.retrieval_mode != "none", query=text.strip()[:MAX_QUERY_CHARS], source="none", reasons=["planning off"])
         if options.retrieval_mode == "none":
             plan.needs_memory = False
         reply.plan = plan
@@ -209,7 +226,7 @@ class MemoryAgent:
         if message.note:
             reply.notes.append(message.note)
         system = (options.system or prompts.SYSTEM).format(today=day(now))
-        lines = evidence_lines([h.turn for h in hits])
+        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits)
         evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
         if plan.needs_memory and not hits and refers_to_personal_past(text):
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
@@ -313,6 +330,8 @@ class MemoryAgent:
     def close(self) -> None:
         if self.enricher is not None:
             self.enricher.close()
+        with self._index_lock:
+            self.retriever.save()
 
     def __enter__(self) -> "MemoryAgent":
         return self
@@ -362,4 +381,4 @@ class MemoryAgent:
 
     def _sync_index(self) -> None:
         with self._index_lock:
-            self.retriever.sync()
+            self.retriever.sync(save=False)  # the index is a cache: saved on close, caught up from the database after a crash

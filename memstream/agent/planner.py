@@ -33,6 +33,9 @@ STOPWORDS = set(
 )
 
 
+MAX_QUERY_CHARS = 2000  # a pasted document is stored whole, but searched by its opening
+
+
 @dataclass
 class Plan:
     needs_memory: bool
@@ -67,9 +70,10 @@ def heuristic_needs_memory(message: str) -> tuple[bool, str]:
 
 def rewrite_query(message: str, flash: Sequence[Turn]) -> str:
     """A standalone query: a short follow-up ("and when was that?") borrows content words from the last turns."""
+    message = message.strip()[:MAX_QUERY_CHARS]
     words = content_words(message)
     if len(words) >= 3 or not flash or not PRONOUN_ONLY.search(message):
-        return message.strip()
+        return message
     borrowed: list[str] = []
     for turn in reversed(flash[-4:]):
         for word in content_words(turn.text):
