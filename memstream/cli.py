@@ -267,6 +267,81 @@ def memory_search(
 # -- agent ---------------------------------------------------------------------------
 
 
+@memory_app.command("reembed")
+def memory_reembed(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
+    """Re-embed every turn and fact with the configured embedder (after changing embedder.model).
+
+    Example: MEMSTREAM_EMBEDDER__MODEL=/models/bge-small memstream memory reembed
+    """
+    from memstream.retrieval.retriever import reembed
+
+    with user_errors():
+        settings = settings_from(db)
+        store = open_store(settings)
+        counts = reembed(settings, store)
+        if as_json:
+            echo_json(counts)
+        else:
+            typer.echo(f"re-embedded {counts['turns']} turns and {counts['facts']} facts with {settings.embedder.model}")
+
+
+@bench_app.command("locomo")
+def bench_locomo(
+    data: Path = typer.Option(..., "--data", help="A locomo10.json-format file."),
+    out: Path = typer.Option(Path("bench-locomo"), "--out", "-o", help="Output directory (results.json, report.md)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated LoCoMo categories, e.g. 1,2,4."),
+    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable)."),
+    retrieval_only: bool = typer.Option(False, "--retrieval-only", help="Measure evidence recall only (no answers, no model)."),
+    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Retrieval-only: also run each design on and off."),
+    resume: bool = typer.Option(False, "--resume", help="Skip questions already answered in DIR."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="LLM-as-judge backend kind, or none."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
+) -> None:
+    """Run LoCoMo: answers and F1 per system, or with --retrieval-only the evidence recall@k of each retriever.
+
+    Example: memstream bench locomo --data locomo10.json --retrieval-only --out runs/locomo
+    """
+    with user_errors():
+        if limit is not None and limit < 1:
+            raise CliError(f"--limit must be >= 1, got {limit}")
+        if not data.exists():
+            raise CliError(f"{data}: no such file")
+        if retrieval_only:
+            _bench_locomo_retrieval(data, out, limit, categories, system, ablation)
+            return
+        from memstream.benchmarks.commands import full_run, summary_lines
+
+        results = full_run(
+            "locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
+            judge_backend=judge_backend, concurrency=concurrency, resume=resume,
+        )
+        for line in summary_lines(results):
+            typer.echo(line)
+
+
+def _bench_locomo_retrieval(data: Path, out: Path, limit, categories, systems, ablation: bool) -> None:
+    from memstream.benchmarks.retrieval_eval import evaluate_locomo_retrieval, write_results
+
+    try:
+        codes = [int(c) for c in categories.split(",") if c.strip()] if categories else None
+    except ValueError:
+        raise CliError(f"--categories takes numbers 1-5 separated by commas, got {categories!r}") from None
+    settings = settings_from(None)
+    results, rows = evaluate_locomo_retrieval(
+        data, settings, out / "work", limit=limit, categories=codes, systems=systems, ablation=ablation,
+        progress=lambda message: typer.echo(message, err=True),
+    )
+    write_results(results, rows, out)
+    for name, summary in results["systems"].items():
+        typer.echo(
+            f"{name:<10} recall_any@10 {summary['recall_any@10']:.3f}  recall_all@10 {summary['recall_all@10']:.3f}  "
+            f"p50 {summary['latency_ms_p50']:.1f} ms"
+        )
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
 def build_agent(settings: Settings):
     from memstream.agent.controller import MemoryAgent
 

@@ -56,6 +56,10 @@ class RetrievalSettings(BaseModel):
     time_expansion: bool = True
     round_neighbours: int = Field(1, ge=0, le=8)
     """Turns on each side joined to a turn to form its round key."""
+    time_mode: Literal["boost", "filter"] = "boost"
+    """What a time window in the question does: 'boost' adds rankings restricted to the window; 'filter' drops turns outside it."""
+    time_weight: float = Field(1.0, ge=0.0)
+    """RRF weight of each time-restricted ranking (boost mode)."""
 
 
 class BackendSettings(BaseModel):

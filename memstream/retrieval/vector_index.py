@@ -1,0 +1,186 @@
+"""A FAISS vector index over int64 ids: exact inner product (IndexFlatIP in an IndexIDMap2)
+while small, HNSW once it grows past `ann_threshold`, moved to the GPU when faiss-gpu and
+a CUDA device are there.
+
+It is a cache of vectors held in the database: `save`/`load` write and read one file,
+and a file that cannot be read (truncated, corrupt, wrong dimension) raises
+`IndexFileError` so the caller rebuilds from the database. HNSW cannot remove vectors,
+so removed ids are masked at search time and the index is rebuilt from its own stored
+vectors once a quarter of it is dead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 96
+
+
+class IndexFileError(RuntimeError):
+    """An index file on disk cannot be used; rebuild it from the database."""
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class VectorIndex:
+    """Vectors by id; `search` returns (ids, scores) best first, cosine scores for normalised vectors."""
+
+    def __init__(self, dim: int, ann_threshold: int = 50_000, use_gpu: bool | None = None):
+        self.dim = dim
+        self.ann_threshold = ann_threshold
+        self.use_gpu = gpu_available() if use_gpu is None else use_gpu and gpu_available()
+        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._hnsw = False
+        self._dead: set[int] = set()  # removed ids still inside an HNSW graph
+        self._gpu_index = None
+
+    # -- size and kind ---------------------------------------------------------------
+
+    @property
+    def is_approximate(self) -> bool:
+        return self._hnsw
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - len(self._dead)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(ids) == 0:
+            return
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(ids)}, {self.dim})")
+        if self._dead:
+            self._dead.difference_update(ids.tolist())
+        self._index.add_with_ids(vectors, ids)
+        self._gpu_index = None
+        if not self._hnsw and self._index.ntotal > self.ann_threshold:
+            self._convert_to_hnsw()
+
+    def remove(self, ids: np.ndarray | list[int]) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        if self._hnsw:
+            present = [i for i in ids.tolist() if self._has(i)]
+            self._dead.update(present)
+            if len(self._dead) * 4 > self._index.ntotal:
+                self._compact()
+        else:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._gpu_index = None
+
+    def _has(self, item_id: int) -> bool:
+        try:
+            self._index.reconstruct(int(item_id))
+            return True
+        except RuntimeError:  # faiss: "key not found"
+            return False
+
+    def _all(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        vectors = self._index.index.reconstruct_n(0, self._index.ntotal) if len(ids) else np.zeros((0, self.dim), np.float32)
+        if self._dead:
+            keep = ~np.isin(ids, np.fromiter(self._dead, dtype=np.int64))
+            ids, vectors = ids[keep], vectors[keep]
+        return ids, vectors
+
+    def _convert_to_hnsw(self) -> None:
+        ids, vectors = self._all()
+        self._index = self._new_hnsw()
+        self._hnsw = True
+        self._dead.clear()
+        self._index.add_with_ids(vectors, ids)
+
+    def _compact(self) -> None:
+        ids, vectors = self._all()
+        self._dead.clear()
+        if len(ids) > self.ann_threshold:
+            self._index = self._new_hnsw()
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            self._hnsw = False
+        self._index.add_with_ids(vectors, ids)
+
+    def _new_hnsw(self) -> faiss.Index:
+        inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+        return faiss.IndexIDMap2(inner)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ids and scores for one query vector; `allowed` restricts the search to those ids."""
+        ntotal = int(self._index.ntotal)
+        if ntotal == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        fetch = min(ntotal, k + len(self._dead))
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            if len(allowed) == 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            fetch = min(fetch, len(allowed) + len(self._dead))
+            params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBatch(allowed), efSearch=max(HNSW_EF_SEARCH, fetch)) if self._hnsw else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            scores, ids = self._index.search(query, fetch, params=params)
+        else:
+            index = self._searchable()
+            if self._hnsw and fetch > HNSW_EF_SEARCH:
+                scores, ids = index.search(query, fetch, params=faiss.SearchParametersHNSW(efSearch=fetch))
+            else:
+                scores, ids = index.search(query, fetch)
+        ids, scores = ids[0], scores[0]
+        keep = ids >= 0
+        if self._dead:
+            keep &= ~np.isin(ids, np.fromiter(self._dead, dtype=np.int64))
+        return ids[keep][:k], scores[keep][:k]
+
+    def _searchable(self) -> faiss.Index:
+        if not self.use_gpu or self._hnsw:
+            return self._index
+        if self._gpu_index is None:
+            resources = faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(resources, 0, self._index)
+        return self._gpu_index
+
+    # -- persistence -----------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename): a crash leaves the old file or the new one."""
+        if self._dead:
+            self._compact()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        faiss.write_index(self._index, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, dim: int, ann_threshold: int, expected_count: int | None = None, use_gpu: bool | None = None) -> "VectorIndex":
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:  # faiss reports unreadable files as RuntimeError
+            raise IndexFileError(f"cannot read index file {path.name}: {str(exc).splitlines()[0]}") from exc
+        if index.d != dim:
+            raise IndexFileError(f"index file {path.name} has dimension {index.d}, expected {dim}")
+        if expected_count is not None and index.ntotal != expected_count:
+            raise IndexFileError(f"index file {path.name} holds {index.ntotal} vectors, expected {expected_count}")
+        loaded = cls(dim, ann_threshold, use_gpu)
+        # read_index already returns the concrete class; a downcast wrapper would not own the memory.
+        loaded._index = index
+        if not isinstance(loaded._index, faiss.IndexIDMap2):
+            raise IndexFileError(f"index file {path.name} is not an id-mapped index")
+        loaded._hnsw = isinstance(faiss.downcast_index(loaded._index.index), faiss.IndexHNSWFlat)
+        if loaded._hnsw:
+            faiss.downcast_index(loaded._index.index).hnsw.efSearch = HNSW_EF_SEARCH
+        return loaded
