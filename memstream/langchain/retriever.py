@@ -13,9 +13,11 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from memstream.memory.store import check_id
+
+MODES = ("memstream", "hybrid", "dense", "bm25")
 
 
 def hit_document(hit: Any) -> Document:
@@ -54,6 +56,18 @@ class MemstreamRetriever(BaseRetriever):
     conversation_id: str | None = None
     sync: bool = True
 
+    @field_validator("user_id")
+    @classmethod
+    def _check_user(cls, value: str) -> str:
+        return check_id("user id", value)
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, value: str) -> str:
+        if value not in MODES:
+            raise ValueError(f"unknown search mode {value!r}; choose one of {', '.join(MODES)}")
+        return value
+
     @classmethod
     def from_settings(cls, user_id: str, settings: Any = None, **kwargs: Any) -> "MemstreamRetriever":
         """Open the configured store and retriever (loads the embedder) and search `user_id`'s memory."""
@@ -78,7 +92,6 @@ class MemstreamRetriever(BaseRetriever):
     ) -> list[Document]:
         """`now` is the question's date (relative times like "last May" resolve against it); `time_window`
         (a memstream TimeWindow) overrides the window parsed from the query."""
-        check_id("user id", self.user_id)
         if not self.retriever.store.has_user(self.user_id):
             return []
         if self.sync:

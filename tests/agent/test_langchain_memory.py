@@ -213,3 +213,14 @@ def test_vectorstore_documents_survive_a_reopen(tmp_path, embedders):
     assert reopened.get_by_ids(["keys"]) == [Document("Keys are under the mat.", metadata={"n": 1}, id="keys")]
     assert reopened.similarity_search("where are the keys?", k=1)[0].id == "keys"
     reopened.store.close()
+
+
+def test_retriever_rejects_bad_construction(alice_memory):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="user id must be a non-empty string"):
+        MemstreamRetriever(retriever=alice_memory, user_id=" ")
+    with pytest.raises(ValidationError, match="unknown search mode 'fuzzy'"):
+        MemstreamRetriever(retriever=alice_memory, user_id="alice", mode="fuzzy")
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        MemstreamRetriever(retriever=alice_memory, user_id="alice", k=0)
