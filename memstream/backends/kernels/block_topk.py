@@ -155,22 +155,23 @@ def _block_topk_split_kernel(
 
 
 def block_representatives(keys: torch.Tensor, n_reps: int, queries: torch.Tensor | None = None) -> torch.Tensor:
-    """Representative keys of one full block: keys [H_kv, block_size, D] -> [H_kv, n_reps, D].
+    """Representative keys of full blocks: keys [..., H_kv, block_size, D] -> [..., H_kv, n_reps, D].
 
     A token's representativeness is the attention logit it receives: from the block's own
-    queries when given (queries [n_heads, block_size, D], InfLLM's choice), otherwise from the
-    block's mean key, a query-free stand-in that needs nothing but the cache. The top n_reps
-    tokens per KV head are kept in position order. n_reps larger than the block is clamped.
+    queries when given (queries [n_heads, block_size, D] for a single block, InfLLM's choice),
+    otherwise from the block's mean key, a query-free stand-in that needs nothing but the
+    cache. The top n_reps tokens per KV head are kept in position order. n_reps larger than
+    the block is clamped.
     """
-    n_kv, size, head_dim = keys.shape
+    n_kv, size, head_dim = keys.shape[-3:]
     n_reps = min(n_reps, size)
     if queries is not None:
         probe = queries.float().reshape(n_kv, -1, head_dim)  # [H_kv, G * size, D]
     else:
-        probe = keys.float().mean(dim=1, keepdim=True)  # [H_kv, 1, D]
-    received = (probe @ keys.float().transpose(1, 2)).sum(dim=1)  # [H_kv, size]
+        probe = keys.float().mean(dim=-2, keepdim=True)  # [..., H_kv, 1, D]
+    received = (probe @ keys.float().transpose(-1, -2)).sum(dim=-2)  # [..., H_kv, size]
     top = received.topk(n_reps, dim=-1).indices.sort(dim=-1).values
-    return torch.gather(keys, 1, top[..., None].expand(-1, -1, head_dim))
+    return torch.gather(keys, -2, top[..., None].expand(*top.shape, head_dim))
 
 
 def new_representatives_cache(k_cache: torch.Tensor, n_reps: int) -> torch.Tensor:
@@ -190,9 +191,10 @@ def build_representatives(k_cache: torch.Tensor, block_table: torch.Tensor, seq_
     """Representatives of every full block of every sequence (after a prefill without queries)."""
     reps = new_representatives_cache(k_cache, n_reps)
     size = k_cache.shape[2]
-    for row in range(block_table.shape[0]):
-        for block in range(int(seq_lens[row]) // size):
-            update_representatives(reps, k_cache, block_table, row, block)
+    full = [block_table[row, : int(seq_lens[row]) // size] for row in range(block_table.shape[0])]
+    phys = torch.cat(full).long() if full else torch.empty(0, dtype=torch.long)
+    for chunk in phys.split(4096):  # bounded temporaries at long contexts
+        reps[chunk] = block_representatives(k_cache[chunk], reps.shape[2])
     return reps
 
 
