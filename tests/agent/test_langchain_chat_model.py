@@ -68,7 +68,7 @@ class TestMemstreamChatModelLocal(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict:
         # Short replies keep the suite quick on a CPU; every test only needs some text back.
-        return {"backend": self._local, "max_tokens": 8}
+        return {"backend": self._local, "max_tokens": 3}
 
     @property
     def supports_model_override(self) -> bool:
