@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from memstream.config import AttentionSettings, BackendSettings, ServerSettings, Settings
-
 API_KEY = "test-key-123"
 
 
 @pytest.fixture(scope="session")
 def local_backend():
     from memstream.backends.models import make_backend
+    from memstream.config import AttentionSettings, BackendSettings
 
     with pytest.MonkeyPatch.context() as patch:  # loading must never reach a model hub
         patch.setenv("HF_HUB_OFFLINE", "1")
@@ -24,6 +23,7 @@ def local_backend():
 
 @pytest.fixture(scope="session")
 def live_server(local_backend):
+    from memstream.config import ServerSettings, Settings
     from memstream.server.app import ServerThread, create_app
 
     settings = Settings(server=ServerSettings(api_keys={API_KEY: "tests"}, max_body_bytes=8192, max_tokens_limit=64))

@@ -69,3 +69,21 @@ def test_unsupported_rope_and_architecture_are_named():
     config.model_type = "gpt2"
     with pytest.raises(ValueError, match="gpt2"):
         ModelArgs.from_hf_config(config)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_prefill_and_decode_match_transformers():
+    """On CUDA, decode attention runs the kernels package's Triton path through attend_decode."""
+    hf, ours = tiny_pair(ROPES["llama3"], tie=True)
+    hf, ours = hf.cuda(), ours.cuda()
+    ours.setup_rope("cuda")
+    tokens = torch.randint(0, 128, (1, 70), device="cuda")
+    with torch.inference_mode():
+        expected = hf(tokens).logits[0]
+    a = ours.args
+    cache = PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, 16, 80, device="cuda")
+    assert (prefill(ours, tokens[:, :50], cache, all_logits=True)[0] - expected[:50]).abs().max().item() < 2e-3
+    for t in range(50, 70):
+        logits = decode_one(ours, tokens[:, t : t + 1], cache)
+        assert (logits[0] - expected[t]).abs().max().item() < 2e-3, f"step {t}"
