@@ -67,7 +67,7 @@ MAIN_ONLY = {
 }
 
 MEMORY_KEYS = [("Enter", "open the memory"), ("p", "pin / unpin it"), ("d, Delete", "forget it (removed from the store and the index)")]
-COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C (no answer running)", "copy the selection")]
+COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C", "copy the selection (while no answer is being written)")]
 
 
 def build_agent(settings: Settings) -> MemoryAgent:

@@ -33,24 +33,25 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
+        key_width = max(len(key) for _, keys in self.sections for key, _ in keys) + 2
         with Vertical(classes="dialog"):
             yield Static("memstream chat: keys", classes="dialog-title")
             with VerticalScroll(id="help-table"):
-                yield Static(self.keys_text(), id="help-keys")
+                for title, keys in self.sections:
+                    yield Static(title, classes="help-section", markup=False)
+                    for key, description in keys:
+                        with Horizontal(classes="help-row"):
+                            yield Static(key, classes="help-key", markup=False).set_styles(f"width: {key_width};")
+                            yield Static(description, classes="help-description", markup=False)
             yield Static("Esc closes this screen.", classes="hint")
 
-    def keys_text(self) -> Text:
-        width = max(len(key) for _, keys in self.sections for key, _ in keys) + 2
-        text = Text()
-        for index, (title, keys) in enumerate(self.sections):
-            if index:
-                text.append("\n")
-            text.append(title + "\n", style="bold underline")
-            for key, description in keys:
-                text.append(key.ljust(width), style="bold")
-                text.append(description + "\n")
-        text.rstrip()
-        return text
+    def keys_text(self) -> str:
+        """What the screen lists, as plain lines (for tests and docs)."""
+        lines = []
+        for row in self.query(".help-row"):
+            key, description = (str(w.render()) for w in row.query(Static))
+            lines.append(f"{key}  {description}")
+        return "\n".join(lines)
 
 
 class SearchScreen(ModalScreen[None]):
