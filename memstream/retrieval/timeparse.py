@@ -111,6 +111,15 @@ def _past_month(month: int, now: datetime, strictly_before: bool) -> int:
 
 
 def extract_time_window(question: str, now: datetime) -> TimeWindow | None:
+    """The time window a question refers to, relative to `now`, or None (see _extract_time_window)."""
+    try:
+        return _extract_time_window(question, now)
+    except (ValueError, OverflowError):
+        # A date outside datetime's range ("since May 0000", "99999 years ago") names no usable window.
+        return None
+
+
+def _extract_time_window(question: str, now: datetime) -> TimeWindow | None:
     """The time window a question refers to, relative to `now` (the question's date), or None.
 
     Windows are generous on purpose (a day ± a day for "yesterday" is not done, but

@@ -17,10 +17,10 @@ def embedders():
 
 
 @pytest.fixture
-def settings(sqlite_url):
+def settings(sqlite_url, isolated_home):
     from memstream.config import load_settings
 
-    return load_settings(db_url=sqlite_url)
+    return load_settings(db_url=sqlite_url, home=str(isolated_home))
 
 
 @pytest.fixture
@@ -56,9 +56,11 @@ FILLER = [
 ]
 
 
-@pytest.fixture
-def planted(store):
-    """User 'ann' with three dated sessions; one planted fact in each; user 'bob' with a look-alike."""
+def plant(store):
+    """User 'ann' with three dated sessions, one planted fact in each; user 'bob' with a look-alike.
+
+    Retrieval reads the store through the same SQL on SQLite and PostgreSQL (the store's own
+    tests cover both), so these tests use SQLite only: their cost is the embedding model."""
     store.ingest_sessions(
         "ann",
         [
@@ -69,3 +71,25 @@ def planted(store):
     )
     store.ingest_sessions("bob", [session("c9", datetime(2023, 5, 1, 12, 0), [("Bob", "I adopted a black kitten named Pixel too.")] + FILLER, "B1")])
     return store
+
+
+@pytest.fixture
+def planted(sqlite_url):
+    from memstream.memory.store import MemoryStore
+
+    with MemoryStore(sqlite_url) as store:
+        yield plant(store)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, embedders):
+    """A planted store and its retriever, built once per module, for tests that only read."""
+    from memstream.config import load_settings
+    from memstream.memory.store import MemoryStore
+    from memstream.retrieval.retriever import Retriever
+
+    root = tmp_path_factory.mktemp("shared")
+    settings = load_settings(db_url=f"sqlite:///{root / 'memstream.db'}", home=str(root))
+    with MemoryStore(settings.database_url) as store:
+        plant(store)
+        yield store, Retriever.from_settings(settings, store, embedders=embedders)

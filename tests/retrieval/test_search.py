@@ -18,8 +18,8 @@ PLANTS = {
 
 
 @pytest.fixture
-def retriever(planted, settings, make_retriever):
-    return make_retriever(settings, planted)
+def retriever(shared):
+    return shared[1]
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid", "memstream"])
@@ -62,14 +62,10 @@ def test_users_never_see_each_other(retriever):
             assert hit.turn.user_id == "ann" and "black kitten" not in hit.turn.text
 
 
-def test_conversation_filter(planted, retriever):
-    planted.ingest_sessions("ann", [])
-    from tests.retrieval.conftest import session
-
-    planted.ingest_sessions("ann", [session("c2", datetime(2023, 7, 1), [("Ann", "Pixel the kitten learned to open doors.")], "X1")])
-    retriever.sync()
-    hits = retriever.search("ann", "Pixel kitten", k=10, conversation_id="c2").hits
-    assert hits and all(h.turn.conversation_id == "c2" for h in hits)
+def test_conversation_filter(retriever):
+    hits = retriever.search("ann", "Pixel kitten", k=10, conversation_id="c1").hits
+    assert hits and all(h.turn.conversation_id == "c1" for h in hits)
+    assert retriever.search("ann", "Pixel kitten", k=10, conversation_id="nope").hits == []
 
 
 def test_session_aggregation(retriever):

@@ -65,8 +65,8 @@ def test_parse_datetime_rejects(text):
     assert parse_datetime(text) is None
 
 
-def test_filter_mode_includes_and_excludes_the_right_turns(planted, settings, make_retriever):
-    retriever = make_retriever(settings, planted)
+def test_filter_mode_includes_and_excludes_the_right_turns(shared):
+    retriever = shared[1]
     now = datetime(2023, 6, 20)
     # "last May" -> only the 20 May session (marathon); filler said in March and June is excluded.
     result = retriever.search("ann", "what happened last May?", k=50, now=now, time_mode="filter")
@@ -79,8 +79,8 @@ def test_filter_mode_includes_and_excludes_the_right_turns(planted, settings, ma
     assert hits and {h.event_time.month for h in hits} == {3}
 
 
-def test_boost_mode_ranks_in_window_turns_first(planted, settings, make_retriever):
-    retriever = make_retriever(settings, planted)
+def test_boost_mode_ranks_in_window_turns_first(shared):
+    retriever = shared[1]
     # Filler lines repeat in every session; the window decides which copy wins.
     query_march = "What did we watch about deep sea creatures in March 2023?"
     query_june = "What did we watch about deep sea creatures in June 2023?"
