@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -226,3 +226,5 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+    except SettingsError as exc:  # e.g. MEMSTREAM_AGENT='' or MEMSTREAM_SERVER__API_KEYS that is not JSON
+        raise ConfigError(f"invalid setting: {exc}") from exc

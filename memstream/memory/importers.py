@@ -187,7 +187,10 @@ def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession
                 f"{where}: haystack_sessions, haystack_session_ids and haystack_dates have different lengths "
                 f"({len(haystack)}, {len(session_ids)}, {len(dates)})"
             )
-        answer_sessions = set(question.get("answer_session_ids") or [])
+        answer_ids = question.get("answer_session_ids") or []
+        if not isinstance(answer_ids, list):
+            raise ImportFormatError(f"{where}: field 'answer_session_ids' has the wrong type ({type(answer_ids).__name__})")
+        answer_sessions = {str(a) for a in answer_ids}  # str: ids may be any JSON value, and lists are unhashable
         for session_index, (turns, session_id, date_text) in enumerate(zip(haystack, session_ids, dates)):
             try:
                 started_at = parse_longmemeval_time(str(date_text))
@@ -211,7 +214,7 @@ def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession
                     turns=new_turns,
                     started_at=started_at,
                     external_id=str(session_id),
-                    metadata={"source": "longmemeval", "is_answer_session": session_id in answer_sessions},
+                    metadata={"source": "longmemeval", "is_answer_session": str(session_id) in answer_sessions},
                 )
             )
     return sessions
