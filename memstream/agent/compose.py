@@ -97,7 +97,7 @@ def evidence_line(turn: Turn, max_chars: int = 600) -> str:
     text = annotate_relative_dates(turn.text, turn.event_time)
     if len(text) > max_chars:
         text = text[:max_chars] + "..."
-    who = turn.speaker or turn.role
+    who = quote(turn.speaker or turn.role)  # speakers come from imported files too: quote them like the text
     return f"[{day(turn.event_time)}] {who}: {quote(text)}"
 
 
