@@ -1,0 +1,387 @@
+"""Reliability figures: fuzz case counts, fault scenarios (turns written vs found), store load with
+several writer processes (SQLite and PostgreSQL), and a soak of agent turns with a scripted backend.
+Writes reports/reliability.json and reports/reliability.md.
+
+    python benchmarks/reliability.py                       # everything, default sizes
+    python benchmarks/reliability.py --only fuzz,faults    # some sections
+    python benchmarks/reliability.py --soak-turns 2000     # a shorter soak
+
+The HTTP-server load section (`http_server_load`, flag --http-clients) waits for the server's
+memory routes; it is recorded as not run until then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from benchmarks._report import write_report  # noqa: E402
+
+SECTIONS = ("fuzz", "faults", "load", "soak", "http")
+FUZZ_EXAMPLES = 1000
+CHAT_FUZZ_EXAMPLES = 200  # each case embeds text: kept smaller
+WRITERS = 4
+TURNS_PER_WRITER = 400
+SOAK_TURNS = 10_000
+DEV_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:55432/memstream_test"
+
+
+# -- fuzz ---------------------------------------------------------------------------------------
+
+
+def fuzz(examples: int, embedders) -> list[dict]:
+    from memstream.agent.controller import MemoryAgent
+    from memstream.backends.scripted import ScriptedBackend
+    from memstream.config import load_settings
+    from memstream.memory.store import MemoryStore
+    from memstream.retrieval import retriever as retriever_module
+    from memstream.retrieval.retriever import Retriever
+    from tests.reliability import fuzz_targets as ft
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="memstream-fuzz-"))
+    os.environ["MEMSTREAM_HOME"] = str(tmp / "home")
+    targets = [(f"importer:{fmt}", lambda fmt=fmt: ft.importer_target(fmt, store_factory=lambda: MemoryStore("sqlite://")), examples) for fmt in ("locomo", "longmemeval", "jsonl")]
+    targets += [
+        ("extract_time_window", ft.time_window_target, examples),
+        ("parse_datetime", ft.parse_datetime_target, examples // 4),  # dateparser is slow per call
+        ("load_settings", lambda: ft.config_target(tmp), examples),
+    ]
+    db_url = f"sqlite:///{tmp / 'cli.db'}"
+    sample = tmp / "log.jsonl"
+    sample.write_text('{"role": "user", "content": "I walked my dog Rex in May", "time": "2023-05-01"}\n')
+    retriever_module.EmbedderCache = lambda: embedders  # the CLI builds its own cache per command: share the loaded model
+    from typer.testing import CliRunner
+
+    from memstream.cli import app
+
+    CliRunner().invoke(app, ["ingest", str(sample), "--user", "alice", "--db", db_url])
+    targets.append(("cli", lambda: ft.cli_target(db_url, str(sample)), examples // 2))
+    settings = load_settings(db_url=f"sqlite:///{tmp / 'agent.db'}", home=str(tmp))
+    store = MemoryStore(settings.database_url)
+    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(), settings, enrich=False)
+    targets.append(("MemoryAgent.chat", lambda: ft.chat_target(agent), min(examples, CHAT_FUZZ_EXAMPLES)))
+    for name, build, count in targets:
+        check, strategy, allowed = build()
+        started = time.perf_counter()
+        crash = None
+        try:
+            counts = ft.run_target(check, strategy, allowed, count)
+        except Exception as exc:  # recorded in the report: a crash is the finding, not a reason to stop
+            counts, crash = ft.Counts(), f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        rows.append({
+            "target": name, "cases": counts.cases, "clear_errors": counts.clear_errors, "crashes": 0 if crash is None else 1,
+            "errors_by_type": counts.errors_by_type, "crash": crash, "seconds": round(time.perf_counter() - started, 1),
+        })
+        print(f"fuzz {name}: {rows[-1]['cases']} cases, {rows[-1]['clear_errors']} clear errors, crash={crash}", flush=True)
+    agent.close()
+    return rows
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def faults(embedders) -> list[dict]:
+    from memstream.agent.controller import MemoryAgent
+    from memstream.backends.scripted import ScriptedBackend
+    from memstream.config import load_settings
+    from memstream.memory.store import MemoryStore
+    from memstream.retrieval.retriever import Retriever
+    from tests.reliability import faults as f
+
+    tmp = Path(tempfile.mkdtemp(prefix="memstream-faults-"))
+    rows = [f.kill_during_ingest(f"sqlite:///{tmp / 'ingest.db'}")]
+    rows.append(f.kill_during_index_rebuild(tmp / "index", embedders) if (tmp / "index").mkdir() is None else None)
+    rows.append(f.kill_during_enrichment(tmp / "enrich", embedders) if (tmp / "enrich").mkdir() is None else None)
+    full = f.full_disk_during_ingest(tmp / "small-disk")
+    rows.append(full if isinstance(full, dict) else {"scenario": "full disk during ingest", "skipped": full})
+    (tmp / "lock").mkdir()
+    rows.append(f.locked_database(tmp / "lock"))
+    (tmp / "corrupt").mkdir()
+    rows += f.corrupt_index(tmp / "corrupt", embedders)
+    settings = load_settings(db_url=f"sqlite:///{tmp / 'drop.db'}", home=str(tmp))
+    store = MemoryStore(settings.database_url)
+    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(), settings, enrich=False)
+    rows.append(f.backend_drops(agent))
+    agent.close()
+    rows.append(f.missing_model(tmp))
+    for row in rows:
+        print("fault", row, flush=True)
+    return rows
+
+
+# -- store load ---------------------------------------------------------------------------------
+
+WRITER = """
+import sys, time, json
+from memstream.memory.model import NewTurn
+from memstream.memory.store import MemoryStore, StoreError
+url, user, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = MemoryStore(url)
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+errors = 0
+latencies = []
+started = time.perf_counter()
+for i in range(turns):
+    t0 = time.perf_counter()
+    try:
+        store.add_turns(user, "load", [NewTurn("user", f"{user} turn {i} " + "x" * 200)])
+    except StoreError:
+        errors += 1
+    latencies.append(time.perf_counter() - t0)
+print(json.dumps({"seconds": time.perf_counter() - started, "errors": errors, "latencies": latencies}), flush=True)
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def store_load(url: str, backend: str, writers: int, turns: int) -> dict:
+    """`writers` processes each commit `turns` single-turn transactions (the live chat path) at once."""
+    import json
+
+    from memstream.memory.store import MemoryStore
+
+    MemoryStore(url).close()
+    run = uuid.uuid4().hex[:8]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    processes = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), url, f"load-{run}-{w}", str(turns)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for w in range(writers)
+    ]
+    for p in processes:
+        assert p.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    for p in processes:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outputs = [json.loads(p.communicate(timeout=1800)[0].strip().splitlines()[-1]) for p in processes]
+    wall = time.perf_counter() - started
+    store = MemoryStore(url)
+    found = sum(store.count_turns(f"load-{run}-{w}") for w in range(writers))
+    positions_ok = all(
+        [t.position for t in store.list_turns(f"load-{run}-{w}", limit=turns + 10)] == list(range(turns - o["errors"]))
+        for w, o in enumerate(outputs)
+    )
+    for w in range(writers):
+        store.forget_user(f"load-{run}-{w}")
+    store.close()
+    latencies = [x for o in outputs for x in o["latencies"]]
+    return {
+        "backend": backend, "writers": writers, "turns_written": writers * turns - sum(o["errors"] for o in outputs), "turns_found": found,
+        "turns_per_s": round(writers * turns / wall, 1), "lock_errors_after_retry": sum(o["errors"] for o in outputs),
+        "commit_ms_p50": round(_percentile(latencies, 0.5) * 1000, 2), "commit_ms_p95": round(_percentile(latencies, 0.95) * 1000, 2),
+        "commit_ms_p99": round(_percentile(latencies, 0.99) * 1000, 2), "positions_contiguous": positions_ok,
+    }
+
+
+def pg_url(explicit: str | None) -> str | None:
+    """The PostgreSQL URL to load, if a server answers there."""
+    url = explicit or os.environ.get("MEMSTREAM_TEST_PG_URL") or DEV_PG_URL
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return url
+    except Exception as exc:  # no server (or no driver): the section is recorded as not run
+        print(f"PostgreSQL not reachable ({type(exc).__name__}); skipping its load run", flush=True)
+        return None
+
+
+# -- soak ---------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+SOAK_MESSAGES = [
+    "I went hiking at Mount Tam with my friend Leo today.",
+    "What did I say about hiking?",
+    "My sister Clara moved to Lisbon for a new job.",
+    "hello",
+    "Where does my sister live now?",
+    "I baked a sourdough loaf; the crust came out great.",
+    "What did I bake last week?",
+    "thanks!",
+]
+
+
+def soak(turns: int, embedders) -> dict:
+    """`turns` chat turns (user message + reply each) through one agent: latency and RSS, first vs last 1000."""
+    from datetime import datetime, timedelta
+
+    from memstream.agent.controller import MemoryAgent
+    from memstream.backends.scripted import ScriptedBackend
+    from memstream.config import load_settings
+    from memstream.memory.store import MemoryStore
+    from memstream.retrieval.retriever import Retriever
+
+    tmp = Path(tempfile.mkdtemp(prefix="memstream-soak-"))
+    settings = load_settings(db_url=f"sqlite:///{tmp / 'soak.db'}", home=str(tmp))
+    store = MemoryStore(settings.database_url)
+    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(respond=lambda m: "Noted, thanks for telling me."), settings, enrich=True)
+    start = datetime(2024, 1, 1, 9, 0)
+    latencies: list[float] = []
+    rss: list[tuple[int, float]] = [(0, rss_mb())]
+    window = min(1000, max(1, turns // 4))
+    for i in range(turns):
+        message = SOAK_MESSAGES[i % len(SOAK_MESSAGES)] + f" ({i})"
+        t0 = time.perf_counter()
+        agent.chat(message, user=f"soak-{i % 4}", conversation="daily", at=start + timedelta(minutes=7 * i))
+        latencies.append(time.perf_counter() - t0)
+        if (i + 1) % window == 0:
+            rss.append((i + 1, rss_mb()))
+            print(f"soak {i + 1}/{turns}: p50 {statistics.median(latencies[-window:]) * 1000:.1f} ms, rss {rss[-1][1]:.0f} MB", flush=True)
+    agent.enricher.drain()
+    stats = agent.enricher.stats
+    agent.close()
+    first, last = latencies[:window], latencies[-window:]
+    result = {
+        "turns": turns, "stored_turns": store.count_turns(), "window": window,
+        "first_p50_ms": round(_percentile(first, 0.5) * 1000, 1), "first_p95_ms": round(_percentile(first, 0.95) * 1000, 1),
+        "last_p50_ms": round(_percentile(last, 0.5) * 1000, 1), "last_p95_ms": round(_percentile(last, 0.95) * 1000, 1),
+        # RSS after the first window (model and caches warm) to the end: growth that is not warm-up.
+        "rss_after_first_window_mb": round(rss[1][1], 1) if len(rss) > 1 else None, "rss_end_mb": round(rss[-1][1], 1),
+        "rss_growth_mb": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 1 else None,
+        "rss_samples": rss, "enrich_jobs": stats.jobs, "enrich_failures": stats.failures,
+    }
+    store.close()
+    return result
+
+
+# -- HTTP server --------------------------------------------------------------------------------
+
+
+def http_server_load(clients: int, seconds: float) -> dict:
+    """N concurrent streaming clients against `memstream serve` on loopback (requests/s, p50/p95/p99, errors, RSS).
+
+    Not built yet: it needs the server's memory routes (chat with memory on), which are still being written.
+    """
+    raise NotImplementedError("HTTP load waits for the server's memory routes")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def pip_audit() -> dict:
+    """Run pip-audit on this environment (needs network to the vulnerability service)."""
+    import json
+
+    tool = Path(sys.executable).with_name("pip-audit")
+    try:
+        done = subprocess.run([str(tool), "--format", "json", "--progress-spinner", "off"], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ran": False, "error": str(exc)}
+    try:
+        deps = json.loads(done.stdout)["dependencies"]
+    except (ValueError, KeyError):
+        return {"ran": True, "returncode": done.returncode, "error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+    audited = [d for d in deps if "skip_reason" not in d]
+    return {
+        "ran": True, "returncode": done.returncode, "dependencies": len(deps), "audited": len(audited),
+        "vulnerabilities": sum(len(d.get("vulns", [])) for d in audited),
+        "not_audited_reason": next((d["skip_reason"].split(":")[0] for d in deps if "skip_reason" in d), None),
+    }
+
+
+def summary_rows(results: dict) -> list[dict]:
+    rows = []
+    for r in results.get("fuzz", []):
+        rows.append({"section": "fuzz", "what": r["target"], "figure": f"{r['cases']} cases, {r['clear_errors']} clear errors, {r['crashes']} crashes"})
+    for r in results.get("faults", []):
+        if "turns_written" in r:
+            figure = f"written {r['turns_written']}, found {r['turns_found']}"
+            figure += "".join(f", {k} {v}" for k, v in r.items() if k not in ("scenario", "turns_written", "turns_found"))
+        else:
+            figure = r.get("skipped") or "; ".join(f"{k}: {v}" for k, v in r.get("messages", {}).items())
+        rows.append({"section": "faults", "what": r["scenario"], "figure": figure[:300]})
+    for r in results.get("load", []):
+        rows.append({"section": "load", "what": f"{r['writers']} writer processes, {r['backend']}",
+                     "figure": f"{r['turns_per_s']} turns/s, commit p50/p95/p99 {r['commit_ms_p50']}/{r['commit_ms_p95']}/{r['commit_ms_p99']} ms, lock errors after retry {r['lock_errors_after_retry']}, written {r['turns_written']} found {r['turns_found']}"})
+    if "soak" in results:
+        r = results["soak"]
+        rows.append({"section": "soak", "what": f"{r['turns']} agent turns (scripted backend)",
+                     "figure": f"p50 {r['first_p50_ms']} -> {r['last_p50_ms']} ms, p95 {r['first_p95_ms']} -> {r['last_p95_ms']} ms (first vs last {r['window']}), RSS growth {r['rss_growth_mb']} MB"})
+    if "http" in results:
+        rows.append({"section": "http", "what": "HTTP server load", "figure": results["http"].get("reason", "see JSON")})
+    if "pip_audit" in results:
+        r = results["pip_audit"]
+        rows.append({"section": "security", "what": "pip-audit", "figure": f"{r.get('audited')} of {r.get('dependencies')} dependencies audited, {r.get('vulnerabilities')} vulnerabilities" + (f" ({r['not_audited_reason']})" if r.get("not_audited_reason") else "")})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(s for s in SECTIONS if s != "http"), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--fuzz-examples", type=int, default=FUZZ_EXAMPLES)
+    parser.add_argument("--writers", type=int, default=WRITERS)
+    parser.add_argument("--turns-per-writer", type=int, default=TURNS_PER_WRITER)
+    parser.add_argument("--pg-url", default=None, help="PostgreSQL URL for the load run (default: MEMSTREAM_TEST_PG_URL or the dev server)")
+    parser.add_argument("--soak-turns", type=int, default=SOAK_TURNS)
+    parser.add_argument("--http-clients", type=int, default=8, help="concurrent clients for the HTTP section (--only http)")
+    parser.add_argument("--pip-audit", action="store_true", help="also run pip-audit and record the result")
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    from memstream.retrieval.embedder import EmbedderCache
+
+    embedders = EmbedderCache()
+    results: dict = {}
+    if "fuzz" in sections:
+        results["fuzz"] = fuzz(args.fuzz_examples, embedders)
+    if "faults" in sections:
+        results["faults"] = faults(embedders)
+    if "load" in sections:
+        loads = []
+        with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp:
+            loads.append(store_load(f"sqlite:///{Path(tmp) / 'load.db'}", "sqlite", args.writers, args.turns_per_writer))
+        url = pg_url(args.pg_url)
+        if url:
+            loads.append(store_load(url, "postgresql", args.writers, args.turns_per_writer))
+        results["load"] = loads
+        for r in loads:
+            print("load", r, flush=True)
+    if "soak" in sections:
+        results["soak"] = soak(args.soak_turns, embedders)
+    if "http" in sections:
+        try:
+            results["http"] = http_server_load(args.http_clients, 30.0)
+        except NotImplementedError as exc:
+            results["http"] = {"ran": False, "reason": str(exc)}
+    if args.pip_audit:
+        results["pip_audit"] = pip_audit()
+    # Sections not run this time keep their last figures.
+    previous = REPO_ROOT / "reports" / "reliability.json"
+    if previous.exists():
+        import json
+
+        old = json.loads(previous.read_text())
+        results = {**{k: old[k] for k in ("fuzz", "faults", "load", "soak", "http", "pip_audit") if k in old}, **results}
+    rows = summary_rows(results)
+    write_report("reliability", results, rows, title="Reliability and security", notes="Sizes: see each section in reliability.json. Tests asserting the same properties: tests/reliability/.")
+
+
+if __name__ == "__main__":
+    main()
