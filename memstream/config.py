@@ -123,6 +123,8 @@ class ServerSettings(BaseModel):
     max_tokens_limit: int = Field(2048, ge=1)
     index_refresh_s: float = Field(1.0, gt=0)
     """How often a server process catches its index up with turns written by other processes."""
+    memory: bool = True
+    """Serve the memory routes and memory-augmented chat (opens the database and loads the embedder at start)."""
 
 
 class _TomlSource(PydanticBaseSettingsSource):

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from memstream.agent import prompts
 from memstream.agent.chain import ChainResult, manager_messages, run_workers
@@ -57,6 +57,8 @@ class TurnOptions:
     top_k: int | None = None
     max_tokens: int | None = None
     system: str | None = None
+    on_retrieved: Callable[["Reply"], None] | None = None
+    """Called after retrieval, before generation, with the Reply so far (plan, memories): a server sends them in headers."""
 
 
 @dataclass
@@ -216,6 +218,8 @@ class MemoryAgent:
             hits = self._retrieve(user, plan, now, options, exclude={t.id for t in flash} | {reply.user_turn_id})
         reply.memories = hits
         reply.timings["retrieve"] = time.perf_counter() - mark
+        if options.on_retrieved is not None:
+            options.on_retrieved(reply)
 
         # 4. compose
         mark = time.perf_counter()

@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -313,9 +313,13 @@ class Retriever:
 
     @classmethod
     def from_settings(
-        cls, settings, store: MemoryStore, load_embedder: bool = True, embedders: EmbedderCache | None = None, sync: bool = True
+        cls, settings, store: MemoryStore, load_embedder: bool = True, embedders: EmbedderCache | None = None, sync: bool = True,
+        cache_dir: Path | None | Literal["auto"] = "auto",
     ) -> "Retriever":
         """The retriever the configuration describes, caught up with the database (unless sync=False).
+
+        `cache_dir`: "auto" is `cache_dir_for(settings, store)`; None keeps the index in memory only
+        (a server process that shares the cache location with another one).
 
         Without the embedder (load_embedder=False) only deletes are applied: enough for `forget`.
         """
@@ -328,7 +332,7 @@ class Retriever:
             store,
             embedder,
             model_name=settings.embedder.model,
-            cache_dir=cache_dir_for(settings, store),
+            cache_dir=cache_dir_for(settings, store) if cache_dir == "auto" else cache_dir,
             ann_threshold=r.ann_threshold,
             rrf_k=r.rrf_k,
             candidates=r.candidates,

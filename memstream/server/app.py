@@ -2,11 +2,17 @@
 
 `create_app(settings, backend)` builds it (tests pass their own backend); `serve(...)` runs it
 with uvicorn. State on `app.state`: settings, generation (the GenerationQueue every backend
-call goes through), model_names (what /v1/models lists and requests may name), started_at.
+call goes through), model_names (what /v1/models lists and requests may name), memory (the
+MemoryService, opened at startup; None with server.memory off), started_at.
+
+Shutdown (SIGINT/SIGTERM) is uvicorn's graceful one: it stops accepting connections, lets the
+requests in flight finish (their turns are committed as they go), then the lifespan closes the
+memory service (queued enrichment done, index cache saved where this process owns it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
 import time
@@ -16,12 +22,19 @@ from fastapi import FastAPI
 
 from memstream.backends.base import ChatBackend
 from memstream.config import ConfigError, Settings
+from memstream.retrieval.embedder import EmbedderCache
+from memstream.server.body import BodyLimitMiddleware
 from memstream.server.errors import install_error_handlers
+from memstream.server.memory_routes import memory_router
+from memstream.server.memory_service import MemoryService
 from memstream.server.model_routes import model_router
 from memstream.server.queue import GenerationQueue
+from memstream.server.tenancy import check_tenants
 
 
-def create_app(settings: Settings, backend: ChatBackend | None = None) -> FastAPI:
+def create_app(settings: Settings, backend: ChatBackend | None = None, embedders: EmbedderCache | None = None) -> FastAPI:
+    """The app; `embedders` shares loaded embedding models (tests, several apps in one process)."""
+    check_tenants(settings.server.api_keys)
     if backend is None:
         from memstream.backends.models import make_backend
 
@@ -30,17 +43,59 @@ def create_app(settings: Settings, backend: ChatBackend | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
-        generation.close()
+        memory = None
+        if settings.server.memory:
+            # Blocking (embedder load, first index sync): the server accepts requests only once memory is ready.
+            memory = await asyncio.to_thread(MemoryService, settings, backend, embedders)
+        app.state.memory = memory
+        stop = asyncio.Event()
+        refresh = asyncio.create_task(memory.refresh_forever(stop)) if memory else None
+        try:
+            yield
+        finally:
+            # uvicorn has finished the in-flight requests by now; every committed turn is in the database.
+            stop.set()
+            if refresh is not None:
+                await refresh
+            generation.close()
+            if memory is not None:
+                await asyncio.to_thread(memory.close)
 
-    app = FastAPI(title="memstream", lifespan=lifespan)
+    app = FastAPI(title="memstream", version=_version(), lifespan=lifespan, description=DESCRIPTION)
     app.state.settings = settings
     app.state.generation = generation
     app.state.model_names = [backend.name]
+    app.state.memory = None
     app.state.started_at = int(time.time())
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.server.max_body_bytes)
     app.include_router(model_router())
+    app.include_router(memory_router())
     return app
+
+
+DESCRIPTION = """memstream's HTTP API: OpenAI-compatible chat, plain or with long-term memory, and memory REST routes.
+
+* **Auth**: `Authorization: Bearer <key>` when the server has keys (`server.api_keys`, key -> tenant).
+  A key sees only its tenant's users; another tenant's user is answered like an unknown one (404).
+* **Memory chat**: model `memstream/<model>` or header `X-Memstream-Memory: on`; the memory user is the
+  OpenAI `user` field (or `X-Memstream-User`), the conversation `X-Memstream-Conversation`. Replies carry
+  `X-Memstream-Memories` and a `memstream` field with the memories used.
+* **Limits**: request bodies up to `server.max_body_bytes` (413 past it), `max_tokens` up to
+  `server.max_tokens_limit`, search `k` 1..100, list pages of 1..500, 1000 turns per add.
+* **Errors**: OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
+* **Several processes**: with a PostgreSQL `db_url`, every process sees every committed turn on its next search
+  (each search catches up first) and catches up in the background every `server.index_refresh_s` seconds.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memstream")
+    except PackageNotFoundError:
+        return "0"
 
 
 def is_loopback(host: str) -> bool:

@@ -1,34 +1,58 @@
-"""Reading a JSON request body with a size limit, before anything parses it."""
+"""The request body size limit, enforced before anything parses a body.
+
+`BodyLimitMiddleware` reads each request body up to `server.max_body_bytes` and replays it to
+the app, so every route (pydantic-validated or raw JSONL) gets the same 413 in OpenAI's error
+shape, whether the client declared Content-Length or streamed a chunked upload.
+"""
 
 from __future__ import annotations
 
-import json
-
-from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memstream.server.errors import APIError
 
 
-async def read_json_body(request: Request, limit: int) -> dict:
-    """The body as a JSON object; 413 past `limit` bytes (checked while reading), 400 if not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body is {declared} bytes; the limit is {limit} (server.max_body_bytes)",
-                       code="request_too_large")
-    chunks: list[bytes] = []
-    size = 0
-    # Count while streaming so a chunked upload without Content-Length cannot exceed the limit either.
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body exceeds the limit of {limit} bytes (server.max_body_bytes)",
-                           code="request_too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", code="invalid_json")
-    return data
+def too_large(limit: int, declared: int | None = None) -> APIError:
+    size = f"is {declared} bytes" if declared is not None else "exceeds the limit"
+    return APIError(413, f"request body {size}; the limit is {limit} bytes (server.max_body_bytes)", code="request_too_large")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await too_large(self.limit, int(declared)).response()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            # Counted while reading, so a chunked upload without Content-Length cannot exceed the limit either.
+            if size > self.limit:
+                await too_large(self.limit).response()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would report it
+
+        await self.app(scope, replay, send)

@@ -7,9 +7,12 @@ reads OpenAI errors (the openai SDK included) shows the message.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -34,6 +37,36 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    """What went wrong and, where the client can fix it, how."""
+    type: str
+    param: str | None = None
+    """The request field at fault, dotted (e.g. `messages.0.role`)."""
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+_WHEN = {
+    400: "Malformed request: invalid JSON, a missing or out-of-range field (the message names it)",
+    401: "Missing or wrong API key ('Authorization: Bearer <key>')",
+    404: "Unknown user, memory or route (another tenant's users are unknown too)",
+    413: "Request body larger than server.max_body_bytes",
+    502: "The chat backend failed (for memory chat, the user's turn is kept)",
+    503: "Memory is not available (database unreachable)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, all in the ErrorResponse shape."""
+    return {status: {"model": ErrorResponse, "description": _WHEN[status]} for status in statuses}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -42,6 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            return APIError(400, f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
+                            code="invalid_json").response()
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         return APIError(400, f"{param or 'request'}: {first['msg']}", param=param, code="invalid_value").response()
 

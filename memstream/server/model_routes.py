@@ -1,24 +1,25 @@
-"""OpenAI-compatible model routes: POST /v1/chat/completions, GET /v1/models, GET /health.
+"""OpenAI-compatible model routes: POST /v1/chat/completions, GET /v1/models, GET /health, GET /ready.
 
 Omitted sampling options mean greedy decoding (temperature 0), so answers are reproducible;
-send `temperature` to sample.
+send `temperature` to sample. A chat request for the model `memstream/<model>` (or with
+`X-Memstream-Memory: on`) is answered with the user's memory: see memory_chat.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from typing import Any, AsyncIterator, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from memstream.backends.base import BackendError, ContextOverflowError, Message
 from memstream.server.auth import check_api_key
-from memstream.server.body import read_json_body
-from memstream.server.errors import APIError
+from memstream.server.errors import APIError, error_responses
 
 
 class ContentPart(BaseModel):
@@ -57,15 +58,8 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-
-
-def parse_chat_request(data: dict) -> ChatRequest:
-    try:
-        return ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise APIError(400, f"{param or 'request'}: {first['msg']}", param=param, code="invalid_value") from None
+    user: str | None = Field(None, max_length=200)
+    """OpenAI's end-user id; with memory switched on, the memory user."""
 
 
 def generation_options(req: ChatRequest, max_tokens_limit: int, default_max_tokens: int = 256) -> dict[str, Any]:
@@ -96,34 +90,58 @@ def _finish_reason(completion_tokens: int, max_tokens: int) -> str:
 
 
 def model_router() -> APIRouter:
-    """Routes reading app.state: settings, generation (GenerationQueue), model_names."""
+    """Routes reading app.state: settings, generation (GenerationQueue), model_names, memory (MemoryService or None)."""
     router = APIRouter()
 
-    @router.get("/health")
+    @router.get("/health", tags=["service"], summary="Liveness: the process answers")
     async def health(request: Request) -> dict:
         return {"status": "ok", "model": request.app.state.generation.backend.name}
 
-    @router.get("/v1/models")
+    @router.get("/ready", tags=["service"], summary="Readiness: database reachable and index synced",
+                responses={503: {"description": "Not ready: the database is unreachable or the last index sync failed"}})
+    async def ready(request: Request) -> JSONResponse:
+        memory = request.app.state.memory
+        if memory is None:
+            return JSONResponse({"status": "ready", "memory": "off"})
+        ok, details = await asyncio.to_thread(memory.readiness)
+        return JSONResponse({"status": "ready" if ok else "not ready", **details}, status_code=200 if ok else 503)
+
+    @router.get("/v1/models", tags=["model"], responses=error_responses(401))
     async def models(request: Request) -> dict:
         check_api_key(request, request.app.state.settings.server.api_keys)
         created = request.app.state.started_at
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "memstream"}
-            for name in request.app.state.model_names
+            for name in listed_models(request.app.state)
         ]}
 
-    @router.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
+    @router.post("/v1/chat/completions", tags=["model"], responses=error_responses(400, 401, 404, 413, 502, 503),
+                 summary="Chat completion (OpenAI-compatible), plain or with memory")
+    async def chat_completions(
+        req: ChatRequest,
+        request: Request,
+        x_memstream_memory: str | None = Header(None, description="on: answer with the user's memory (as does the model name memstream/<model>)"),
+        x_memstream_user: str | None = Header(None, description="The memory user when the body has no `user`"),
+        x_memstream_conversation: str | None = Header(None, description="The conversation (default: `default`)"),
+    ):
+        """With memory on, the reply carries `X-Memstream-Memories` (ids of the memories used) and a `memstream`
+        field (memories with scores and times, the plan) in the body or the final stream chunk."""
+        from memstream.server.memory_chat import base_model, memory_completion, wants_memory
+        from memstream.server.tenancy import Tenant
+
         state = request.app.state
         server = state.settings.server
-        check_api_key(request, server.api_keys)
-        req = parse_chat_request(await read_json_body(request, server.max_body_bytes))
-        if req.model and req.model not in state.model_names:
-            raise APIError(404, f"model {req.model!r} is not served here; available: {', '.join(state.model_names)}",
+        tenant = Tenant(check_api_key(request, server.api_keys))
+        memory = wants_memory(req.model, x_memstream_memory)
+        served = base_model(req.model) if memory else req.model
+        if served and served not in state.model_names:
+            raise APIError(404, f"model {req.model!r} is not served here; available: {', '.join(listed_models(state))}",
                            param="model", code="model_not_found")
         opts = generation_options(req, server.max_tokens_limit)
-        messages = [m.as_message() for m in req.messages]
         model = req.model or state.generation.backend.name
+        if memory:
+            return await memory_completion(request, req, tenant, model, opts)
+        messages = [m.as_message() for m in req.messages]
         if req.stream:
             return await _stream_response(state.generation, messages, opts, model, req)
         try:
@@ -144,6 +162,14 @@ def model_router() -> APIRouter:
         })
 
     return router
+
+
+def listed_models(state) -> list[str]:
+    """The served models, then each as `memstream/<model>` (the same model, answering with memory)."""
+    names = list(state.model_names)
+    if state.memory is not None:
+        names += [f"memstream/{name}" for name in state.model_names]
+    return names
 
 
 async def _stream_response(generation, messages: list[Message], opts: dict, model: str, req: ChatRequest):

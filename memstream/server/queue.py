@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 from memstream.backends.base import ChatBackend, Message
 
@@ -29,23 +29,37 @@ class GenerationQueue:
 
     def stream(self, messages: Sequence[Message], **opts: Any) -> AsyncIterator[str]:
         """Text pieces as the worker produces them; errors from the backend are raised here."""
+        return self.iterate(lambda: self.backend.stream(messages, **opts))
+
+    def iterate(self, produce: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+        """Run the iterator `produce()` returns on the worker; its items arrive here as it yields them.
+
+        When the consumer stops early (client gone), the iterator is closed on the worker at its next
+        item, so a generator's cleanup (the memory agent keeps what was said) runs there.
+        """
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
 
         def work() -> None:
             try:
-                for piece in self.backend.stream(messages, **opts):
-                    loop.call_soon_threadsafe(pieces.put_nowait, ("piece", piece))
-                    if cancelled.is_set():
-                        break
+                items = produce()
+                try:
+                    for item in items:
+                        loop.call_soon_threadsafe(pieces.put_nowait, ("piece", item))
+                        if cancelled.is_set():
+                            break
+                finally:
+                    close = getattr(items, "close", None)
+                    if close is not None:
+                        close()
                 loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
             except Exception as exc:  # not swallowed: re-raised in the request below
                 loop.call_soon_threadsafe(pieces.put_nowait, ("error", exc))
 
         self.executor.submit(work)
 
-        async def drain() -> AsyncIterator[str]:
+        async def drain() -> AsyncIterator[Any]:
             try:
                 while True:
                     kind, value = await pieces.get()

@@ -1,0 +1,217 @@
+"""Memory REST routes: add, list, search and delete memories; forget, export and import a user.
+
+Every route checks the bearer key first and works only inside the key's tenant (see
+tenancy.py): a user of another tenant is reported exactly like a user that does not exist.
+Blocking store and index work runs on worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Iterator
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from memstream.memory.model import NewTurn
+from memstream.memory.store import MAX_ID_LENGTH, StoreError, naive_utc
+from memstream.retrieval.errors import RetrievalError
+from memstream.retrieval.timeparse import TimeWindow
+from memstream.server.errors import APIError, error_responses
+from memstream.server.memory_schemas import (
+    MAX_PAGE,
+    AddedMemories,
+    AddMemories,
+    Deleted,
+    Forgotten,
+    Imported,
+    Memory,
+    MemoryPage,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    TimeWindowOut,
+)
+from memstream.server.memory_service import MemoryService
+from memstream.server.tenancy import Tenant, tenant_for
+
+# Open-ended windows need finite bounds (the index compares Unix timestamps).
+EARLIEST = datetime(1900, 1, 1)
+LATEST = datetime(9000, 1, 1)
+UserQuery = Query(..., min_length=1, max_length=MAX_ID_LENGTH, description="The memory user.")
+
+
+def memory_service(request: Request) -> MemoryService:
+    service = request.app.state.memory
+    if service is None:
+        raise APIError(503, "memory is switched off on this server (server.memory = false)", type="server_error",
+                       code="memory_disabled")
+    return service
+
+
+def unknown_user(user: str) -> APIError:
+    return APIError(404, f"unknown user {user!r}: nothing is stored for this user", param="user", code="user_not_found")
+
+
+async def known_user(service: MemoryService, tenant: Tenant, user: str) -> str:
+    """The store id of an existing user of this tenant; 404 otherwise (other tenants' users included)."""
+    internal = tenant.internal(user)
+    if not await blocking(service.store.has_user, internal):
+        raise unknown_user(user)
+    return internal
+
+
+async def blocking(fn, *args, **kwargs):
+    """Run store/index work on a thread; a database failure becomes a 503 naming it."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except (StoreError, SQLAlchemyError) as exc:
+        raise APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable") from None
+
+
+def memory_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["memory"])
+
+    @router.post("/memories", status_code=201, response_model=AddedMemories, responses=error_responses(400, 401, 413, 503),
+                 summary="Add turns to a user's memory")
+    async def add_memories(body: AddMemories, request: Request) -> AddedMemories:
+        """Store turns (a conversation's history, or facts the bot learned) and index them. At most 1000 turns per call."""
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = tenant.internal(body.user)
+        turns = [NewTurn(t.role, t.text, t.speaker, naive_utc(t.time), t.metadata) for t in body.turns]
+        try:
+            stored = await blocking(service.agent.remember, internal, body.conversation, turns)
+        except ValueError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from None
+        return AddedMemories(data=[Memory.of(t, body.user) for t in stored])
+
+    @router.get("/memories", response_model=MemoryPage, responses=error_responses(400, 401, 404, 503),
+                summary="List a user's memories, oldest first")
+    async def list_memories(
+        request: Request,
+        user: str = UserQuery,
+        conversation: str | None = Query(None, min_length=1, max_length=MAX_ID_LENGTH),
+        limit: int = Query(50, ge=1, le=MAX_PAGE),
+        offset: int = Query(0, ge=0),
+    ) -> MemoryPage:
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = await known_user(service, tenant, user)
+        turns = await blocking(service.store.list_turns, internal, conversation, limit=limit + 1, offset=offset)
+        more = len(turns) > limit
+        return MemoryPage(data=[Memory.of(t, user) for t in turns[:limit]], has_more=more,
+                          next_offset=offset + limit if more else None)
+
+    @router.post("/memories/search", response_model=SearchResponse, responses=error_responses(400, 401, 404, 413, 503),
+                 summary="Search a user's memories")
+    async def search_memories(body: SearchRequest, request: Request) -> SearchResponse:
+        """Hybrid (dense + BM25) time-aware search. `since`/`until` keep only memories inside the window;
+        without them, a time expression in the query ("last May", resolved against `at`) boosts memories inside it."""
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = await known_user(service, tenant, body.user)
+        window, time_mode = None, None
+        if body.since is not None or body.until is not None:
+            start, end = naive_utc(body.since) or EARLIEST, naive_utc(body.until) or LATEST
+            if start >= end:
+                raise APIError(400, "since must be earlier than until", param="since", code="invalid_value")
+            window, time_mode = TimeWindow(start, end, "since/until"), "filter"
+
+        def search():
+            service.sync()  # turns written through other processes are found on the next search
+            return service.retriever.search(internal, body.query, k=body.k, now=naive_utc(body.at), conversation_id=body.conversation,
+                                            time_window=window, mode=body.mode, time_mode=time_mode)
+
+        try:
+            result = await blocking(search)
+        except RetrievalError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from None
+        found = result.time_window
+        return SearchResponse(
+            query=result.query,
+            time_window=TimeWindowOut(start=found.start, end=found.end, expression=found.expression) if found else None,
+            data=[SearchHit.of(hit) for hit in result.hits],
+        )
+
+    @router.delete("/memories/{memory_id}", response_model=Deleted, responses=error_responses(401, 404, 503),
+                   summary="Delete one memory")
+    async def delete_memory(memory_id: int, request: Request, user: str = UserQuery) -> Deleted:
+        """Every server process stops returning it by its next search (the delete leaves a tombstone)."""
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = await known_user(service, tenant, user)
+        if not await blocking(service.store.delete_turn, internal, memory_id):
+            raise APIError(404, f"memory {memory_id} not found for user {user!r}", param="memory_id", code="memory_not_found")
+        await blocking(service.sync)
+        return Deleted(id=memory_id, deleted=True)
+
+    @router.delete("/users/{user}", response_model=Forgotten, responses=error_responses(401, 404, 503),
+                   summary="Forget a user: delete all their memories")
+    async def forget_user(user: str, request: Request) -> Forgotten:
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = await known_user(service, tenant, user)
+        counts = await blocking(service.store.forget_user, internal)
+        await blocking(service.sync)
+        return Forgotten(user=user, turns=counts["turns"], facts=counts["facts"], sessions=counts["sessions"])
+
+    @router.get("/users/{user}/export", responses={200: {"content": {"application/x-ndjson": {}},
+                                                         "description": "One JSON record per line: sessions, turns, facts"},
+                                                   **error_responses(401, 404, 503)},
+                summary="Export a user's memory as JSONL")
+    async def export_user(user: str, request: Request) -> StreamingResponse:
+        """Records carry no user name, so an export imports into any user (`POST /v1/users/{user}/import`)."""
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = await known_user(service, tenant, user)
+
+        def lines() -> Iterator[str]:
+            for record in service.store.export_user(internal):
+                yield json.dumps(record, ensure_ascii=False) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson",
+                                 headers={"Content-Disposition": f'attachment; filename="memstream-export.jsonl"'})
+
+    @router.post("/users/{user}/import", response_model=Imported, status_code=201,
+                 responses=error_responses(400, 401, 413, 503), summary="Import JSONL records into a user",
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
+                     "schema": {"type": "string", "description": "Lines as written by the export route"}}}}})
+    async def import_user(user: str, request: Request) -> Imported:
+        """All records are stored in one transaction: a bad line stores nothing. The body limit applies."""
+        tenant = tenant_for(request)
+        service = memory_service(request)
+        internal = tenant.internal(user)
+        records = parse_jsonl(await request.body())
+        try:
+            counts = await blocking(service.store.import_records, internal, records)
+        except ValueError as exc:
+            raise APIError(400, str(exc), code="invalid_record") from None
+        await blocking(service.sync)
+        return Imported(user=user, **counts)
+
+    return router
+
+
+def parse_jsonl(raw: bytes) -> list[dict]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, f"import body is not UTF-8: {exc}", code="invalid_jsonl") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise APIError(400, f"line {number} is not valid JSON: {exc}", code="invalid_jsonl") from None
+        if not isinstance(record, dict):
+            raise APIError(400, f"line {number}: expected a JSON object", code="invalid_jsonl")
+        records.append(record)
+    if not records:
+        raise APIError(400, "import body has no records: send the lines of an export", code="invalid_jsonl")
+    return records

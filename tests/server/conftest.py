@@ -1,0 +1,68 @@
+"""Server fixtures: a real uvicorn server on 127.0.0.1 (free port, in a thread) over a temp SQLite
+store, the real retriever (one embedder load per session) and a scripted backend that answers
+from the memory block of its prompt, so a test sees whether a fact reached the prompt."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytest
+
+from memstream.agent import prompts
+from memstream.backends.base import Message
+from memstream.backends.scripted import ScriptedBackend
+from memstream.config import Settings, load_settings
+
+KEY_ACME = "acme-key-0123456789"
+KEY_GLOBEX = "globex-key-9876543210"
+BODY_LIMIT = 16_384
+
+
+def answer_from_memory(messages: Sequence[Message]) -> str:
+    """'From memory: <the evidence lines>' when the prompt has memories, else a plain admission."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    if prompts.MEMORY_OPEN in system:
+        block = system.split(prompts.MEMORY_OPEN, 1)[1].split(prompts.MEMORY_CLOSE, 1)[0].strip()
+        if block and prompts.NO_MEMORY not in block:
+            return "From memory: " + " | ".join(block.splitlines())
+    return "I have nothing about that."
+
+
+@pytest.fixture(scope="session")
+def shared_embedder():
+    from memstream.retrieval.embedder import EmbedderCache
+
+    return EmbedderCache()
+
+
+@pytest.fixture
+def server_settings(tmp_path) -> Settings:
+    return load_settings(
+        db_url=f"sqlite:///{tmp_path / 'server.db'}",
+        home=str(tmp_path / "home"),
+        **{"server.api_keys": {KEY_ACME: "acme", KEY_GLOBEX: "globex"}, "server.max_body_bytes": BODY_LIMIT,
+           "server.max_tokens_limit": 64, "server.index_refresh_s": 0.5, "agent.enrich": False},
+    )
+
+
+@pytest.fixture
+def start_server(shared_embedder):
+    """start_server(settings, backend) -> a running ServerThread; stopped after the test."""
+    from memstream.server.app import ServerThread, create_app
+
+    servers = []
+
+    def start(settings: Settings, backend=None):
+        backend = backend or ScriptedBackend(respond=answer_from_memory)
+        server = ServerThread(create_app(settings, backend, embedders=shared_embedder)).start(timeout_s=120)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def memory_server(start_server, server_settings):
+    return start_server(server_settings)
