@@ -60,9 +60,13 @@ def _read_progress(process: subprocess.Popen, until: int, timeout_s: float) -> i
     return last
 
 
-def _kill(process: subprocess.Popen) -> None:
+def _kill(process: subprocess.Popen, acknowledged: int) -> int:
+    """SIGKILL the child; return the last progress it printed (lines still in the pipe count: they were acknowledged)."""
     os.kill(process.pid, signal.SIGKILL)
+    rest = process.stdout.read()
     process.wait()
+    printed = [int(line) for line in rest.split() if line.isdigit()]
+    return max([acknowledged, *printed])
 
 
 def integrity_ok(store: MemoryStore) -> bool:
@@ -88,7 +92,7 @@ def kill_during_ingest(url: str, per_session: int = 30, after: int = 25) -> dict
     process = _python(INGESTER, url, str(per_session))
     acknowledged = _read_progress(process, after, 120)
     time.sleep(random.uniform(0, 0.02))  # land the kill anywhere in the next transaction
-    _kill(process)
+    acknowledged = _kill(process, acknowledged)
     store = MemoryStore(url)
     sessions = store.sessions("alice")
     whole = all(len(store.list_turns("alice", session_id=s.id)) == per_session for s in sessions)
@@ -141,7 +145,7 @@ def kill_during_index_rebuild(tmp: Path, embedders, after: int = 2) -> dict[str,
     process = _python(INDEXER, url, str(tmp))
     acknowledged = _read_progress(process, after, 240)
     time.sleep(random.uniform(0, 0.3))
-    _kill(process)
+    acknowledged = _kill(process, acknowledged)
     settings = load_settings(db_url=url, home=str(tmp))
     reopened = Retriever.from_settings(settings, store, embedders=embedders)
     clean = Retriever(store, embedders.get(settings.embedder.model), model_name=settings.embedder.model, cache_dir=None)
@@ -191,7 +195,7 @@ def kill_during_enrichment(tmp: Path, embedders, after: int = 4) -> dict[str, An
     process = _python(CHATTER, url, str(tmp))
     acknowledged = _read_progress(process, after, 240)
     time.sleep(random.uniform(0, 0.2))
-    _kill(process)
+    acknowledged = _kill(process, acknowledged)
     settings = load_settings(db_url=url, home=str(tmp))
     store = MemoryStore(url)
     turn_ids = {t.id for t in store.list_turns("alice", limit=100000)}
