@@ -19,12 +19,13 @@ BODY_LIMIT = 16_384
 
 
 def answer_from_memory(messages: Sequence[Message]) -> str:
-    """'From memory: <the evidence lines>' when the prompt has memories, else a plain admission."""
+    """'From memory: <the oldest evidence lines>' when the prompt has memories, else a plain admission."""
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     if prompts.MEMORY_OPEN in system:
         block = system.split(prompts.MEMORY_OPEN, 1)[1].split(prompts.MEMORY_CLOSE, 1)[0].strip()
         if block and prompts.NO_MEMORY not in block:
-            return "From memory: " + " | ".join(block.splitlines())
+            # The two oldest lines, clipped: short enough that the reply is never cut at max_tokens.
+            return "From memory: " + " | ".join(line[:120] for line in block.splitlines()[:2])
     return "I have nothing about that."
 
 
