@@ -253,8 +253,9 @@ def memory_search(
         settings = settings_from(db)
         store = open_store(settings)
         store.require_user(user)
+        when = parse_when(at)  # bad input fails before the model loads
         retriever = Retriever.from_settings(settings, store)
-        result = retriever.search(user, query, k=k, now=parse_when(at), conversation_id=conversation)
+        result = retriever.search(user, query, k=k, now=when, conversation_id=conversation)
         if as_json:
             echo_json(result.to_dict())
             return

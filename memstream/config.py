@@ -42,6 +42,8 @@ class EmbedderSettings(BaseModel):
     batch_size: int = Field(64, ge=1, le=4096)
     device: str | None = None
     """'cpu', 'cuda', or None to pick CUDA when present."""
+    threads: int | None = Field(None, ge=1, le=256)
+    """CPU threads for torch (process-wide), or None for torch's default. 1 is fastest on a busy machine."""
 
 
 class RetrievalSettings(BaseModel):

@@ -67,6 +67,8 @@ class SentenceTransformerEmbedder:
     """The configured model name; this is what the database records next to each vector."""
     batch_size: int = 64
     device: str | None = None
+    threads: int | None = None
+    """torch CPU threads; process-wide, so only set when asked (on a contended CPU one thread is several times faster)."""
     _model: object = field(default=None, repr=False)
     dim: int = 0
 
@@ -75,6 +77,11 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
         path = resolve_model(self.name)
         self.device = pick_device(self.device)
@@ -105,12 +112,12 @@ class EmbedderCache:
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, str | None], SentenceTransformerEmbedder] = {}
 
-    def get(self, name: str, batch_size: int = 64, device: str | None = None) -> SentenceTransformerEmbedder:
+    def get(self, name: str, batch_size: int = 64, device: str | None = None, threads: int | None = None) -> SentenceTransformerEmbedder:
         key = (name, device)
         with self._lock:
             embedder = self._loaded.get(key)
             if embedder is None:
-                embedder = SentenceTransformerEmbedder(name, batch_size=batch_size, device=device)
+                embedder = SentenceTransformerEmbedder(name, batch_size=batch_size, device=device, threads=threads)
                 self._loaded[key] = embedder
             return embedder
 

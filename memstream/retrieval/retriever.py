@@ -326,7 +326,7 @@ class Retriever:
         embedder = None
         if load_embedder:
             embedders = embedders or EmbedderCache()
-            embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device)
+            embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device, settings.embedder.threads)
         r = settings.retrieval
         retriever = cls(
             store,
@@ -518,6 +518,7 @@ class Retriever:
             by_session[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
         jobs: list[tuple[UserIndex, str, int, str, Turn, bool]] = []  # (user index, kind, item id, text, turn, needs dense)
         new_count = 0
+        refresh: set[tuple[int, int]] = set()  # (user index, key) of round keys being replaced
         for (user_id, session_id), fresh in by_session.items():
             index = self._user(user_id)
             fresh = [t for t in fresh if t.id not in index.turn_time]  # a rescan after deletes skips what is indexed
@@ -545,13 +546,14 @@ class Retriever:
                 old = context[i]
                 if old.id not in fresh_ids and old.id in index.turn_time:
                     jobs.append((index, "round", old.id, keymod.round_key_text(context, i, self.round_neighbours), old, any_dense))
-        self._add_jobs(jobs)
+                    refresh.add((id(index), keymod.key_id(old.id, "round")))
+        self._add_jobs(jobs, refresh)
         if turns:
             self._cursor.turn = max(self._cursor.turn, turns[-1].id)
             self._dirty = True
         return new_count
 
-    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]]) -> None:
+    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[int, int]]) -> None:
         if not jobs:
             return
         # Lexical: always (it is rebuilt on every process start).
@@ -588,9 +590,10 @@ class Retriever:
             entry[3].append(vector)
         for index, kind, ids, vecs in dense_groups.values():
             target = index.dense_index(kind)
-            id_array = np.array(ids, dtype=np.int64)
-            target.remove(id_array)  # round keys are replaced when a neighbour arrives
-            target.add(id_array, np.stack(vecs))
+            stale = [key for key in ids if (id(index), key) in refresh]
+            if stale:
+                target.remove(stale)  # a round key is replaced when its turn's neighbour arrives
+            target.add(np.array(ids, dtype=np.int64), np.stack(vecs))
 
     def _index_facts(self, facts: list[tuple[Fact, bytes | None, str | None]]) -> int:
         if not facts:
@@ -781,7 +784,7 @@ class Retriever:
 def reembed(settings, store: MemoryStore, embedders: EmbedderCache | None = None) -> dict[str, int]:
     """Re-embed every turn and fact with the configured model and rebuild the index cache."""
     embedders = embedders or EmbedderCache()
-    embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device)
+    embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device, settings.embedder.threads)
     counts = {"turns": 0, "facts": 0}
     batch: list[Turn] = []
 
