@@ -45,6 +45,9 @@ class PagedKVCache:
         # slots by zero weights, and 0 * garbage-NaN would still be NaN.
         self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        # Per-layer views, made once: indexing them is cheaper than indexing the 5-D tensors every step.
+        self._k = list(self.k_cache.unbind(0))
+        self._v = list(self.v_cache.unbind(0))
         self.block_table = torch.arange(num_blocks, dtype=torch.int32, device=device).view(batch, self.max_blocks)
         self.seq_lens = torch.zeros(batch, dtype=torch.int32, device=device)
         self.positions = torch.zeros(batch, dtype=torch.int64, device=device)
@@ -60,10 +63,10 @@ class PagedKVCache:
         """Tensors an attention policy keeps beside the cache (block_topk: per-layer representatives)."""
 
     def k(self, layer: int) -> torch.Tensor:
-        return self.k_cache[layer]
+        return self._k[layer]
 
     def v(self, layer: int) -> torch.Tensor:
-        return self.v_cache[layer]
+        return self._v[layer]
 
     def reset(self) -> None:
         self.seq_lens.zero_()
@@ -99,12 +102,12 @@ class PagedKVCache:
         """Store the new tokens' keys/values, k and v [B, Hkv, T, Dh]."""
         if self._slot is not None:
             block, offset = self._slot
-            self.k_cache[layer, block, :, offset] = k[0, :, 0]
-            self.v_cache[layer, block, :, offset] = v[0, :, 0]
+            self._k[layer][block, :, offset] = k[0, :, 0]
+            self._v[layer][block, :, offset] = v[0, :, 0]
             return
         # Advanced indices on dims 0 and 2 with a slice between: the indexed view is [B, T, Hkv, Dh].
-        self.k_cache[layer][self._blocks, :, self._offsets] = k.transpose(1, 2)
-        self.v_cache[layer][self._blocks, :, self._offsets] = v.transpose(1, 2)
+        self._k[layer][self._blocks, :, self._offsets] = k.transpose(1, 2)
+        self._v[layer][self._blocks, :, self._offsets] = v.transpose(1, 2)
 
     def rewrite(self, row: int, block_ids: torch.Tensor, length: int) -> None:
         """Point sequence `row` at other blocks and set its cached length (for evicting/compressing policies).
@@ -125,11 +128,11 @@ class PagedKVCache:
         n_blocks = -(-length // self.block_size)
         if self.contiguous:
             first = row * self.max_blocks
-            k = self.k_cache[layer, first : first + n_blocks]  # a view: [n_blocks, Hkv, Bs, Dh]
-            v = self.v_cache[layer, first : first + n_blocks]
+            k = self._k[layer][first : first + n_blocks]  # a view: [n_blocks, Hkv, Bs, Dh]
+            v = self._v[layer][first : first + n_blocks]
         else:
             ids = self.block_table[row, :n_blocks].long()
-            k, v = self.k_cache[layer, ids], self.v_cache[layer, ids]
+            k, v = self._k[layer][ids], self._v[layer][ids]
         heads, dh = k.shape[1], k.shape[3]
         k = k.transpose(0, 1).reshape(heads, n_blocks * self.block_size, dh)[:, :length]
         v = v.transpose(0, 1).reshape(heads, n_blocks * self.block_size, dh)[:, :length]

@@ -101,18 +101,20 @@ def rope_inv_freq(args: ModelArgs) -> torch.Tensor:
 
 
 def rope_tables(args: ModelArgs, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables [length, Dh] in the half-split layout transformers uses (rotate_half)."""
+    """cos and signed-sin tables [length, Dh] for the half-split layout transformers uses.
+
+    transformers rotates with rotate_half(x) = [-x2, x1]; rolling x by half gives [x2, x1], so
+    folding the minus into the first half of sin makes RoPE three ops: x*cos + roll(x)*sin.
+    """
     inv_freq = rope_inv_freq(args).to(device)
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)  # [L, Dh/2]
-    angles = torch.cat([angles, angles], dim=-1)  # [L, Dh]
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, heads, T, Dh]; cos/sin [B or 1, 1, T, Dh]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, T, Dh]; cos/signed_sin [B or 1, 1, T, Dh] from rope_tables."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 class RMSNorm(nn.Module):
@@ -122,7 +124,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 like the reference, whatever the weights' dtype.
+        if x.dtype == torch.float32:  # one fused op; the same arithmetic as below
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # Half precision: normalise in float32 like the reference, then scale in the weights' dtype.
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
@@ -150,11 +154,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         a = self.args
         bsz, t, _ = x.shape
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(bsz, t, a.n_heads, a.head_dim).transpose(1, 2)  # [B, H, T, Dh]
-        k = k.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
-        v = v.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qk, v = self.wqkv(x).split((self.split[0] + self.split[1], self.split[2]), dim=-1)
+        # Rotate queries and keys in one go: [B, H + Hkv, T, Dh].
+        qk = apply_rope(qk.view(bsz, t, a.n_heads + a.n_kv_heads, a.head_dim).transpose(1, 2), cos, sin)
+        q, k = qk.split((a.n_heads, a.n_kv_heads), dim=1)  # [B, H, T, Dh], [B, Hkv, T, Dh]
+        v = v.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
         cache.write(self.layer_idx, k, v)
         if decode:
             out = attend_decode(policy, q[:, :, 0], cache, self.layer_idx, params)  # [B, H, Dh]
