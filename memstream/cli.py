@@ -299,6 +299,8 @@ def bench_locomo(
     backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
     judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="LLM-as-judge backend kind, or none."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
+    per_conversation: Optional[int] = typer.Option(None, "--per-conversation", help="At most N questions per conversation (a subset covering all)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
 ) -> None:
     """Run LoCoMo: answers and F1 per system, or with --retrieval-only the evidence recall@k of each retriever.
 
@@ -316,9 +318,56 @@ def bench_locomo(
 
         results = full_run(
             "locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
-            judge_backend=judge_backend, concurrency=concurrency, resume=resume,
+            judge_backend=judge_backend, concurrency=concurrency, resume=resume, per_history=per_conversation, model=model,
         )
         for line in summary_lines(results):
+            typer.echo(line)
+        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
+
+
+@bench_app.command("longmemeval")
+def bench_longmemeval(
+    data: Path = typer.Option(..., "--data", help="A LongMemEval file (_s, _m or oracle; official schema)."),
+    out: Path = typer.Option(Path("bench-longmemeval"), "--out", "-o", help="Output directory."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated question types, e.g. temporal-reasoning,multi-session."),
+    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip questions already answered in DIR."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="Judge backend kind (default: the answer backend), or none."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
+) -> None:
+    """Run LongMemEval: judge accuracy per question type, abstention, session/turn recall per system.
+
+    Example: memstream bench longmemeval --data longmemeval_s.json --limit 50 --system memstream --system full-context --out runs/lme
+    """
+    with user_errors():
+        if not data.exists():
+            raise CliError(f"{data}: no such file")
+        from memstream.benchmarks.commands import full_run, summary_lines
+
+        results = full_run(
+            "longmemeval", data, out, systems=system, limit=limit, categories=categories, backend=backend, model=model,
+            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
+        )
+        for line in summary_lines(results):
+            typer.echo(line)
+        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
+
+
+@bench_app.command("report")
+def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (holds predictions.jsonl).")) -> None:
+    """Rebuild results.json, report.md and the plots of a run from its predictions.
+
+    Example: memstream bench report runs/locomo
+    """
+    with user_errors():
+        from memstream.benchmarks.commands import summary_lines
+        from memstream.benchmarks.report import write_reports
+
+        for line in summary_lines(write_reports(run_dir)):
             typer.echo(line)
 
 

@@ -20,14 +20,16 @@ ABSTENTION_TEXT = "Not mentioned in the conversation"
 def clean_prediction(raw: str, choices: dict[str, str] | None = None) -> str:
     lines = [line.strip() for line in raw.strip().splitlines() if line.strip()]
     text = lines[0] if lines else ""
-    text = re.sub(r"^(answer|a)\s*:\s*", "", text, flags=re.IGNORECASE)
+    if _DONT_KNOW.search(text):
+        # The benchmark's own wording, so abstention is scored the same whatever phrase was used.
+        return ABSTENTION_TEXT
+    text = re.sub(r"^answer\s*:\s*", "", text, flags=re.IGNORECASE)
     text = _RECORD_PREFIX.sub("", text, count=1).strip()
     if choices:
         match = _CHOICE.match(text)
         if match:
             text = choices.get(match.group(1).lower(), text)
     if _DONT_KNOW.search(text):
-        # The benchmark's own wording, so abstention is scored the same whatever phrase was used.
         text = ABSTENTION_TEXT
     words = text.split()
     if len(words) > MAX_PREDICTION_WORDS:

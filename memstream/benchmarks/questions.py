@@ -103,7 +103,8 @@ def locomo_items(samples: list, source: str = "locomo") -> BenchData:
         try:
             sessions = parse_locomo([sample], source=source)
         except ImportFormatError as exc:
-            out.problems.append(f"{exc}; sample skipped")
+            message = str(exc) if sample_id in str(exc) else f"{source}: sample {sample_id}: {str(exc).split(': ', 2)[-1]}"
+            out.problems.append(f"{message}; sample skipped")
             continue
         turns = sum(len(s.turns) for s in sessions)
         if turns == 0:
@@ -216,15 +217,17 @@ def _longmemeval_question(item: Any, where: str) -> BenchQuestion:
 
 
 def select(data: BenchData, limit: int | None = None, categories: set[str] | None = None, per_history: int | None = None) -> list[BenchQuestion]:
-    """The questions to run: filtered by category (names or LoCoMo numbers), at most `per_history` per
-    namespace (a stratified subset), then the first `limit`."""
-    chosen = []
-    taken: dict[str, int] = {}
-    for question in data.questions:
-        if categories and question.category not in categories and str(question.code) not in categories:
-            continue
-        if per_history is not None and taken.get(question.namespace, 0) >= per_history:
-            continue
-        taken[question.namespace] = taken.get(question.namespace, 0) + 1
-        chosen.append(question)
+    """The questions to run: filtered by category (names or LoCoMo numbers); with `per_history`, at most
+    that many per namespace, evenly spaced through its questions (so every category stays represented);
+    then the first `limit`."""
+    chosen = [q for q in data.questions if not categories or q.category in categories or str(q.code) in categories]
+    if per_history is not None:
+        groups: dict[str, list[BenchQuestion]] = {}
+        for question in chosen:
+            groups.setdefault(question.namespace, []).append(question)
+        chosen = []
+        for group in groups.values():
+            step = max(1, len(group) / per_history)
+            picks = sorted({int(i * step) for i in range(min(per_history, len(group)))})
+            chosen.extend(group[i] for i in picks)
     return chosen[:limit] if limit is not None else chosen

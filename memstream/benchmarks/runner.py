@@ -53,7 +53,7 @@ class RunConfig:
     """At most this many questions per conversation / haystack (a subset that covers every history)."""
     categories: list[str] | None = None
     top_k: int = 10
-    max_answer_tokens: int = 48
+    max_answer_tokens: int = 32
     """Answers are short phrases; the cap keeps a rambling model from spending minutes per question."""
     concurrency: int = 1
     backend: str = ""
@@ -236,22 +236,24 @@ def run_benchmark(
     done = {(r["qid"], r["system"]) for r in read_predictions(predictions_path)}
     todo = [(q, s) for q in questions for s in config.systems if (q.qid, s) not in done]
     namespaces = list(dict.fromkeys(q.namespace for q, _ in todo))
-    replay(parts, data, namespaces, out_dir / "state", config.facts)
 
     sink = PredictionLog(predictions_path)
     history = _History(parts.agent)
-    with _progress(progress, len(todo), config.benchmark) as advance:
-        if config.concurrency <= 1:
-            for question, system in todo:
-                sink.append(ask_one(parts, system, question, history, config))
-                advance()
-        else:
-            # Bounded concurrency for remote backends; each finished prediction is logged as it lands.
-            with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-                futures = [pool.submit(ask_one, parts, s, q, history, config) for q, s in todo]
-                for future in futures:
-                    sink.append(future.result())
+    with _progress(progress, len(todo), config.benchmark) as advance, ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+        for namespace in namespaces:
+            # Replay each history just before its questions, so answers start arriving early.
+            replay(parts, data, [namespace], out_dir / "state", config.facts)
+            tasks = [(q, s) for q, s in todo if q.namespace == namespace]
+            if config.concurrency <= 1:
+                for question, system in tasks:
+                    sink.append(ask_one(parts, system, question, history, config))
                     advance()
+                continue
+            # Bounded concurrency for remote backends; each finished prediction is logged as it lands.
+            futures = [pool.submit(ask_one, parts, s, q, history, config) for q, s in tasks]
+            for future in futures:
+                sink.append(future.result())
+                advance()
     return write_reports(out_dir)
 
 
