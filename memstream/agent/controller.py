@@ -114,9 +114,10 @@ def fact_lines(store: MemoryStore, user: str, hits: list) -> list[str]:
     turn_ids = {h.turn.id for h in hits}
     if not turn_ids:
         return []
-    subjects = {f.subject for f in store.get_facts(user) if turn_ids & set(f.source_turn_ids)}
+    facts = store.get_facts(user)
+    subjects = {f.subject for f in facts if turn_ids & set(f.source_turn_ids)}
     lines = []
-    for fact in store.get_facts(user):
+    for fact in facts:
         if fact.subject in subjects:
             if fact.valid_to is None:
                 lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
@@ -180,7 +181,7 @@ class MemoryAgent:
         agent_settings = self.settings.agent
         check_id("user id", user)
         check_id("conversation id", conversation)
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or not text.replace("\x00", "").strip():
             raise ValueError("message is empty: nothing to answer")
         if len(text) > agent_settings.max_message_chars:
             raise ValueError(f"message is {len(text)} characters; the limit is {agent_settings.max_message_chars} (agent.max_message_chars)")

@@ -134,8 +134,10 @@ class MemoryStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        with self.engine.connect() as conn:
+            conn.execution_options(memstream_write=True)  # SQLite: BEGIN IMMEDIATE (see _configure_sqlite)
+            with conn.begin():
+                yield conn
 
     def _retry(self, work):
         """Run a write transaction, retrying with jittered backoff while another writer holds the lock."""
@@ -729,7 +731,7 @@ def _open_engine(url: str, echo: bool = False) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    # SQLAlchemy's documented recipe: let us emit BEGIN ourselves, as BEGIN IMMEDIATE, so two writers queue
+    # SQLAlchemy's documented recipe: emit BEGIN ourselves; writes use BEGIN IMMEDIATE so two writers queue
     # on the busy timeout instead of deadlocking when a read transaction upgrades to a write.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -743,7 +745,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads take a plain (deferred) BEGIN so they never wait behind another process's write under WAL.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("memstream_write") else "BEGIN")
 
 
 def _first_line(exc: BaseException) -> str:
