@@ -108,6 +108,9 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations this database lacks, in order; return their names."""
+    if conn.dialect.name == "postgresql":
+        # Several processes may open a fresh database at once: one migrates, the others wait (held until commit).
+        conn.execute(text("SELECT pg_advisory_xact_lock(7263011)"))
     schema_migrations.create(conn, checkfirst=True)
     done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
     applied = []
