@@ -247,13 +247,14 @@ def memory_search(
 
     Example: memstream memory search "charity race" --user alice -k 5 --at 2023-06-01
     """
-    from memstream.retrieval.retriever import Retriever
+    from memstream.retrieval.retriever import Retriever, check_search_args
 
     with user_errors():
         settings = settings_from(db)
         store = open_store(settings)
         store.require_user(user)
         when = parse_when(at)  # bad input fails before the model loads
+        check_search_args(query, k)
         retriever = Retriever.from_settings(settings, store)
         result = retriever.search(user, query, k=k, now=when, conversation_id=conversation)
         if as_json:

@@ -634,14 +634,7 @@ class Retriever:
             check_id("user id", user_id)
         except ValueError as exc:
             raise RetrievalError(str(exc)) from None
-        if not isinstance(query, str) or not query.strip():
-            raise RetrievalError("the query is empty: give some words to search for")
-        if len(query) > MAX_QUERY_CHARS:
-            raise RetrievalError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise RetrievalError(f"k must be a positive integer, got {k!r}")
-        if k > MAX_K:
-            raise RetrievalError(f"k={k} is too large; the limit is {MAX_K}")
+        check_search_args(query, k)
         if mode not in MODES:
             raise RetrievalError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         if self.embedder is None and mode != "bm25":
@@ -779,6 +772,19 @@ class Retriever:
     def close(self) -> None:
         if self._dirty:
             self.save()
+
+
+def check_search_args(query: str, k: int) -> str:
+    """Validate a query and k before any work (the CLI calls this before loading the model)."""
+    if not isinstance(query, str) or not query.strip():
+        raise RetrievalError("the query is empty: give some words to search for")
+    if len(query) > MAX_QUERY_CHARS:
+        raise RetrievalError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise RetrievalError(f"k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise RetrievalError(f"k={k} is too large; the limit is {MAX_K}")
+    return query.strip()
 
 
 def reembed(settings, store: MemoryStore, embedders: EmbedderCache | None = None) -> dict[str, int]:

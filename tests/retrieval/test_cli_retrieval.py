@@ -32,7 +32,7 @@ def test_search_json_and_bad_input(tiny_locomo, sqlite_url):
     assert run("ingest", str(tiny_locomo), "--user", "u", "--db", sqlite_url).exit_code == 0
     result = run("memory", "search", "LGBTQ support group", "--user", "u", "-k", "3", "--at", "2023-06-01", "--json", "--db", sqlite_url)
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert len(data["hits"]) == 3 and "LGBTQ" in data["hits"][0]["text"]
     assert data["hits"][0]["source_id"].startswith("D") and data["hits"][0]["conversation_id"] == "conv-26"
 
