@@ -1,0 +1,1 @@
+"""memstream chat, the terminal app (Textual). Entry point: `memstream.tui.app.run_app(settings, user, conversation)`."""

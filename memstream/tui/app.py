@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -51,7 +51,7 @@ from memstream.tui.widgets.chat_view import HISTORY_TURNS, ChatView
 from memstream.tui.widgets.composer import Composer
 from memstream.tui.widgets.conversation_list import ConversationList
 from memstream.tui.widgets.inspector import MemoryInspector
-from memstream.tui.widgets.memory_list import MemoryCard, MemoryList
+from memstream.tui.widgets.memory_list import MemoryCard
 from memstream.tui.widgets.status_bar import StatusBar
 
 DB_HINT = "Check --db or MEMSTREAM_DB_URL (e.g. sqlite:///path/to/memstream.db or postgresql+psycopg://user@host/db)."

@@ -10,7 +10,7 @@ from memstream.config import BackendSettings, load_settings
 from memstream.memory.store import DatabaseUnavailableError, MemoryStore
 from memstream.tui.screens import BackendScreen, ConfirmScreen, ErrorScreen, HelpScreen, MemoryScreen, SearchScreen, SummaryScreen
 from memstream.tui.widgets.chat_message import AssistantMessage, UserMessage
-from memstream.tui.widgets.memory_list import MemoryCard, MemoryList
+from memstream.tui.widgets.memory_list import MemoryList
 from tests.tui.conftest import GatedBackend, send, seed, wait_for, wait_ready
 
 CAT_ANSWER = "Your cat is called **Miso**, a grey cat who loves the windowsill."

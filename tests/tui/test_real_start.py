@@ -59,3 +59,21 @@ def test_memstream_chat_starts_answers_and_quits_in_a_terminal(tmp_path, isolate
     # The answer was on screen: its longest word is in what the terminal received.
     longest = max(re.findall(r"[A-Za-z]{3,}", answer) or [answer.strip()[:3]], key=len)
     assert longest in seen
+
+
+def test_memstream_chat_with_a_broken_database_url_shows_an_error_screen(tmp_path, isolated_home):
+    """No traceback: an error screen names the problem, q quits, and the command exits 2 with one line."""
+    db_url = f"sqlite:///{tmp_path / 'no-such-dir' / 'chat.db'}"
+    env = dict(os.environ, TERM="xterm-256color", MEMSTREAM_HOME=str(isolated_home))
+    child = pexpect.spawn(
+        sys.executable, ["-m", "memstream.cli", "chat", "--db", db_url], env=env, dimensions=(24, 80), encoding="utf-8", timeout=120
+    )
+    try:
+        child.expect("Cannot open the memory database")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 2
+    assert "Error: cannot open database" in child.before
+    assert "Traceback" not in child.before

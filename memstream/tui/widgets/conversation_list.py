@@ -24,9 +24,8 @@ class ConversationList(OptionList):
         """`conversations`: the store's ConversationInfo rows; `current` is listed even before it has turns."""
         self.clear_options()
         ids = [c.conversation_id for c in conversations]
-        rows = list(conversations)
         options = []
-        for info in rows:
+        for info in conversations:
             label = Text(info.conversation_id, style="bold" if info.conversation_id == current else "")
             detail = f"\n{info.turns} turns"
             if info.last_time is not None:
