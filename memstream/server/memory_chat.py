@@ -159,6 +159,8 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
             yield f"data: {json.dumps(agent_error(exc).body())}\n\n"
             yield "data: [DONE]\n\n"
             return
+        finally:
+            await items.aclose()  # a client that went away stops the agent at its next piece (what was said is kept)
         assert final is not None, "the agent ended without a Reply"
         yield event({}, finish_reason(final, opts["max_tokens"]), memstream=memory_info(final, user))
         if req.stream_options and req.stream_options.include_usage:
