@@ -174,7 +174,7 @@ def memory_router() -> APIRouter:
                 yield json.dumps(record, ensure_ascii=False) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson",
-                                 headers={"Content-Disposition": f'attachment; filename="memstream-export.jsonl"'})
+                                 headers={"Content-Disposition": 'attachment; filename="memstream-export.jsonl"'})
 
     @router.post("/users/{user}/import", response_model=Imported, status_code=201,
                  responses=error_responses(400, 401, 413, 503), summary="Import JSONL records into a user",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
 from memstream.memory.store import MemoryStore
 from tests.server.conftest import BODY_LIMIT, KEY_ACME, KEY_GLOBEX
