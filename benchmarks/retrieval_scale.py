@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--scales", default=",".join(str(s) for s in SCALES))
     parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--lexical-corpus", type=int, default=100_000, help="corpus size for the BM25 engine comparison (0: skip)")
+    parser.add_argument("--name", default="retrieval_scale", help="report name under reports/")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for the query embedder")
     args = parser.parse_args()
     rng = np.random.default_rng(SEED)
@@ -234,14 +235,14 @@ def main() -> None:
             "| " + " | ".join(str(r[h]) for h in headers) + " |" for r in lexical_rows
         ) + "\n\nbm25s cannot add a document without re-indexing: its column is the cost of one re-index times 1,000."
     write_report(
-        "retrieval_scale",
+        args.name,
         {"scales": rows, "lexical_engines": lexical_rows, "targets": {"search_p50_ms_at_1M": 25, "ann_recall_at_10": 0.95}},
         rows,
         title="Retrieval at scale",
         notes=notes,
     )
     if lexical_table:
-        path = Path(__file__).resolve().parents[1] / "reports" / "retrieval_scale.md"
+        path = Path(__file__).resolve().parents[1] / "reports" / f"{args.name}.md"
         path.write_text(path.read_text() + lexical_table + "\n")
 
 
