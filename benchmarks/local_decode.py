@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -90,6 +91,7 @@ def bench_device(hf_model, tokenizer, device: torch.device, prompt_tokens: int, 
     ids = make_prompt(tokenizer, prompt_tokens).to(device)
     time_ours(local, ids, 4)  # warm-up (allocator, kernels, lazy init)
     time_transformers(hf_model, ids, 4)
+    load = os.getloadavg()[0]
     ours, theirs = [], []
     for _ in range(repeats):
         ours.append(time_ours(local, ids, new_tokens))
@@ -105,6 +107,7 @@ def bench_device(hf_model, tokenizer, device: torch.device, prompt_tokens: int, 
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": load,  # other processes skew CPU timings; keep it with the numbers
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
         "repeats": repeats,
@@ -146,7 +149,9 @@ def write_reports(results: list[dict], out_dir: Path, random_weights: bool) -> N
             lines.append(f"| {r['device']} ({r['device_name']}, {r['torch_threads']} threads) | {runner} | "
                          f"{s['prefill_tokens_per_s']:.0f} | {s['decode_tokens_per_s']:.1f} | {r['prompt_tokens']} | "
                          f"{r['new_tokens']} | {r['greedy_tokens_identical']} |")
-    lines += ["", "Median of interleaved runs; transformers decode = generate(N) - generate(1) over N - 1 tokens.", ""]
+    loads = ", ".join(f"{r['device']}: {r.get('load_average_at_start', float('nan')):.1f}" for r in results)
+    lines += ["", "Median of interleaved runs; transformers decode = generate(N) - generate(1) over N - 1 tokens.",
+              f"1-minute load average when each device's runs started: {loads}.", ""]
     (out_dir / "local_decode.md").write_text("\n".join(lines))
 
 

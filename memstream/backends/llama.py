@@ -271,4 +271,4 @@ class Transformer(nn.Module):
             ours[f"layers.{i}.ffn_norm.weight"] = state[p + "post_attention_layernorm.weight"]
         # assign=True keeps the loaded tensors instead of copying into meta placeholders.
         model.load_state_dict(ours, strict=True, assign=True)
-        return model.eval()
+        return model.eval().requires_grad_(False)  # inference only: no autograd bookkeeping on the weights
