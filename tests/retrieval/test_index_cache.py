@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime
 
+import faiss
 import numpy as np
 import pytest
 
@@ -92,7 +93,7 @@ def test_other_embedding_model_is_detected(planted, settings, make_retriever):
         Retriever.from_settings(other, planted, load_embedder=False)
 
 
-def test_vector_index_switches_to_hnsw_and_keeps_recall(tmp_path):
+def test_vector_index_switches_to_ann_and_keeps_recall(tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(20, 32))
     vectors = (centers[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 32))).astype(np.float32)
@@ -111,3 +112,24 @@ def test_vector_index_switches_to_hnsw_and_keeps_recall(tmp_path):
     assert loaded.is_approximate and len(loaded) == 2995
     with pytest.raises(IndexFileError, match="dimension"):
         VectorIndex.load(tmp_path / "a.faiss", 16, 1000)
+
+
+def test_ivf_index_retrains_as_it_grows_and_filters_exactly():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(30, 32))
+    vectors = (centers[rng.integers(0, 30, 9000)] + 0.3 * rng.normal(size=(9000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(9000, dtype=np.int64) * 8
+    index = VectorIndex(32, ann_threshold=1000)
+    index.add(ids[:2200], vectors[:2200])
+    lists_before = faiss.downcast_index(index._index.index).nlist
+    for start in range(2200, 9000, 400):  # grows past 4x its training size: the quantizer is retrained
+        index.add(ids[start : start + 400], vectors[start : start + 400])
+    assert index.is_approximate and len(index) == 9000
+    assert faiss.downcast_index(index._index.index).nlist > lists_before
+    exact = vectors @ vectors[7]
+    assert index.search(vectors[7], 10)[0].tolist()[:5] == (np.argsort(-exact)[:5] * 8).tolist()
+    # A filter to 25 scattered ids returns exactly their best 10, however few lists hold them.
+    allowed = ids[rng.choice(9000, 25, replace=False)]
+    best = allowed[np.argsort(-(vectors[allowed // 8] @ vectors[7]))[:10]]
+    assert index.search(vectors[7], 10, allowed=allowed)[0].tolist() == best.tolist()
