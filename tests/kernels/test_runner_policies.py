@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -13,6 +14,8 @@ from memstream.backends.kernels.cache_hooks import REPS
 from memstream.backends.kv_cache import PagedKVCache
 from memstream.backends.llama import ModelArgs, Transformer
 from memstream.backends.local import decode_one, prefill
+
+from .conftest import DEVICE
 
 PROMPT, STEPS, BLOCK = 70, 12, 16
 
@@ -28,10 +31,10 @@ def model() -> Transformer:
     return ours
 
 
-def generate_logits(model: Transformer, policy: str, params: AttentionParams, steps: int = STEPS):
+def generate_logits(model: Transformer, policy: str, params: AttentionParams, steps: int = STEPS, device: torch.device | None = None):
     a = model.args
-    cache = PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, BLOCK, PROMPT + steps + 1)
-    tokens = torch.randint(0, 128, (1, PROMPT + steps), generator=torch.Generator().manual_seed(3))
+    cache = PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, BLOCK, PROMPT + steps + 1, device=device)
+    tokens = torch.randint(0, 128, (1, PROMPT + steps), generator=torch.Generator().manual_seed(3)).to(device)
     out = [prefill(model, tokens[:, :PROMPT], cache, policy, params)]
     for t in range(PROMPT, PROMPT + steps):  # teacher-forced, so every policy sees the same tokens
         out.append(decode_one(model, tokens[:, t : t + 1], cache, policy, params))
@@ -70,6 +73,10 @@ def test_block_topk_keeps_representatives_for_every_full_block(model):
 
 
 def test_sparse_runner_triton_path_matches_torch_path(model):
-    torch_logits, _ = generate_logits(model, "block_topk", SMALL, steps=3)
-    triton_logits, _ = generate_logits(model, "block_topk", dataclasses.replace(SMALL, use_triton=True), steps=3)
+    # Triton runs compiled on a GPU and under the interpreter on CPU, so the model and cache go
+    # where the kernels can run; both paths are named explicitly (None would pick by device).
+    on_device = copy.deepcopy(model).to(DEVICE)
+    torch_params, triton_params = (dataclasses.replace(SMALL, use_triton=flag) for flag in (False, True))
+    torch_logits, _ = generate_logits(on_device, "block_topk", torch_params, steps=3, device=DEVICE)
+    triton_logits, _ = generate_logits(on_device, "block_topk", triton_params, steps=3, device=DEVICE)
     torch.testing.assert_close(triton_logits, torch_logits, atol=1e-4, rtol=1e-4)
