@@ -7,7 +7,7 @@ import torch
 
 from memstream.backends.kernels import block_topk as bt
 
-from .conftest import DTYPES, HEAD_DIMS, HEAD_LAYOUTS, make_paged, tolerance
+from .conftest import DEVICE, DTYPES, HEAD_DIMS, HEAD_LAYOUTS, make_paged, tolerance
 
 LENS = (77, 150, 9)
 PAGE = 16
@@ -87,3 +87,19 @@ def test_missing_or_mismatched_representatives():
         bt.block_topk_reference(q, k, v, table, lens, None, 4, 8, 2)
     with pytest.raises(ValueError, match="representatives must be"):
         bt.block_topk_reference(q, k, v, table, lens, torch.zeros(1, 2, 4, 64), 4, 8, 2)
+
+
+@pytest.mark.parametrize("n_table,topk", [(5, 3), (37, 8), (37, 100), (300, 24)])
+def test_select_kernel_keeps_the_same_blocks_as_torch_topk(n_table, topk):
+    gen = torch.Generator().manual_seed(n_table)
+    scores = torch.randn(2, 3, n_table, generator=gen).to(DEVICE)
+    scores[0, 0, : n_table // 2] = float("-inf")  # not distant: never selected
+    scores[1, 2] = float("-inf")  # nothing distant at all: every slot empty
+    got = bt.select_blocks_triton(scores, topk)
+    want = bt.select_blocks(scores, topk)
+    assert got.shape == want.shape and got.dtype == torch.int32
+    for row in range(2):
+        for head in range(3):
+            assert sorted(got[row, head].tolist()) == sorted(want[row, head].tolist())
+    # Ids come out ascending within a row (the attention kernel then walks the cache forward).
+    assert all(ids == sorted(ids) for ids in (r[r >= 0].tolist() for r in got.flatten(0, 1)))

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from . import block_topk, sink_window
+from ._launch import check_device
 from .block_topk import block_topk_attention, block_topk_reference
 from .cache_hooks import after_prefill, before_decode
 from .dense import dense_attention, dense_reference
@@ -62,6 +64,7 @@ def decode_attention(
     *,
     representatives: torch.Tensor | None = None,
     q_far: torch.Tensor | None = None,
+    check: bool = True,
 ) -> torch.Tensor:
     """One decode step of attention under `policy`; [batch, n_heads, head_dim] in q's dtype.
 
@@ -69,24 +72,50 @@ def decode_attention(
         (block_topk.update_representatives fills it as blocks fill); required for block_topk.
     q_far: sink_window only; q rotated at sink_window.far_query_position(pos), used to score
         the sinks so they stay at an in-range distance past the trained length.
+    check: validate the policy, params and inputs (once per call, not again in the kernel
+        wrappers). A caller that validated the same shapes and params before may pass False to
+        keep the per-step host work to the kernel launches.
     snapkv decodes densely: its compression happens once, after prefill (snapkv.compress_sequence).
 
+    On CUDA the Triton path runs only Triton launches (no torch ops or host syncs between
+    them), so a decode step can be captured in a CUDA graph.
     With params.use_triton=True on CPU tensors, set TRITON_INTERPRET=1 to run the interpreter.
     """
+    triton_path = use_triton_for(q, params)
+    if check:
+        check_inputs_for(policy, q, k_cache, v_cache, block_table, seq_lens, params, representatives, q_far, triton_path)
+    if policy in ("dense", "snapkv"):
+        if triton_path:
+            return dense_attention(q, k_cache, v_cache, block_table, seq_lens, scale, check=False)
+        return dense_reference(q, k_cache, v_cache, block_table, seq_lens, scale)
+    if policy == "sink_window":
+        if triton_path:
+            return sink_window_attention(q, k_cache, v_cache, block_table, seq_lens, params.sinks, params.window, scale,
+                                         q_far=q_far, check=False)
+        return sink_window_reference(q, k_cache, v_cache, block_table, seq_lens, params.sinks, params.window, scale, q_far=q_far)
+    if triton_path:
+        return block_topk_attention(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window,
+                                    params.topk, scale, check=False)
+    return block_topk_reference(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window,
+                                params.topk, scale)
+
+
+def check_inputs_for(policy, q, k_cache, v_cache, block_table, seq_lens, params, representatives, q_far, triton_path) -> None:
+    """Every check `decode_attention` makes before it launches anything; raises ValueError/RuntimeError."""
     check_policy(policy)
     params.validate()
     check_inputs(q, k_cache, v_cache, block_table, seq_lens)
-    triton_path = use_triton_for(q, params)
-    if policy in ("dense", "snapkv"):
-        fn = dense_attention if triton_path else dense_reference
-        return fn(q, k_cache, v_cache, block_table, seq_lens, scale)
+    if triton_path:
+        check_device(q)
     if policy == "sink_window":
-        fn = sink_window_attention if triton_path else sink_window_reference
-        return fn(q, k_cache, v_cache, block_table, seq_lens, params.sinks, params.window, scale, q_far=q_far)
-    if params.block_size != k_cache.shape[2]:
-        raise ValueError(
-            f"block_topk scores the cache's own blocks: params.block_size={params.block_size} "
-            f"must equal the cache block size {k_cache.shape[2]}"
-        )
-    fn = block_topk_attention if triton_path else block_topk_reference
-    return fn(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window, params.topk, scale)
+        sink_window.check_budget(params.sinks, params.window)
+        if q_far is not None and q_far.shape != q.shape:
+            raise ValueError(f"q_far must have q's shape {tuple(q.shape)}, got {tuple(q_far.shape)}")
+    elif policy == "block_topk":
+        if params.block_size != k_cache.shape[2]:
+            raise ValueError(
+                f"block_topk scores the cache's own blocks: params.block_size={params.block_size} "
+                f"must equal the cache block size {k_cache.shape[2]}"
+            )
+        block_topk.check_budget(params.sinks, params.window, params.topk)
+        block_topk.check_representatives(representatives, k_cache)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 try:
@@ -70,6 +72,12 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    # Cached: the properties query costs microseconds, paid on every decode call otherwise.
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def num_splits(work_items: int, virtual_len: int, block_n: int, device: torch.device, requested: int | None) -> int:
     """How many KV splits per (sequence, KV head): enough programs to fill the GPU, no empty tiles."""
     max_useful = max(1, cdiv(virtual_len, block_n))
@@ -78,7 +86,7 @@ def num_splits(work_items: int, virtual_len: int, block_n: int, device: torch.de
             raise ValueError(f"num_splits must be >= 1, got {requested}")
         return min(requested, max_useful)
     if device.type == "cuda":
-        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        target = 4 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:
         target = 4  # the interpreter runs programs one by one; a few splits still exercise the reduction
     return max(1, min(256, max_useful, cdiv(target, max(1, work_items))))

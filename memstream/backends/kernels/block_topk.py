@@ -13,10 +13,11 @@ Each full block keeps `representatives` keys per KV head (`block_representatives
 once when the block fills; stored in a tensor parallel to the cache, indexed by physical
 block id, so the blocks themselves may live elsewhere, e.g. in CPU memory, and be fetched
 only when selected). A block's score is max over its representatives of q . r, summed over
-the query heads of the GQA group (`block_scores`, its own kernel); `select_blocks` takes the
-top-k (torch.topk); `block_topk_attention` attends sinks + selected blocks + local window in
-one split-K kernel that gathers selected tokens by block index through the block table, with
-no copy of the selected KV.
+the query heads of the GQA group (`block_scores`, its own kernel); a select kernel keeps the
+top-k per (sequence, KV head) without sorting (`select_blocks_triton`; `select_blocks` is the
+torch.topk version); `block_topk_attention` attends sinks + selected blocks + local window in
+one split-K kernel that reads the selected ids directly and gathers their tokens through the
+block table, with no copy of the selected KV.
 
 Clamps: topk larger than the number of distant blocks selects them all (the policy then equals
 dense attention); window or sinks larger than the sequence shrink to it.
@@ -80,6 +81,46 @@ def _block_score_kernel(
     score = tl.sum(best, 0)  # summed over the GQA group; -inf for blocks that are not distant
     out_blk = chunk * BLOCKS + tl.arange(0, BLOCKS)
     tl.store(Scores + b * stride_sb + kvh * stride_sh + out_blk, score, mask=out_blk < n_table)
+
+
+@jit
+def _select_blocks_kernel(
+    Scores, Selected, n_table, topk, n_out,
+    stride_sb, stride_sh, stride_ob, stride_oh,
+    ROW_PAD: tl.constexpr, OUT_PAD: tl.constexpr,
+):
+    """Top-k block ids of one (sequence, KV head) score row, ascending, -1 padded; no sort.
+
+    The row stays in registers. A binary search over order-preserving integer keys of the
+    float scores finds the k-th largest score T in 32 steps; blocks scoring above T are kept,
+    and ties at T in block order until k are kept. Blocks scoring -inf (not distant) never are.
+    Memory traffic: one read of the row (4 bytes per block) and k id writes.
+    """
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    offs = tl.arange(0, ROW_PAD)
+    s = tl.load(Scores + b * stride_sb + kvh * stride_sh + offs, mask=offs < n_table, other=float("-inf"))
+    finite = s > float("-inf")
+    bits = s.to(tl.int32, bitcast=True)
+    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # same order as the floats
+    n_sel = tl.minimum(tl.sum(finite.to(tl.int32), 0), topk)
+    # Invariant: at least n_sel finite keys are >= lo. After 32 halvings lo == hi == T.
+    lo = (n_sel * 0).to(tl.int64) - 2147483648
+    hi = lo + 4294967295
+    for _ in range(32):
+        mid = lo + ((hi - lo + 1) >> 1)
+        enough = tl.sum((finite & (key >= mid)).to(tl.int32), 0) >= n_sel
+        lo = tl.where(enough, mid, lo)
+        hi = tl.where(enough, hi, mid - 1)
+    above = finite & (key > lo)
+    tie = finite & (key == lo)
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0)  # 1-based among the ties, in block order
+    keep = above | (tie & (tie_rank <= n_sel - tl.sum(above.to(tl.int32), 0)))
+    slot = tl.cumsum(keep.to(tl.int32), 0) - 1
+    out = Selected + b * stride_ob + kvh * stride_oh
+    tl.store(out + slot, offs, mask=keep)
+    offs_o = tl.arange(0, OUT_PAD)
+    tl.store(out + offs_o, tl.full([OUT_PAD], -1, tl.int32), mask=(offs_o >= n_sel) & (offs_o < n_out))
 
 
 @jit
@@ -225,12 +266,16 @@ def distant_range(seq_len: int, sinks: int, window: int, block_size: int) -> tup
 def block_scores(q, reps, block_table, seq_lens, sinks: int, window: int, block_size: int) -> torch.Tensor:
     """Triton block scores [B, H_kv, max_blocks] float32; -inf for blocks outside the distant range."""
     check_device(q)
+    return _launch_scores(q.contiguous(), reps.contiguous(), block_table, seq_lens, sinks, window, block_size)
+
+
+def _launch_scores(q, reps, block_table, seq_lens, sinks: int, window: int, block_size: int) -> torch.Tensor:
+    # Unchecked: callers have validated the inputs (q and reps contiguous).
     batch, n_heads, head_dim = q.shape
     n_kv = reps.shape[1]
     group = n_heads // n_kv
     n_table = block_table.shape[1]
     scores = torch.empty(batch, n_kv, n_table, device=q.device, dtype=torch.float32)
-    q, reps = q.contiguous(), reps.contiguous()
     _block_score_kernel[(batch, n_kv, cdiv(n_table, SCORE_BLOCKS))](
         q, reps, block_table, seq_lens, scores,
         sinks, window, n_table, reps.shape[2],
@@ -265,10 +310,41 @@ def select_blocks(scores: torch.Tensor, topk: int) -> torch.Tensor:
     """Top-k logical block ids per (sequence, KV head), [B, H_kv, k] int32; -1 marks an empty slot.
 
     Clamp: k = min(topk, max_blocks); blocks outside the distant range score -inf and become -1.
+    Torch version (torch.topk, ids in score order); `select_blocks_triton` is the kernel.
     """
     k = min(topk, scores.shape[-1])
     values, index = scores.topk(k, dim=-1)
     return torch.where(values == float("-inf"), -1, index).to(torch.int32).contiguous()
+
+
+# Rows longer than this (2M tokens at 128-token blocks) would spill the select kernel's
+# registers; they go through torch.topk instead.
+MAX_SELECT_ROW = 16384
+
+
+def select_blocks_triton(scores: torch.Tensor, topk: int) -> torch.Tensor:
+    """`select_blocks` as one Triton launch: the same set of blocks, ids ascending, -1 padded.
+
+    The set equals torch.topk's except for which of several equal scores are kept at the k-th
+    place (here: the lowest block ids).
+    """
+    check_device(scores)
+    return _launch_select(scores.contiguous(), topk)
+
+
+def _launch_select(scores: torch.Tensor, topk: int) -> torch.Tensor:
+    batch, n_kv, n_table = scores.shape
+    if n_table > MAX_SELECT_ROW:
+        return select_blocks(scores, topk)
+    k = min(topk, n_table)
+    selected = torch.empty(batch, n_kv, k, device=scores.device, dtype=torch.int32)
+    row_pad = pow2(n_table, 16)
+    _select_blocks_kernel[(batch, n_kv)](
+        scores, selected, n_table, k, k,
+        scores.stride(0), scores.stride(1), selected.stride(0), selected.stride(1),
+        ROW_PAD=row_pad, OUT_PAD=pow2(k, 16), num_warps=4 if row_pad <= 2048 else 8,
+    )
+    return selected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,20 +356,26 @@ def block_topk_attention_selected(
     scale: float | None = None, *, splits: int | None = None, block_n: int = 64,
 ) -> torch.Tensor:
     """Triton attention over sinks + the given selected blocks [B, H_kv, k] + local window."""
-    group = check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
     check_device(q)
-    batch, n_heads, head_dim = q.shape
-    n_kv, page = k_cache.shape[1], k_cache.shape[2]
+    batch, n_kv = q.shape[0], k_cache.shape[1]
     if selected.shape[:2] != (batch, n_kv):
         raise ValueError(f"selected must be [batch={batch}, n_kv_heads={n_kv}, k], got {tuple(selected.shape)}")
+    return _launch_attention(q.contiguous(), k_cache.contiguous(), v_cache.contiguous(), block_table, seq_lens,
+                             selected.to(torch.int32).contiguous(), sinks, window, scale, splits, block_n)
+
+
+def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n):
+    # Unchecked: q, caches and selected (int32) contiguous, shapes validated by the caller.
+    batch, n_heads, head_dim = q.shape
+    n_kv, page = k_cache.shape[1], k_cache.shape[2]
+    group = n_heads // n_kv
     topk = selected.shape[2]
     scale = head_dim**-0.5 if scale is None else scale
     capacity = block_table.shape[1] * page
     virtual_len = sinks + topk * page + min(window + page, capacity)
     n_splits = num_splits(batch * n_kv, virtual_len, block_n, q.device, splits)
     tokens_per_split = cdiv(cdiv(virtual_len, n_splits), block_n) * block_n
-    q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
-    selected = selected.to(torch.int32).contiguous()
     m_part, l_part, acc_part = alloc_partials(batch, n_heads, n_splits, head_dim, q.device)
     _block_topk_split_kernel[(batch, n_kv, n_splits)](
         q, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part,
@@ -310,17 +392,23 @@ def block_topk_attention_selected(
 
 def block_topk_attention(
     q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
-    scale: float | None = None, *, splits: int | None = None, block_n: int = 64,
+    scale: float | None = None, *, splits: int | None = None, block_n: int = 64, check: bool = True,
 ) -> torch.Tensor:
-    """Score blocks (Triton), pick the top-k (torch.topk), attend sinks + blocks + window (Triton)."""
-    check_budget(sinks, window, topk)
-    check_inputs(q, k_cache, v_cache, block_table, seq_lens)
-    check_representatives(reps, k_cache)
-    scores = block_scores(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
-    selected = select_blocks(scores, topk)
-    return block_topk_attention_selected(
-        q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits=splits, block_n=block_n
-    )
+    """Score blocks, select the top-k, attend sinks + blocks + window: four Triton launches
+    (score, select, split-K attention, reduction), no torch ops or host syncs between them, so
+    a decode step can be captured in a CUDA graph.
+
+    check=False skips input validation (for callers that validated these shapes once).
+    """
+    if check:
+        check_budget(sinks, window, topk)
+        check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+        check_representatives(reps, k_cache)
+        check_device(q)
+    q, k_cache, v_cache, reps = q.contiguous(), k_cache.contiguous(), v_cache.contiguous(), reps.contiguous()
+    scores = _launch_scores(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
+    selected = _launch_select(scores, topk)
+    return _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n)
 
 
 def attend_selected_reference(

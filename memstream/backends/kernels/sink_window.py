@@ -108,16 +108,20 @@ def sink_window_attention(
     q_far: torch.Tensor | None = None,
     splits: int | None = None,
     block_n: int = 64,
+    check: bool = True,
 ) -> torch.Tensor:
     """Triton attention over sinks + recent window. Clamps: sinks and window larger than a
-    sequence shrink to it (the policy is then dense); the two never overlap."""
-    check_budget(sinks, window)
-    group = check_inputs(q, k_cache, v_cache, block_table, seq_lens)
-    check_device(q)
-    if q_far is not None and q_far.shape != q.shape:
-        raise ValueError(f"q_far must have q's shape {tuple(q.shape)}, got {tuple(q_far.shape)}")
+    sequence shrink to it (the policy is then dense); the two never overlap.
+    check=False skips input validation (for callers that validated these shapes once)."""
+    if check:
+        check_budget(sinks, window)
+        check_inputs(q, k_cache, v_cache, block_table, seq_lens)
+        check_device(q)
+        if q_far is not None and q_far.shape != q.shape:
+            raise ValueError(f"q_far must have q's shape {tuple(q.shape)}, got {tuple(q_far.shape)}")
     batch, n_heads, head_dim = q.shape
     n_kv, page = k_cache.shape[1], k_cache.shape[2]
+    group = n_heads // n_kv
     scale = head_dim**-0.5 if scale is None else scale
     capacity = block_table.shape[1] * page
     virtual_len = sinks + min(window, capacity)
