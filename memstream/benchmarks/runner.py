@@ -62,7 +62,10 @@ class RunConfig:
     """Extract facts (heuristic, no model) from the replayed history: memstream's fact keys."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Reports are shared: record the dataset's file name, not where it sat on this machine.
+        data["data"] = Path(self.data).name
+        return data
 
 
 @dataclass
