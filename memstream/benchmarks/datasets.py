@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from memstream.memory.importers import parse_longmemeval_time
+from memstream.memory.importers import ImportFormatError, load_json, parse_longmemeval_time, require_field
 
 LOCOMO_CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 LONGMEMEVAL_TYPES = (
@@ -21,7 +21,7 @@ LONGMEMEVAL_TYPES = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(ImportFormatError):
     """A benchmark file is malformed; the message names the file, the item and the field."""
 
 
@@ -66,24 +66,8 @@ class LongMemEvalQuestion:
         return self.question_id.endswith("_abs")
 
 
-def _load(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-
-
-def _field(obj: Any, key: str, where: str, kinds: type | tuple = object) -> Any:
-    if not isinstance(obj, dict):
-        raise DatasetError(f"{where}: expected an object")
-    if key not in obj:
-        raise DatasetError(f"{where}: missing field {key!r}")
-    if not isinstance(obj[key], kinds):
-        raise DatasetError(f"{where}: field {key!r} has the wrong type ({type(obj[key]).__name__})")
-    return obj[key]
+_load = load_json
+_field = require_field
 
 
 def parse_locomo_questions(data: Any, source: str = "locomo") -> list[LocomoQuestion]:

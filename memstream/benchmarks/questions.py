@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memstream.memory.importers import ImportFormatError, parse_locomo, parse_longmemeval, parse_longmemeval_time
+from memstream.memory.importers import ImportFormatError, load_json, parse_locomo, parse_longmemeval, parse_longmemeval_time
 from memstream.memory.model import NewSession
 from memstream.benchmarks.scoring import LOCOMO_CATEGORIES
 
@@ -67,14 +67,7 @@ class BenchData:
     problems: list[str] = field(default_factory=list)
 
 
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+read_json = load_json
 
 
 def load_benchmark(benchmark: str, path: str | Path) -> BenchData:

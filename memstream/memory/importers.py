@@ -55,7 +55,7 @@ def detect_format(path: Path, data: Any = None) -> str:
     if path.suffix == ".jsonl":
         return "jsonl"
     if data is None:
-        data = _load_json(path)
+        data = load_json(path)
     if isinstance(data, dict):
         data = [data]
     if isinstance(data, list) and data and isinstance(data[0], dict):
@@ -83,7 +83,7 @@ def load_file(path: str | Path, fmt: str = "auto") -> list[NewSession]:
         raise ImportFormatError(f"{path}: not a regular file")
     if fmt == "jsonl" or (fmt == "auto" and path.suffix == ".jsonl"):
         return parse_jsonl(path.read_text(encoding="utf-8", errors="strict").splitlines(), source=str(path))
-    data = _load_json(path)
+    data = load_json(path)
     if fmt == "auto":
         fmt = detect_format(path, data)
     if fmt == "locomo":
@@ -93,7 +93,11 @@ def load_file(path: str | Path, fmt: str = "auto") -> list[NewSession]:
     return parse_jsonl([json.dumps(item) for item in data], source=str(path))
 
 
-def _load_json(path: Path) -> Any:
+def load_json(path: str | Path) -> Any:
+    """A dataset file's JSON; FileNotFoundError or ImportFormatError naming the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -102,7 +106,7 @@ def _load_json(path: Path) -> Any:
         raise ImportFormatError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
 
 
-def _require(obj: Any, key: str, where: str, kind: type | tuple = object) -> Any:
+def require_field(obj: Any, key: str, where: str, kind: type | tuple = object) -> Any:
     if not isinstance(obj, dict):
         raise ImportFormatError(f"{where}: expected an object")
     if key not in obj:
@@ -126,15 +130,15 @@ def parse_locomo(data: Any, source: str = "locomo") -> list[NewSession]:
     sessions: list[NewSession] = []
     for index, sample in enumerate(samples):
         where = f"{source}: sample {index}"
-        conversation = _require(sample, "conversation", where, dict)
+        conversation = require_field(sample, "conversation", where, dict)
         sample_id = str(sample.get("sample_id") or f"locomo-{index}")
         where = f"{source}: sample {sample_id}"
         speaker_a = conversation.get("speaker_a")
         for number in locomo_session_numbers(conversation):
             key = f"session_{number}"
             date_key = f"{key}_date_time"
-            turns = _require(conversation, key, where, list)
-            date_text = _require(conversation, date_key, where, str)
+            turns = require_field(conversation, key, where, list)
+            date_text = require_field(conversation, date_key, where, str)
             try:
                 started_at = parse_locomo_time(date_text)
             except ValueError as exc:
@@ -142,9 +146,9 @@ def parse_locomo(data: Any, source: str = "locomo") -> list[NewSession]:
             new_turns = []
             for position, turn in enumerate(turns):
                 turn_where = f"{where}, {key}[{position}]"
-                speaker = _require(turn, "speaker", turn_where, str)
-                text = _require(turn, "text", turn_where, str)
-                metadata: dict[str, Any] = {"source_id": _require(turn, "dia_id", turn_where, str)}
+                speaker = require_field(turn, "speaker", turn_where, str)
+                text = require_field(turn, "text", turn_where, str)
+                metadata: dict[str, Any] = {"source_id": require_field(turn, "dia_id", turn_where, str)}
                 caption = turn.get("blip_caption")
                 if caption:
                     metadata["blip_caption"] = caption
@@ -177,11 +181,11 @@ def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession
     sessions: list[NewSession] = []
     for index, question in enumerate(questions):
         where = f"{source}: question {index}"
-        question_id = str(_require(question, "question_id", where, (str, int)))
+        question_id = str(require_field(question, "question_id", where, (str, int)))
         where = f"{source}: question {question_id}"
-        haystack = _require(question, "haystack_sessions", where, list)
-        session_ids = _require(question, "haystack_session_ids", where, list)
-        dates = _require(question, "haystack_dates", where, list)
+        haystack = require_field(question, "haystack_sessions", where, list)
+        session_ids = require_field(question, "haystack_session_ids", where, list)
+        dates = require_field(question, "haystack_dates", where, list)
         if not len(haystack) == len(session_ids) == len(dates):
             raise ImportFormatError(
                 f"{where}: haystack_sessions, haystack_session_ids and haystack_dates have different lengths "
@@ -201,10 +205,10 @@ def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession
             new_turns = []
             for position, turn in enumerate(turns):
                 turn_where = f"{where}, haystack_sessions[{session_index}][{position}]"
-                role = _require(turn, "role", turn_where, str)
+                role = require_field(turn, "role", turn_where, str)
                 if role not in ("user", "assistant", "system"):
                     raise ImportFormatError(f"{turn_where}: unknown role {role!r}")
-                content = _require(turn, "content", turn_where, str)
+                content = require_field(turn, "content", turn_where, str)
                 metadata = {"source_id": f"{session_id}:{position}", "has_answer": bool(turn.get("has_answer", False))}
                 # A second apart per turn keeps event_time monotonic within the session.
                 new_turns.append(NewTurn(role, content, role, started_at + timedelta(seconds=position), metadata))
@@ -232,10 +236,10 @@ def parse_jsonl(lines: Iterable[str], source: str = "jsonl", default_conversatio
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ImportFormatError(f"{where}: invalid JSON: {exc.msg}") from exc
-        role = _require(record, "role", where, str)
+        role = require_field(record, "role", where, str)
         if role not in ("user", "assistant", "system"):
             raise ImportFormatError(f"{where}: unknown role {role!r}")
-        content = _require(record, "content", where, str)
+        content = require_field(record, "content", where, str)
         conversation = str(record.get("conversation") or default_conversation)
         event_time = None
         if record.get("time") is not None:
