@@ -15,7 +15,6 @@ adversarial answer, in an order fixed by the question id.
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
