@@ -6,8 +6,8 @@ Writes reports/reliability.json and reports/reliability.md.
     python benchmarks/reliability.py --only fuzz,faults    # some sections
     python benchmarks/reliability.py --soak-turns 2000     # a shorter soak
 
-The HTTP-server load section (`http_server_load`, flag --http-clients) waits for the server's
-memory routes; it is recorded as not run until then.
+The HTTP-server load section (`--only http`, `--http-clients N`) drives one `memstream serve` with
+benchmarks/service_load.py's client loop.
 """
 
 from __future__ import annotations
@@ -276,11 +276,16 @@ def soak(turns: int, embedders) -> dict:
 
 
 def http_server_load(clients: int, seconds: float) -> dict:
-    """N concurrent streaming clients against `memstream serve` on loopback (requests/s, p50/p95/p99, errors, RSS).
+    """N concurrent streaming clients against one `memstream serve` on loopback (scripted backend, SQLite):
+    requests/s, p50/p95/p99, errors, and the server's RSS over the run (memory growth)."""
+    from benchmarks.service_load import _run_config  # the same load driver, one process
 
-    Not built yet: it needs the server's memory routes (chat with memory on), which are still being written.
-    """
-    raise NotImplementedError("HTTP load waits for the server's memory routes")
+    with tempfile.TemporaryDirectory(prefix="memstream-http-") as tmp:
+        home = Path(tmp)
+        result = _run_config("1 process, SQLite", f"sqlite:///{home / 'load.db'}", 1, clients, seconds, home)
+    samples = [mb[0] for _, mb in result.get("rss_mb") or [] if mb and mb[0] is not None]
+    result["rss_growth_mb"] = round(samples[-1] - samples[0], 1) if len(samples) >= 2 else None
+    return result
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -326,7 +331,9 @@ def summary_rows(results: dict) -> list[dict]:
         rows.append({"section": "soak", "what": f"{r['turns']} agent turns (scripted backend)",
                      "figure": f"p50 {r['first_p50_ms']} -> {r['last_p50_ms']} ms, p95 {r['first_p95_ms']} -> {r['last_p95_ms']} ms (first vs last {r['window']}), RSS growth {r['rss_growth_mb']} MB"})
     if "http" in results:
-        rows.append({"section": "http", "what": "HTTP server load", "figure": results["http"].get("reason", "see JSON")})
+        r = results["http"]
+        rows.append({"section": "http", "what": f"HTTP server, {r.get('clients')} streaming clients, {r.get('seconds')} s",
+                     "figure": f"{r.get('rps')} req/s, p50/p95/p99 {r.get('p50_ms')}/{r.get('p95_ms')}/{r.get('p99_ms')} ms, errors {r.get('errors')}, RSS growth {r.get('rss_growth_mb')} MB"})
     if "pip_audit" in results:
         r = results["pip_audit"]
         rows.append({"section": "security", "what": "pip-audit", "figure": f"{r.get('audited')} of {r.get('dependencies')} dependencies audited, {r.get('vulnerabilities')} vulnerabilities" + (f" ({r['not_audited_reason']})" if r.get("not_audited_reason") else "")})
@@ -366,10 +373,7 @@ def main() -> None:
     if "soak" in sections:
         results["soak"] = soak(args.soak_turns, embedders)
     if "http" in sections:
-        try:
-            results["http"] = http_server_load(args.http_clients, 30.0)
-        except NotImplementedError as exc:
-            results["http"] = {"ran": False, "reason": str(exc)}
+        results["http"] = http_server_load(args.http_clients, 30.0)
     if args.pip_audit:
         results["pip_audit"] = pip_audit()
     # Sections not run this time keep their last figures.
