@@ -124,7 +124,7 @@ class MemstreamChatModel(BaseChatModel):
         return make_backend(backend_settings, settings.attention)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=self._model_label(), ls_model_type="chat", ls_temperature=kwargs.get("temperature", self.temperature))
+        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=kwargs.get("model") or self._model_label(), ls_model_type="chat", ls_temperature=kwargs.get("temperature", self.temperature))
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         if max_tokens is not None:
             params["ls_max_tokens"] = max_tokens
