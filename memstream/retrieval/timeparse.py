@@ -113,10 +113,14 @@ def _past_month(month: int, now: datetime, strictly_before: bool) -> int:
 def extract_time_window(question: str, now: datetime) -> TimeWindow | None:
     """The time window a question refers to, relative to `now`, or None (see _extract_time_window)."""
     try:
-        return _extract_time_window(question, now)
+        found = _extract_time_window(question, now)
     except (ValueError, OverflowError):
         # A date outside datetime's range ("since May 0000", "99999 years ago") names no usable window.
         return None
+    if found is not None and found.end <= found.start:
+        # "since 2023" asked in 2000: the window would end before it starts, so it names nothing.
+        return None
+    return found
 
 
 def _extract_time_window(question: str, now: datetime) -> TimeWindow | None:
