@@ -122,7 +122,8 @@ async def test_backend_error_is_a_notification_and_the_app_keeps_working(setting
     assert texts[-2:] == ["are you back?", "Working again."]
 
 
-async def _cancel_with(key: str, settings, make_app) -> None:
+async def _cancel_with(key: str, settings, make_app) -> list:
+    """Cancel a streaming answer with `key`; checks the screen on the way and returns the stored rows."""
     backend = GatedBackend(["one two three four five six seven"], pause_at=4)
     app = make_app(backend)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -144,16 +145,17 @@ async def _cancel_with(key: str, settings, make_app) -> None:
         backend.enqueue("fine")
         await send(pilot, "again")
         assert app.query(AssistantMessage).last().text == "fine"
-    stored = rows(settings)
-    assert (stored[1].role, stored[1].text, stored[1].metadata.get("cancelled")) == ("assistant", "one two three", True)
+    return rows(settings)
 
 
 async def test_escape_cancels_generation_and_keeps_what_was_said(settings, make_app):
-    await _cancel_with("escape", settings, make_app)
+    stored = await _cancel_with("escape", settings, make_app)
+    assert (stored[1].role, stored[1].text, stored[1].metadata.get("cancelled")) == ("assistant", "one two three", True)
 
 
 async def test_ctrl_c_cancels_generation(settings, make_app):
-    await _cancel_with("ctrl+c", settings, make_app)
+    stored = await _cancel_with("ctrl+c", settings, make_app)
+    assert [(t.role, t.text) for t in stored][:2] == [("user", "count for me"), ("assistant", "one two three")]
 
 
 async def test_search_modal_finds_memories_and_opens_one(settings, make_app):
