@@ -108,6 +108,9 @@ class AgentSettings(BaseModel):
     max_reply_tokens: int = Field(256, ge=1)
     min_score: float = Field(0.0, ge=0.0)
     """Fused-score floor under which retrieved memories are dropped (abstention)."""
+    attribution_margin: float | None = Field(0.005, ge=0.0)
+    """When a question names one person and the best memory is someone else's, ahead of that person's best by more
+    than this fused (RRF) score, reply that nothing says that person did it. None: never. Picked on the LoCoMo dev set."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True

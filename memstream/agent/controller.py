@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from memstream.agent import prompts
+from memstream.agent.attribution import check_attribution, named_people, strip_names
 from memstream.agent.chain import ChainResult, manager_messages, run_workers
 from memstream.agent.compose import build_messages, chunk_lines, day, evidence_lines, memory_block, quote, truncate_for_model
 from memstream.agent.enrich import EnrichJob, Enricher
@@ -215,7 +216,13 @@ class MemoryAgent:
         # 3. retrieve
         mark = time.perf_counter()
         hits = []
+        asked_about = None
         if plan.needs_memory:
+            if options.plan:
+                # The people's own names match nearly every turn ("Thanks, Caroline!"): search without them.
+                people = named_people(plan.query, self.retriever.speakers(user))
+                asked_about = people[0] if len(people) == 1 else None
+                plan.query = strip_names(plan.query, people)
             hits = self._retrieve(user, plan, now, options, exclude={t.id for t in flash} | {reply.user_turn_id})
         reply.memories = hits
         reply.timings["retrieve"] = time.perf_counter() - mark
@@ -233,10 +240,18 @@ class MemoryAgent:
         system = (options.system or prompts.SYSTEM).format(today=day(now))
         lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits)
         evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
+        abstain_text = None
         if plan.needs_memory and not hits and refers_to_personal_past(text):
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
+            abstain_text = prompts.ABSTAIN_REPLY
+        elif asked_about and agent_settings.attribution_margin is not None:
+            wrong = check_attribution(asked_about, hits, agent_settings.attribution_margin)
+            if wrong is not None:
+                reply.notes.append(f"best memory is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
+                abstain_text = prompts.MISATTRIBUTED_REPLY.format(asked_about=wrong.asked_about, speaker=wrong.speaker)
+        if abstain_text is not None:
             reply.abstained = True
-            reply.text = prompts.ABSTAIN_REPLY
+            reply.text = abstain_text
             yield reply.text
             reply.timings["compose"] = time.perf_counter() - mark
             self._finish(reply, options, now, started)

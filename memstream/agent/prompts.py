@@ -6,7 +6,7 @@ Bump PROMPT_VERSION when a prompt changes; benchmark reports record it.
 
 from __future__ import annotations
 
-PROMPT_VERSION = "2026-11-26.1"
+PROMPT_VERSION = "2026-11-26.2"
 
 SYSTEM = (
     "You are a helpful assistant with a long-term memory of past conversations. "
@@ -27,6 +27,11 @@ MEMORY_CLOSE = "MEMORY>>>"
 NO_MEMORY = "Memory search found nothing relevant to this message."
 
 ABSTAIN_REPLY = "I don't know: nothing in my memory mentions that."
+
+MISATTRIBUTED_REPLY = (
+    "Not mentioned for {asked_about}: nothing in my memory says {asked_about} did that; "
+    "the closest memory is something {speaker} said."
+)
 
 TRUNCATED_NOTE = "[note: the message was {chars} characters long; only the first {kept} are shown to the model]"
 

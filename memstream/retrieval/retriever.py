@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +153,8 @@ class UserIndex:
         self._tokenizer = tokenizer
         self.turn_time: dict[int, int] = {}
         self.turn_conversation: dict[int, str] = {}
+        self.turn_speaker: dict[int, str] = {}
+        self.speaker_turns: Counter[str] = Counter()
         self.fact_turns: dict[int, list[int]] = {}
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -162,14 +164,22 @@ class UserIndex:
             index = self.dense[kind] = VectorIndex(self.dim, self.ann_threshold)
         return index
 
-    def note_turn(self, turn_id: int, when: datetime, conversation_id: str) -> None:
+    def note_turn(self, turn_id: int, when: datetime, conversation_id: str, speaker: str | None = None) -> None:
         self.turn_time[turn_id] = int(when.timestamp())
         self.turn_conversation[turn_id] = conversation_id
+        if speaker:
+            self.turn_speaker[turn_id] = speaker
+            self.speaker_turns[speaker] += 1
         self._arrays = None
 
     def drop_turn(self, turn_id: int) -> None:
         self.turn_time.pop(turn_id, None)
         self.turn_conversation.pop(turn_id, None)
+        speaker = self.turn_speaker.pop(turn_id, None)
+        if speaker is not None:
+            self.speaker_turns[speaker] -= 1
+            if self.speaker_turns[speaker] <= 0:
+                del self.speaker_turns[speaker]
         self._arrays = None
         for kind in ("turn", "round", "statement"):
             key = keymod.key_id(turn_id, kind)
@@ -533,7 +543,7 @@ class Retriever:
             fresh_ids = {t.id for t in fresh}
             first = min(positions[t.id] for t in fresh)
             for turn in fresh:
-                index.note_turn(turn.id, turn.event_time, turn.conversation_id)
+                index.note_turn(turn.id, turn.event_time, turn.conversation_id, turn.speaker)
                 i = positions[turn.id]
                 dense = turn.id > dense_known
                 jobs.append((index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
@@ -751,6 +761,12 @@ class Retriever:
             self._query_cache[query.strip()] = vector
         while len(self._query_cache) > max(4096, len(queries)):
             self._query_cache.pop(next(iter(self._query_cache)))
+
+    def speakers(self, user_id: str) -> set[str]:
+        """The speaker names in this user's indexed turns."""
+        with self._lock:
+            index = self._users.get(user_id)
+            return set(index.speaker_turns) if index is not None else set()
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
         """Sessions ranked by their turns' fused scores (max, plus a little for each further hit)."""
