@@ -103,3 +103,20 @@ def test_select_kernel_keeps_the_same_blocks_as_torch_topk(n_table, topk):
             assert sorted(got[row, head].tolist()) == sorted(want[row, head].tolist())
     # Ids come out ascending within a row (the attention kernel then walks the cache forward).
     assert all(ids == sorted(ids) for ids in (r[r >= 0].tolist() for r in got.flatten(0, 1)))
+
+
+@pytest.mark.parametrize("splits", [1, 3, 40])
+def test_fused_split_reduction_matches_the_separate_reduction(splits):
+    # 40 splits: more than one chunk of partials in the fused reduction.
+    q, k, v, table, lens = make_paged(8, 2, 64, (700, 333), page=PAGE)
+    reps = bt.build_representatives(k, table, lens, 4)
+    selected = bt.select_blocks_triton(bt.block_scores(q, reps, table, lens, 4, 100, PAGE), 20)
+    args = (q, k, v, table, lens, selected, 4, 100, None, splits, 16)
+    fused = bt._launch_attention(*args, fused_reduce=True)
+    again = bt._launch_attention(*args, fused_reduce=True)
+    separate = bt._launch_attention(*args, fused_reduce=False)
+    torch.testing.assert_close(fused, separate, **tolerance(q.dtype))
+    assert torch.equal(fused, again)  # the arrival counters are back at zero after a launch
+    assert not bt.arrival_counters(q.device, 2 * 2).any()
+    ref = bt.attend_selected_reference(q, k, v, table, lens, selected, 4, 100)
+    torch.testing.assert_close(fused, ref, **tolerance(q.dtype))

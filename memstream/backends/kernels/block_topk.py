@@ -13,11 +13,14 @@ Each full block keeps `representatives` keys per KV head (`block_representatives
 once when the block fills; stored in a tensor parallel to the cache, indexed by physical
 block id, so the blocks themselves may live elsewhere, e.g. in CPU memory, and be fetched
 only when selected). A block's score is max over its representatives of q . r, summed over
-the query heads of the GQA group (`block_scores`, its own kernel); a select kernel keeps the
-top-k per (sequence, KV head) without sorting (`select_blocks_triton`; `select_blocks` is the
+the query heads of the GQA group (`block_scores`, its own kernel); selection keeps the top-k
+per (sequence, KV head) without sorting (`select_blocks_triton`; `select_blocks` is the
 torch.topk version); `block_topk_attention` attends sinks + selected blocks + local window in
 one split-K kernel that reads the selected ids directly and gathers their tokens through the
-block table, with no copy of the selected KV.
+block table, with no copy of the selected KV. When there are few splits per (sequence, KV head)
+(batch >= 2 on a large GPU) the split reduction runs inside the attention launch: the last split
+to finish does it, counted with an atomic. With many splits (batch 1) that serial tail costs more
+than a separate reduction launch; reports/block_topk_variants.md has the measurements.
 
 Clamps: topk larger than the number of distant blocks selects them all (the policy then equals
 dense attention); window or sinks larger than the sequence shrink to it.
@@ -31,6 +34,8 @@ Memory traffic per step ~= scores: n_blocks * R * D reads of representatives, th
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -124,15 +129,31 @@ def _select_blocks_kernel(
 
 
 @jit
+def _last_arrival(Counters, index, n_programs):
+    """Whether this program is the last of `n_programs` to arrive at counter `index`; the last one resets it.
+
+    The barrier makes every thread's stores happen before the release of the atomic, so the last
+    program, after its acquire, sees what all the others stored (threadFenceReduction pattern).
+    """
+    tl.debug_barrier()
+    arrived = tl.atomic_add(Counters + index, 1, sem="acq_rel", scope="gpu")
+    last = arrived == n_programs - 1
+    if last:
+        tl.atomic_xchg(Counters + index, 0, sem="relaxed", scope="gpu")  # ready for the next call (and graph replay)
+    return last
+
+
+@jit
 def _block_topk_split_kernel(
-    Q, K, V, BlockTable, SeqLens, Selected, MPart, LPart, AccPart,
+    Q, K, V, BlockTable, SeqLens, Selected, MPart, LPart, AccPart, Counters, Out,
     scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
     stride_qb, stride_qh,
     stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
-    stride_tb,
+    stride_tb, stride_ob, stride_oh,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    FUSED_REDUCE: tl.constexpr, SPLIT_CHUNK: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -189,6 +210,31 @@ def _block_topk_split_kernel(
     tl.store(MPart + part, m_i, mask=mask_g)
     tl.store(LPart + part, l_i, mask=mask_g)
     tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+    if FUSED_REDUCE:
+        # The last split of this (sequence, KV head) to finish combines all splits' partials.
+        if _last_arrival(Counters, b * n_kv + kvh, n_splits):
+            offs_s = tl.arange(0, SPLIT_CHUNK)
+            for g in tl.static_range(GROUP):
+                head = kvh * GROUP + g
+                m_run = tl.full([1], float("-inf"), tl.float32)
+                l_run = tl.zeros([1], tl.float32)
+                acc_run = tl.zeros([HEAD_DIM], tl.float32)
+                for s0 in range(0, n_splits, SPLIT_CHUNK):
+                    mask_s = s0 + offs_s < n_splits
+                    rows = (b * n_heads + head) * n_splits + s0 + offs_s
+                    m = tl.load(MPart + rows, mask=mask_s, other=float("-inf"), cache_modifier=".cg")
+                    l = tl.load(LPart + rows, mask=mask_s, other=0.0, cache_modifier=".cg")
+                    a = tl.load(AccPart + rows[:, None] * HEAD_DIM + offs_d[None, :], mask=mask_s[:, None], other=0.0,
+                                cache_modifier=".cg")
+                    m_new = tl.maximum(m_run, tl.max(m, 0))
+                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                    w = tl.exp(m - m_safe)  # empty splits have m = -inf and weigh nothing
+                    alpha = tl.exp(m_run - m_safe)
+                    l_run = l_run * alpha + tl.sum(w * l, 0)
+                    acc_run = acc_run * alpha + tl.sum(w[:, None] * a, 0)
+                    m_run = m_new
+                out = acc_run / tl.maximum(l_run, 1e-30)  # nothing attended -> zeros
+                tl.store(Out + b * stride_ob + head * stride_oh + offs_d, out.to(Out.dtype.element_ty))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +334,17 @@ def _launch_scores(q, reps, block_table, seq_lens, sinks: int, window: int, bloc
     return scores
 
 
+@functools.lru_cache(maxsize=16)
+def arrival_counters(device: torch.device, count: int) -> torch.Tensor:
+    """Zeroed int32 counters for the fused kernels' last-program-arrives pattern, one per (sequence, KV head).
+
+    Allocated once per device and size (a workspace, like a BLAS handle's): every kernel that
+    counts on them sets its counter back to zero before it exits, so they stay zero between
+    launches and across CUDA-graph replays. One stream at a time may use them.
+    """
+    return torch.zeros(count, device=device, dtype=torch.int32)
+
+
 def block_scores_reference(q, reps, block_table, seq_lens, sinks: int, window: int, block_size: int) -> torch.Tensor:
     """Torch block scores, same contract as `block_scores`."""
     batch, n_heads, head_dim = q.shape
@@ -365,7 +422,17 @@ def block_topk_attention_selected(
                              selected.to(torch.int32).contiguous(), sinks, window, scale, splits, block_n)
 
 
-def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n):
+REDUCE_SPLIT_CHUNK = 32  # partials combined per step by the fused reduction
+# Up to this many splits per (sequence, KV head) the fused reduction wins; measured on an H200
+# (reports/block_topk_variants.md): 9 splits (batch 8) -10 us, 66 splits (batch 1) +9 us.
+MAX_FUSED_REDUCE_SPLITS = 16
+
+
+def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n,
+                      fused_reduce: bool | None = None):
+    """Split-K attention over sinks + selected blocks + window. fused_reduce: the last split of each
+    (sequence, KV head) combines the partials in the same launch; otherwise a second launch does.
+    None picks by the number of splits (MAX_FUSED_REDUCE_SPLITS)."""
     # Unchecked: q, caches and selected (int32) contiguous, shapes validated by the caller.
     batch, n_heads, head_dim = q.shape
     n_kv, page = k_cache.shape[1], k_cache.shape[2]
@@ -377,26 +444,30 @@ def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sink
     n_splits = num_splits(batch * n_kv, virtual_len, block_n, q.device, splits)
     tokens_per_split = cdiv(cdiv(virtual_len, n_splits), block_n) * block_n
     m_part, l_part, acc_part = alloc_partials(batch, n_heads, n_splits, head_dim, q.device)
+    out = torch.empty_like(q)
+    if fused_reduce is None:
+        fused_reduce = n_splits <= MAX_FUSED_REDUCE_SPLITS
+    counters = arrival_counters(q.device, batch * n_kv) if fused_reduce else m_part
     _block_topk_split_kernel[(batch, n_kv, n_splits)](
-        q, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part,
+        q, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part, counters, out,
         scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        block_table.stride(0),
+        block_table.stride(0), out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=group_pad(group), HEAD_DIM=head_dim, PAGE=page, BLOCK_N=block_n,
-        PRECISION=dot_precision(q.dtype),
+        PRECISION=dot_precision(q.dtype), FUSED_REDUCE=fused_reduce, SPLIT_CHUNK=REDUCE_SPLIT_CHUNK,
     )
-    return reduce_splits(m_part, l_part, acc_part, torch.empty_like(q))
+    return out if fused_reduce else reduce_splits(m_part, l_part, acc_part, out)
 
 
 def block_topk_attention(
     q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
     scale: float | None = None, *, splits: int | None = None, block_n: int = 64, check: bool = True,
 ) -> torch.Tensor:
-    """Score blocks, select the top-k, attend sinks + blocks + window: four Triton launches
-    (score, select, split-K attention, reduction), no torch ops or host syncs between them, so
-    a decode step can be captured in a CUDA graph.
+    """Score blocks, select the top-k, attend sinks + blocks + window: Triton launches only
+    (score, select, split-K attention, and a reduction unless the attention launch fuses it), no
+    torch ops or host syncs between them, so a decode step can be captured in a CUDA graph.
 
     check=False skips input validation (for callers that validated these shapes once).
     """
