@@ -77,6 +77,9 @@ class BackendSettings(BaseModel):
     """Override the model's context window (tokens)."""
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    prompt_cache_slots: int = Field(2, ge=0)
+    """Local backend: KV caches of recent generations kept so a new prompt prefills only what it does not
+    share with one of them (dense attention only; each costs its memory between generations). 0 turns it off."""
 
 
 class AttentionSettings(BaseModel):

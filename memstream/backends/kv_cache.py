@@ -76,6 +76,41 @@ class PagedKVCache:
         self.contiguous = True
         self.policy_state.clear()
 
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` tokens of every sequence (to reuse a shared prompt prefix).
+
+        Only for a cache no policy has rewritten (`contiguous`, cached length == position):
+        the kept keys/values are then exactly those of tokens 0..length-1. Slots past `length`
+        keep stale (finite) values that nothing reads until they are written again.
+        """
+        self._check_prefix(length)
+        self.lengths = [length] * self.batch
+        self.seq_lens.fill_(length)
+        self.positions.fill_(length)
+        self.policy_state.clear()
+
+    def copy_prefix(self, length: int, max_tokens: int) -> "PagedKVCache":
+        """A new cache for `max_tokens` tokens per sequence holding the first `length` of this one's (same conditions as truncate)."""
+        self._check_prefix(length)
+        k = self.k_cache
+        copy = PagedKVCache(k.shape[0], k.shape[2], k.shape[4], self.block_size, max(max_tokens, length, 1),
+                            self.batch, k.dtype, k.device)
+        n_blocks = -(-length // self.block_size)
+        for row in range(self.batch):
+            old, new = row * self.max_blocks, row * copy.max_blocks
+            copy.k_cache[:, new : new + n_blocks] = self.k_cache[:, old : old + n_blocks]
+            copy.v_cache[:, new : new + n_blocks] = self.v_cache[:, old : old + n_blocks]
+        copy.lengths = [length] * self.batch
+        copy.seq_lens.fill_(length)
+        copy.positions.fill_(length)
+        return copy
+
+    def _check_prefix(self, length: int) -> None:
+        if not self.contiguous or any(n != p for n, p in zip(self.lengths, self.positions.tolist())):
+            raise ValueError("only a cache whose tokens were never evicted or compressed holds a reusable prefix")
+        if not 0 <= length <= min(self.lengths):
+            raise ValueError(f"cannot keep {length} tokens: the cache holds {min(self.lengths)}")
+
     def room(self) -> int:
         """Tokens that still fit in the fullest sequence."""
         return self.capacity - max(self.lengths)

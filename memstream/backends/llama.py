@@ -6,7 +6,8 @@ with q/k/v and gate/up fused so a decode step runs two matmuls per block instead
 
 Attention is split in two paths because they have different bottlenecks:
 - prefill (`forward(..., decode=False)`): the prompt attends to itself with causal SDPA,
-  and its keys/values are written into the paged cache;
+  and its keys/values are written into the paged cache; under dense attention a prompt may
+  also continue after tokens already cached (a reused prompt prefix, `attend_after_prefix`);
 - decode (`decode=True`, one token per sequence): the new token attends to the cache
   through `memstream.backends.attention.attend_decode(policy, ...)`, the single place
   where sparse-attention policies plug in.
@@ -166,12 +167,40 @@ class Attention(nn.Module):
         else:
             if bsz != 1:
                 raise ValueError(f"prefill runs one sequence at a time, got batch {bsz}")
-            if cache.lengths_before_write[0] != 0:
-                raise ValueError("prefill must start from an empty cache (call cache.reset() first)")
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # [1, H, T, Dh]
-            on_prefill(policy, q, cache, self.layer_idx, params)
+            past = cache.lengths_before_write[0]
+            if past == 0:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # [1, H, T, Dh]
+                on_prefill(policy, q, cache, self.layer_idx, params)
+            elif policy == "dense":
+                out = attend_after_prefix(q, cache, self.layer_idx, past)
+            else:
+                # The other policies reshape the prompt cache once, from the whole prompt's queries.
+                raise ValueError(f"prefill after cached tokens needs the dense policy, not {policy!r} (call cache.reset() first)")
             out = out.transpose(1, 2).reshape(bsz, t, a.n_heads * a.head_dim)
         return self.wo(out)
+
+
+PREFIX_QUERY_CHUNK = 2048
+"""Queries per attention call when a prompt continues after cached tokens (bounds the mask's memory)."""
+
+
+def attend_after_prefix(q: torch.Tensor, cache: PagedKVCache, layer_idx: int, past: int) -> torch.Tensor:
+    """Prefill attention for T new tokens that follow `past` cached ones (a reused prompt prefix).
+
+    q [1, H, T, Dh]; the new keys/values are already in the cache. New token i sits at position
+    past + i and attends to every cached key up to and including its own: a lower-right causal mask.
+    """
+    t = q.shape[2]
+    k, v = cache.sequence(layer_idx)  # [Hkv, past + T, Dh]
+    k, v = k[None], v[None]
+    chunks = []
+    for first in range(0, t, PREFIX_QUERY_CHUNK):
+        last = min(first + PREFIX_QUERY_CHUNK, t)
+        end = past + last  # keys this chunk can see
+        mask = torch.ones(last - first, end, dtype=torch.bool, device=q.device).tril(diagonal=past + first)
+        chunks.append(F.scaled_dot_product_attention(q[:, :, first:last], k[:, :, :end], v[:, :, :end],
+                                                     attn_mask=mask, enable_gqa=True))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)  # [1, H, T, Dh]
 
 
 class FeedForward(nn.Module):

@@ -11,10 +11,18 @@ Generation (after gpt-fast's generate.py) is three small functions: `prefill`,
 Context policy: a prompt that does not leave room for one new token raises
 `ContextOverflowError` (nothing is truncated silently: the agent decides what to drop);
 `max_tokens` is clipped to the room left in the window.
+
+Prompt cache (like llama.cpp's): under dense attention the backend keeps the KV caches of its
+last few generations (`prompt_cache_slots`) with the token ids each holds. A new prompt reuses
+the longest common prefix with one of them (at most all but its last token, which must be
+prefilled for logits) and prefills only the rest, so questions over one long shared history
+skip re-reading it. Policies that evict or compress the prompt cache (sink_window, snapkv,
+block_topk's representatives) always prefill in full.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +133,13 @@ def load_local_model(
 @torch.inference_mode()
 def prefill(model: Transformer, tokens: torch.Tensor, cache: PagedKVCache, policy: str = "dense",
             params: AttentionParams | None = None, all_logits: bool = False) -> torch.Tensor:
-    """Run the prompt tokens [1, T] through the model into an empty cache; logits [1, V] (or [1, T, V])."""
-    positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # [1, T]
+    """Run the prompt tokens [1, T] through the model into the cache; logits [1, V] (or [1, T, V]).
+
+    The cache is empty, or (dense policy only) holds the keys/values of the tokens before these,
+    a reused prompt prefix: the tokens then continue at the cache's next position.
+    """
+    start = cache.lengths[0]
+    positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)[None]  # [1, T]
     return model(tokens, positions, cache, decode=False, policy=policy, params=params, all_logits=all_logits)
 
 
@@ -217,6 +230,10 @@ class TextStream:
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
+    prefilled_tokens: int = 0
+    """Prompt tokens run through prefill: prompt_tokens - reused_tokens."""
+    reused_tokens: int = 0
+    """Prompt tokens whose keys/values came from an earlier generation's kept cache (prompt cache)."""
     completion_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -225,8 +242,30 @@ class GenerationStats:
 
 
 @dataclass
+class PromptCache:
+    """A finished generation's KV cache and the token ids whose keys/values it holds, in order."""
+
+    cache: PagedKVCache
+    ids: list[int]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token id sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass
 class LocalBackend:
-    """ChatBackend over a LocalModel. Not thread-safe: one generation at a time (the server queues)."""
+    """ChatBackend over a LocalModel.
+
+    Generations may run from several threads (the server queues them on one worker; a benchmark
+    may not): the model is read-only, each generation owns its KV cache, and the caches kept for
+    reuse are taken and handed back under a lock, so a generation never shares a cache with another.
+    """
 
     local: LocalModel
     policy: str = "dense"
@@ -234,9 +273,13 @@ class LocalBackend:
     seed: int | None = None
     context_limit: int | None = None
     """Use fewer tokens than the model's window (BackendSettings.context_window)."""
+    prompt_cache_slots: int = 2
+    """KV caches of recent generations kept to reuse a shared prompt prefix (dense policy only); 0: off."""
     last_stats: GenerationStats = field(default_factory=GenerationStats)
 
     def __post_init__(self) -> None:
+        self._kept: list[PromptCache] = []  # least recently used first
+        self._lock = threading.Lock()
         check_policy(self.policy)
         self.name = self.local.name
         self.context_window = min(self.context_limit or self.local.context_window, self.local.context_window)
@@ -270,41 +313,97 @@ class LocalBackend:
             )
         return self._generate(prompt, options, min(options.max_tokens, room))
 
+    @property
+    def reuses_prompts(self) -> bool:
+        """Whether generations keep their KV cache for later prompts (slots > 0, dense attention)."""
+        return self.prompt_cache_slots > 0 and self.policy == "dense"
+
+    def clear_prompt_cache(self) -> None:
+        """Drop the kept KV caches (frees their memory; the next prompt is prefilled in full)."""
+        with self._lock:
+            self._kept = []
+
+    def _take_cache(self, prompt: list[int], max_tokens: int) -> tuple[PagedKVCache, int]:
+        """A cache for this generation and how many leading prompt tokens it already holds.
+
+        The kept cache sharing the longest prefix with the prompt is chosen under the lock; the
+        prefix is capped below the prompt's length so at least one token is prefilled for the
+        next-token logits. When the prompt extends most of that cache, the cache is taken out and
+        truncated in place (a concurrent generation no longer sees it); otherwise its prefix is
+        copied and it stays kept, so one short shared header does not destroy a long history.
+        """
+        args, local = self.local.args, self.local
+        if self.reuses_prompts:
+            with self._lock:
+                best, reused = None, 0
+                for kept in self._kept:
+                    n = min(common_prefix(kept.ids, prompt), len(prompt) - 1)
+                    if n >= reused and n > 0:  # ties go to the most recent
+                        best, reused = kept, n
+                if best is not None and 2 * reused >= len(best.ids):
+                    self._kept.remove(best)
+                    best.cache.truncate(reused)
+                    cache = best.cache
+                    return (cache if cache.capacity >= max_tokens else cache.copy_prefix(reused, max_tokens)), reused
+                if best is not None:
+                    return best.cache.copy_prefix(reused, max_tokens), reused
+        return PagedKVCache(args.n_layers, args.n_kv_heads, args.head_dim, self.params.block_size,
+                            max_tokens, dtype=local.model.output.weight.dtype, device=local.device), 0
+
+    def _keep_cache(self, cache: PagedKVCache, ids: list[int]) -> None:
+        with self._lock:
+            self._kept.append(PromptCache(cache, ids))
+            del self._kept[: max(0, len(self._kept) - self.prompt_cache_slots)]
+
     def _generate(self, prompt: list[int], options: GenerationOptions, max_new: int) -> Iterator[str]:
-        local, args = self.local, self.local.args
+        local = self.local
         stats = self.last_stats = GenerationStats(prompt_tokens=len(prompt), finish_reason="length")
-        cache = PagedKVCache(args.n_layers, args.n_kv_heads, args.head_dim, self.params.block_size,
-                             len(prompt) + max_new, dtype=local.model.output.weight.dtype, device=local.device)
         text = TextStream(local.tokenizer, options.stop)
 
         def next_token(logits: torch.Tensor) -> torch.Tensor:
             return sample(logits, options.temperature, options.top_p, self.generator)
 
         start = time.perf_counter()
-        tokens = torch.tensor([prompt], device=local.device)
-        token = int(next_token(prefill(local.model, tokens, cache, self.policy, self.params))[0])
-        stats.prefill_s = time.perf_counter() - start
-        start = time.perf_counter()
-        feed = torch.tensor([[token]], device=local.device)
-        for step in range(max_new):
-            if token in local.stop_token_ids:
-                stats.finish_reason = "stop"
-                break
-            stats.completion_tokens += 1
-            piece = text.push(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                stats.finish_reason = "stop"
-                break
-            if step == max_new - 1:
-                break
-            feed.fill_(token)
-            token = int(next_token(decode_one(local.model, feed, cache, self.policy, self.params))[0])
-        tail = text.flush()
-        if tail:
-            yield tail
-        stats.decode_s = time.perf_counter() - start
+        cache, reused = self._take_cache(prompt, len(prompt) + max_new)
+        stats.reused_tokens, stats.prefilled_tokens = reused, len(prompt) - reused
+        # `cached` lists the tokens whose keys/values are in the cache while `intact` holds; a
+        # forward pass that raises part-way leaves the cache unusable, and it is then not kept.
+        cached, intact = list(prompt), False
+        try:
+            tokens = torch.tensor([prompt[reused:]], device=local.device)
+            logits = prefill(local.model, tokens, cache, self.policy, self.params)
+            intact = True
+            token = int(next_token(logits)[0])
+            stats.prefill_s = time.perf_counter() - start
+            start = time.perf_counter()
+            feed = torch.tensor([[token]], device=local.device)
+            for step in range(max_new):
+                if token in local.stop_token_ids:
+                    stats.finish_reason = "stop"
+                    break
+                stats.completion_tokens += 1
+                piece = text.push(token)
+                if piece:
+                    yield piece
+                if text.stopped:
+                    stats.finish_reason = "stop"
+                    break
+                if step == max_new - 1:
+                    break
+                feed.fill_(token)
+                intact = False
+                logits = decode_one(local.model, feed, cache, self.policy, self.params)
+                cached.append(token)
+                intact = True
+                token = int(next_token(logits)[0])
+            tail = text.flush()
+            if tail:
+                yield tail
+            stats.decode_s = time.perf_counter() - start
+        finally:
+            # Also when the consumer stops early (GeneratorExit at a yield: no forward pass is running).
+            if intact and self.reuses_prompts:
+                self._keep_cache(cache, cached)
 
     def complete(self, messages: Sequence[Message], **opts) -> str:
         return "".join(self.stream(messages, **opts))

@@ -166,4 +166,4 @@ def make_backend(settings: BackendSettings, attention: AttentionSettings | None 
     spec = resolve_model(settings.model)
     local = load_cached(str(spec.path), spec.gguf_file, settings.dtype, settings.device, spec.name)
     return LocalBackend(local, policy=attention.policy, params=AttentionParams.from_settings(attention),
-                        context_limit=settings.context_window)
+                        context_limit=settings.context_window, prompt_cache_slots=settings.prompt_cache_slots)

@@ -246,7 +246,9 @@ def run_benchmark(
         for namespace in namespaces:
             # Replay each history just before its questions, so answers start arriving early.
             replay(parts, data, [namespace], out_dir / "state", config.facts)
-            tasks = [(q, s) for q, s in todo if q.namespace == namespace]
+            # System by system: consecutive prompts of one system share the most (full-context: the
+            # whole history), which a local backend's prompt cache does not prefill again.
+            tasks = sorted(((q, s) for q, s in todo if q.namespace == namespace), key=lambda task: config.systems.index(task[1]))
             if config.concurrency <= 1:
                 for question, system in tasks:
                     sink.append(ask_one(parts, system, question, history, config))

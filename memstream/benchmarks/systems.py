@@ -22,6 +22,10 @@ from memstream.benchmarks.questions import BenchQuestion
 
 SYSTEMS = ("memstream", "no-memory", "full-context", "bm25", "dense", "hybrid")
 FULL_CONTEXT_RESERVE = 64  # tokens of slack: chat-template overhead the per-line counts do not see
+FULL_CONTEXT_QUESTION = 64
+"""Tokens the history cut leaves for the question (more when the question is longer). The cut is then
+the same for every question of a conversation, so each full-context prompt is one fixed prefix (system
+prompt and history) plus its question, and a local backend's prompt cache prefills only the question."""
 
 
 class UnknownSystemError(ValueError):
@@ -79,8 +83,9 @@ def full_context_answer(agent: MemoryAgent, question: BenchQuestion, history: Hi
     backend = agent.backend
     count = backend.count_tokens
     system = prompts.SYSTEM.format(today=day(question.asked_at))
-    fixed = count(build_messages(system, [], memory_block([]), question.question, short_answer=True))
-    budget = backend.context_window - max_tokens - fixed - FULL_CONTEXT_RESERVE
+    fixed = count(build_messages(system, [], memory_block([]), "", short_answer=True))
+    asked = max(count(question.question), FULL_CONTEXT_QUESTION)
+    budget = backend.context_window - max_tokens - fixed - asked - FULL_CONTEXT_RESERVE
     start = len(history.lines)
     used = 0
     # Keep the newest lines that fit: truncation drops the oldest history first.

@@ -52,3 +52,33 @@ def test_dense_sdpa_matches_the_kernels_reference():
     expected = dense_reference(q, cache.k(0), cache.v(0), cache.block_table, cache.seq_lens)
     assert torch.allclose(dense_sdpa(q, cache, 0), expected, atol=1e-5)
     assert torch.allclose(attend_decode("dense", q, cache, 0, AttentionParams(block_size=4)), expected, atol=1e-5)
+
+
+def test_truncate_and_copy_prefix_keep_the_first_tokens():
+    cache = PagedKVCache(2, H_KV, DH, block_size=4, max_tokens=12)
+    k, v = torch.randn(1, H_KV, 10, DH), torch.randn(1, H_KV, 10, DH)
+    cache.begin_write(10)  # both layers in one pass, as a forward pass writes them
+    cache.write(0, k, v)
+    cache.write(1, 2 * k, 2 * v)
+    cache.end_write()
+
+    bigger = cache.copy_prefix(6, 30)  # a copy with room for more: the original is untouched
+    assert bigger.capacity >= 30 and bigger.lengths == [6] and bigger.positions.tolist() == [6] and bigger.seq_lens.tolist() == [6]
+    assert torch.equal(bigger.sequence(1)[0], 2 * k[0, :, :6]) and cache.lengths == [10]
+
+    cache.truncate(5)
+    assert cache.lengths == [5] and cache.positions.tolist() == [5] and cache.seq_lens.tolist() == [5]
+    assert torch.equal(cache.sequence(0)[0], k[0, :, :5]) and torch.equal(cache.sequence(0)[1], v[0, :, :5])
+    fill(cache, k[:, :, 9:10], v[:, :, 9:10])  # the next token lands at position 5
+    assert torch.equal(cache.sequence(0)[0][:, 5], k[0, :, 9])
+    with pytest.raises(ValueError, match="holds 6"):
+        cache.truncate(7)
+
+
+def test_an_evicted_cache_has_no_reusable_prefix():
+    cache = PagedKVCache(1, H_KV, DH, block_size=4, max_tokens=8)
+    fill(cache, torch.randn(1, H_KV, 8, DH), torch.randn(1, H_KV, 8, DH))
+    cache.rewrite(0, torch.tensor([1]), 4)  # a policy dropped the first block
+    for keep in (cache.truncate, lambda n: cache.copy_prefix(n, 8)):
+        with pytest.raises(ValueError, match="evicted"):
+            keep(2)

@@ -87,3 +87,30 @@ def test_cuda_prefill_and_decode_match_transformers():
     for t in range(50, 70):
         logits = decode_one(ours, tokens[:, t : t + 1], cache)
         assert (logits[0] - expected[t]).abs().max().item() < 2e-3, f"step {t}"
+
+
+@pytest.mark.parametrize("past, chunk", [(5, 2048), (16, 2048), (37, 7)])
+def test_prefill_after_a_cached_prefix_matches_a_full_prefill(past, chunk, monkeypatch):
+    """A prompt continued after cached tokens (the prompt cache) sees exactly what a whole prefill does."""
+    from memstream.backends import llama
+
+    monkeypatch.setattr(llama, "PREFIX_QUERY_CHUNK", chunk)  # 7: the new tokens attend in several chunks
+    hf, ours = tiny_pair(ROPES["llama3"], tie=True)
+    tokens = torch.randint(0, 128, (1, 61))
+    with torch.inference_mode():
+        expected = hf(tokens).logits[0]
+    cache = new_cache(ours, block_size=16)
+    prefill(ours, tokens[:, :past], cache)
+    got = prefill(ours, tokens[:, past:60], cache, all_logits=True)[0]
+    assert (got - expected[past:60]).abs().max().item() < 1e-4
+    assert cache.lengths == [60] and int(cache.positions[0]) == 60
+    # Decoding goes on from there.
+    assert (decode_one(ours, tokens[:, 60:], cache)[0] - expected[60]).abs().max().item() < 1e-4
+
+
+def test_prefill_after_cached_tokens_needs_the_dense_policy():
+    _, ours = tiny_pair(ROPES["default"])
+    cache = new_cache(ours)
+    prefill(ours, torch.randint(0, 128, (1, 8)), cache)
+    with pytest.raises(ValueError, match="dense"):
+        prefill(ours, torch.randint(0, 128, (1, 4)), cache, policy="snapkv")
