@@ -63,12 +63,16 @@ def seed_two_people(agent, user="researcher"):
     agent.retriever.sync()
 
 
-def test_a_question_about_the_wrong_person_gets_no_borrowed_answer(make_agent):
+def ask(make_agent, question: str, **settings):
     backend = ScriptedBackend(["self-care is important"])
-    agent = make_agent(backend)
+    agent = make_agent(backend, **settings)
     seed_two_people(agent)
-    options = TurnOptions(remember=False)
-    reply = agent.chat("What did Caroline realize after her charity race?", user="researcher", at=T0 + timedelta(days=1), options=options)
+    reply = agent.chat(question, user="researcher", at=T0 + timedelta(days=1), options=TurnOptions(remember=False))
+    return reply, backend
+
+
+def test_a_question_about_the_wrong_person_gets_no_borrowed_answer(make_agent):
+    reply, backend = ask(make_agent, "What did Caroline realize after her charity race?")
     assert reply.abstained
     assert reply.text == prompts.MISATTRIBUTED_REPLY.format(asked_about="Caroline", speaker="Melanie")
     assert "Caroline" not in reply.plan.query  # searched without the name
@@ -76,19 +80,11 @@ def test_a_question_about_the_wrong_person_gets_no_borrowed_answer(make_agent):
 
 
 def test_a_question_about_the_right_person_is_answered(make_agent):
-    backend = ScriptedBackend(["self-care is important"])
-    agent = make_agent(backend)
-    seed_two_people(agent)
-    options = TurnOptions(remember=False)
-    reply = agent.chat("What did Melanie realize after her charity race?", user="researcher", at=T0 + timedelta(days=1), options=options)
+    reply, _ = ask(make_agent, "What did Melanie realize after her charity race?")
     assert not reply.abstained and reply.text == "self-care is important"
     assert reply.memories[0].turn.speaker == "Melanie"
 
 
 def test_attribution_check_can_be_switched_off(make_agent):
-    backend = ScriptedBackend(["self-care is important"])
-    agent = make_agent(backend, agent={"attribution_margin": None})
-    seed_two_people(agent)
-    reply = agent.chat("What did Caroline realize after her charity race?", user="researcher", at=T0 + timedelta(days=1),
-                       options=TurnOptions(remember=False))
+    reply, _ = ask(make_agent, "What did Caroline realize after her charity race?", agent={"attribution_margin": None})
     assert not reply.abstained
