@@ -80,6 +80,14 @@ def resolve_relative(expression: str, said_at: datetime) -> str | None:
     return None
 
 
+def date_answer(turn: Turn) -> str:
+    """The date a memory points at: its first relative expression resolved against when it was said
+    ("last week", said 9 June 2023 -> "the week before 9 June 2023"), else the day it was said."""
+    match = RELATIVE.search(turn.text)
+    resolved = resolve_relative(match.group(0), turn.event_time) if match else None
+    return resolved or day(turn.event_time)
+
+
 def annotate_relative_dates(text: str, said_at: datetime) -> str:
     def replace(match: re.Match) -> str:
         resolved = resolve_relative(match.group(0), said_at)

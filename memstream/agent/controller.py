@@ -24,9 +24,9 @@ from typing import Any, AsyncIterator, Callable, Iterator
 from memstream.agent import prompts
 from memstream.agent.attribution import check_attribution, named_people, strip_names
 from memstream.agent.chain import ChainResult, manager_messages, run_workers
-from memstream.agent.compose import build_messages, chunk_lines, day, evidence_lines, memory_block, quote, truncate_for_model
+from memstream.agent.compose import build_messages, chunk_lines, date_answer, day, evidence_lines, memory_block, quote, truncate_for_model
 from memstream.agent.enrich import EnrichJob, Enricher
-from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, Plan, plan_turn
+from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, WHEN_QUESTION, Plan, plan_turn
 from memstream.backends.base import BackendError, ChatBackend
 from memstream.config import Settings, load_settings
 from memstream.memory.flash import flash_turns
@@ -249,9 +249,14 @@ class MemoryAgent:
             if wrong is not None:
                 reply.notes.append(f"best memory is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
                 abstain_text = prompts.MISATTRIBUTED_REPLY.format(asked_about=wrong.asked_about, speaker=wrong.speaker)
-        if abstain_text is not None:
-            reply.abstained = True
-            reply.text = abstain_text
+        direct_text = None
+        if abstain_text is None and hits and options.short_answer and options.plan and WHEN_QUESTION.search(text):
+            # A short answer to "when" is a date: the best memory's, resolved here (a small model picks a wrong one).
+            direct_text = date_answer(hits[0].turn)
+            reply.notes.append("answered with the date of the best memory")
+        if abstain_text is not None or direct_text is not None:
+            reply.abstained = abstain_text is not None
+            reply.text = abstain_text or direct_text
             yield reply.text
             reply.timings["compose"] = time.perf_counter() - mark
             self._finish(reply, options, now, started)

@@ -25,6 +25,8 @@ PAST_MARKERS = re.compile(
     re.IGNORECASE,
 )
 QUESTION = re.compile(r"\?\s*$|^\s*(who|what|when|where|why|how|which|did|do|does|is|are|was|were|can|could|have|has)\b", re.IGNORECASE)
+# Questions whose short answer is a date or period ("When did ...?", "Which year ...?").
+WHEN_QUESTION = re.compile(r"^\s*(when|what (date|day|month|year)|which (month|year)|in which (month|year))\b", re.IGNORECASE)
 PRONOUN_ONLY = re.compile(r"\b(it|that|this|they|them|he|she|him|her|there|those|these)\b", re.IGNORECASE)
 STOPWORDS = set(
     "a an the and or but of to in on at for with about from by is are was were be been am do does did have has had "
