@@ -91,7 +91,9 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_locomo, emb
 
     with pytest.raises(Crash):
         run(tmp_path / "cut", tiny_locomo, "locomo", embedders, crashing_backend(after=7), systems=systems)
-    assert len(read_predictions(tmp_path / "cut" / "predictions.jsonl")) == 7
+    # Killed at the 8th model call: some answers (abstentions, date answers) need no call, so at least 7 are saved.
+    cut = len(read_predictions(tmp_path / "cut" / "predictions.jsonl"))
+    assert 7 <= cut < 6 * len(systems)
     with pytest.raises(RunDirectoryError, match="--resume"):
         run(tmp_path / "cut", tiny_locomo, "locomo", embedders, ScriptedBackend(respond=answer_from_memory), systems=systems)
     resumed = run(tmp_path / "cut", tiny_locomo, "locomo", embedders, ScriptedBackend(respond=answer_from_memory), systems=systems, resume=True)
