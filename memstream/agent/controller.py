@@ -109,16 +109,27 @@ def hit_to_dict(hit) -> dict[str, Any]:
     return {"turn_id": hit.turn.id, "text": hit.turn.text, "event_time": hit.turn.event_time.isoformat()}
 
 
-def fact_lines(store: MemoryStore, user: str, hits: list) -> list[str]:
+def fact_lines(store: MemoryStore, user: str, hits: list, retriever=None) -> list[str]:
     """Facts drawn from the retrieved turns, with their validity, so the answer prefers the current one
-    and can still say what held before (knowledge updates close facts, they never delete them)."""
+    and can still say what held before (knowledge updates close facts, they never delete them).
+
+    With a retriever that knows which facts each turn gave (`facts_of_turns`), only those facts and the
+    rest of their subjects are read, not all of the user's facts."""
     turn_ids = {h.turn.id for h in hits}
     if not turn_ids:
         return []
-    facts = store.get_facts(user)
-    subjects = {f.subject for f in facts if turn_ids & set(f.source_turn_ids)}
+    lookup = getattr(retriever, "facts_of_turns", None)
+    if lookup is None:
+        candidates = store.get_facts(user)
+    else:
+        known, indexed_through = lookup(user, turn_ids)
+        # The database is the truth: the known ids are re-read (deleted ones vanish), and facts the index has not seen yet are added.
+        candidates = (store.get_facts(user, ids=sorted(known)) if known else []) + store.get_facts(user, after_id=indexed_through)
+    subjects = {f.subject for f in candidates if turn_ids & set(f.source_turn_ids)}
+    if not subjects:
+        return []
     lines = []
-    for fact in facts:
+    for fact in store.get_facts(user, subjects=sorted(subjects)) if lookup is not None else candidates:
         if fact.subject in subjects:
             if fact.valid_to is None:
                 lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
@@ -149,7 +160,7 @@ class MemoryAgent:
         self.backend = backend
         enrich = self.settings.agent.enrich if enrich is None else enrich
         if enricher is None and enrich:
-            enricher = Enricher(store, backend=None, on_done=lambda job: self._sync_index())
+            enricher = Enricher(store, backend=None, on_done=lambda job: self._sync_index(turns=False))
         self.enricher = enricher
         self._index_lock = threading.Lock()
 
@@ -238,7 +249,7 @@ class MemoryAgent:
         if message.note:
             reply.notes.append(message.note)
         system = (options.system or prompts.SYSTEM).format(today=day(now))
-        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits)
+        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits, self.retriever)
         evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
         abstain_text = None
         if plan.needs_memory and not hits and refers_to_personal_past(text):
@@ -404,6 +415,9 @@ class MemoryAgent:
                 self.enricher.submit(EnrichJob(reply.user, reply.conversation, [reply.user_turn_id, reply.reply_turn_id], stored[0].session_id))
         reply.timings["total"] = time.perf_counter() - started
 
-    def _sync_index(self) -> None:
+    def _sync_index(self, turns: bool = True) -> None:
         with self._index_lock:
-            self.retriever.sync(save=False)  # the index is a cache: saved on close, caught up from the database after a crash
+            # The index is a cache: saved on close, caught up from the database after a crash. The enrichment
+            # worker adds facts only (turns=False): its facts' turns are indexed before the job is queued, and
+            # embedding the next turn from there would hold the index while that turn waits to search.
+            self.retriever.sync(save=False, turns=turns)

@@ -21,6 +21,9 @@ from memstream.memory.summaries import summarize_session
 log = logging.getLogger(__name__)
 
 SUMMARY_EVERY = 8  # turns added to a session between summary refreshes
+SUMMARY_MAX_TURNS = 200
+"""A summary is made from the session's last this many turns (a model sees the last 6000 characters of those):
+a live conversation can stay one session for thousands of turns, and each refresh must not read them all."""
 
 
 @dataclass
@@ -50,9 +53,10 @@ def enrich_turns(store: MemoryStore, job: EnrichJob, backend: ChatBackend | None
             store.add_fact(job.user_id, fact.subject, fact.text, [turn.id], valid_from=turn.event_time, conversation_id=turn.conversation_id)
             facts_added += 1
     if job.session_id is not None:
-        session_turns = store.list_turns(job.user_id, session_id=job.session_id)
-        if session_turns and (len(session_turns) % SUMMARY_EVERY == 0 or len(session_turns) <= 2):
-            store.set_session_summary(job.user_id, job.session_id, summarize_session(session_turns, backend))
+        count = store.count_turns(job.user_id, session_id=job.session_id)
+        if count and (count % SUMMARY_EVERY == 0 or count <= 2):
+            recent = store.list_turns(job.user_id, session_id=job.session_id, limit=SUMMARY_MAX_TURNS, newest_first=True)
+            store.set_session_summary(job.user_id, job.session_id, summarize_session(list(reversed(recent)), backend))
             summaries += 1
     return facts_added, summaries
 

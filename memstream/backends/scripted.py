@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 from memstream.backends.base import BackendError, Message, check_messages, options_from
 
 _TOKEN = re.compile(r"\S+|\s+")
+KEEP_CALLS = 256
 
 
 class ScriptedBackend:
@@ -24,11 +25,14 @@ class ScriptedBackend:
         respond: Callable[[Sequence[Message]], str] | None = None,
         context_window: int = 8192,
         fail_after: int | None = None,
+        keep_calls: int = KEEP_CALLS,
     ):
         self.context_window = context_window
         self.queue: deque[str] = deque(replies)
         self.respond = respond
         self.calls: list[list[Message]] = []
+        """The prompts of the last `keep_calls` calls, oldest first (a soak of thousands of turns must not keep them all)."""
+        self.keep_calls = keep_calls
         # Fail mid-stream after this many pieces (to test dropped connections).
         self.fail_after = fail_after
 
@@ -47,6 +51,8 @@ class ScriptedBackend:
         check_messages(messages)
         options = options_from(opts)
         self.calls.append([dict(m) for m in messages])  # type: ignore[misc]
+        if len(self.calls) > self.keep_calls:
+            del self.calls[: len(self.calls) - self.keep_calls]
         text = self._reply(messages)
         for stop in options.stop:
             if stop and stop in text:

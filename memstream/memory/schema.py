@@ -63,7 +63,7 @@ turns = Table(
     Column("metadata", JSON, nullable=False, default=dict),
     Index("ix_turns_user_conv", "user_id", "conversation_id", "id"),
     Index("ix_turns_user_time", "user_id", "event_time"),
-    Index("ix_turns_session", "session_id"),
+    Index("ix_turns_session_user", "session_id", "user_id", "id"),
 )
 
 facts = Table(
@@ -82,6 +82,7 @@ facts = Table(
     Column("embedding_model", String(200)),
     Column("metadata", JSON, nullable=False, default=dict),
     Index("ix_facts_user_subject", "user_id", "subject"),
+    Index("ix_facts_user_id", "user_id", "id"),
 )
 
 # Tombstones let index caches in other processes catch up with deletes (forget, delete turn).
@@ -101,8 +102,19 @@ def _initial(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _id_order_indexes(conn: Connection) -> None:
+    # A session's turns in id order (the last few before a turn, or those after it), their count, and a user's
+    # facts above an id, read through an index alone (every query also filters on user_id): catching an index
+    # up or refreshing a summary then costs the same in a long session as in a short one. The session index
+    # replaces the one on session_id, its prefix (which deleting a session still needs for its foreign key).
+    for table, name in ((turns, "ix_turns_session_user"), (facts, "ix_facts_user_id")):
+        next(i for i in table.indexes if i.name == name).create(conn, checkfirst=True)
+    conn.execute(text("DROP INDEX IF EXISTS ix_turns_session"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("001_initial", _initial),
+    ("002_id_order_indexes", _id_order_indexes),
 ]
 
 

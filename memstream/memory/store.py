@@ -366,8 +366,15 @@ class MemoryStore:
         return self.get_facts(user_id, ids=[fact_id])[0]
 
     def get_facts(
-        self, user_id: str, ids: Sequence[int] | None = None, current_only: bool = False, subject: str | None = None
+        self,
+        user_id: str,
+        ids: Sequence[int] | None = None,
+        current_only: bool = False,
+        subject: str | None = None,
+        subjects: Sequence[str] | None = None,
+        after_id: int | None = None,
     ) -> list[Fact]:
+        """One user's facts in id order, narrowed by ids, subject(s), current validity, or ids above `after_id`."""
         statement = select(schema.facts).where(schema.facts.c.user_id == user_id).order_by(schema.facts.c.id)
         if ids is not None:
             statement = statement.where(schema.facts.c.id.in_(list(ids)))
@@ -375,6 +382,10 @@ class MemoryStore:
             statement = statement.where(schema.facts.c.valid_to.is_(None))
         if subject is not None:
             statement = statement.where(schema.facts.c.subject == subject.strip().lower())
+        if subjects is not None:
+            statement = statement.where(schema.facts.c.subject.in_(sorted({s.strip().lower() for s in subjects})))
+        if after_id is not None:
+            statement = statement.where(schema.facts.c.id > after_id)
         return [_fact(row) for row in self._read(statement)]
 
     # -- reads --------------------------------------------------------------------------
@@ -405,12 +416,20 @@ class MemoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
         newest_first: bool = False,
+        after_id: int | None = None,
+        before_id: int | None = None,
     ) -> list[Turn]:
+        """Turns in id order (`newest_first`: reversed, so `limit` keeps the newest). `after_id`/`before_id`
+        bound the ids (exclusive): with `session_id` and `limit` a read of a few turns, whatever the session's length."""
         statement = select(schema.turns).where(schema.turns.c.user_id == user_id)
         if conversation_id is not None:
             statement = statement.where(schema.turns.c.conversation_id == conversation_id)
         if session_id is not None:
             statement = statement.where(schema.turns.c.session_id == session_id)
+        if after_id is not None:
+            statement = statement.where(schema.turns.c.id > after_id)
+        if before_id is not None:
+            statement = statement.where(schema.turns.c.id < before_id)
         if since is not None:
             statement = statement.where(schema.turns.c.event_time >= naive_utc(since))
         if until is not None:
@@ -532,10 +551,12 @@ class MemoryStore:
             raise UnknownUserError(f"unknown user {user_id!r}: nothing is stored for this user")
         return user_id
 
-    def count_turns(self, user_id: str | None = None) -> int:
+    def count_turns(self, user_id: str | None = None, session_id: int | None = None) -> int:
         statement = select(func.count()).select_from(schema.turns)
         if user_id is not None:
             statement = statement.where(schema.turns.c.user_id == user_id)
+        if session_id is not None:
+            statement = statement.where(schema.turns.c.session_id == session_id)
         return self._read(statement)[0][0]
 
     def stats(self, user_id: str | None = None) -> dict[str, Any]:

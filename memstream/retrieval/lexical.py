@@ -114,7 +114,7 @@ class LexicalIndex:
             ends = np.r_[starts[1:], len(pairs)]
             tf = tf.astype(np.float32)
             for start, end in zip(starts.tolist(), ends.tolist()):
-                self._chunks[int(pair_terms[start])].append((pair_docs[start:end], tf[start:end]))
+                self._append_postings(int(pair_terms[start]), pair_docs[start:end], tf[start:end])
             self._grow_bounds(len(vocab))
             group_terms = pair_terms[starts]
             group_max_tf = np.maximum.reduceat(tf, starts)
@@ -128,6 +128,16 @@ class LexicalIndex:
             self._id_to_doc[item_id] = base + offset
         self._alive_count += len(ids)
         self._alive_len += float(lengths.sum())
+
+    def _append_postings(self, term: int, docs: np.ndarray, tf: np.ndarray) -> None:
+        """Append a batch's postings of one term, merging the newest chunks while the last is at least as long as
+        the one before it (a binary counter): a term keeps at most log2(postings) + 1 chunks, each posting is
+        copied O(log n) times, and an index fed one turn at a time for hours holds no pile of tiny arrays."""
+        chunks = self._chunks[term]
+        chunks.append((docs, tf))
+        while len(chunks) > 1 and len(chunks[-1][0]) >= len(chunks[-2][0]):
+            (docs_a, tf_a), (docs_b, tf_b) = chunks[-2], chunks[-1]
+            chunks[-2:] = [(np.concatenate([docs_a, docs_b]), np.concatenate([tf_a, tf_b]))]
 
     def _grow_bounds(self, vocab_size: int) -> None:
         grow = vocab_size - len(self._max_tf)

@@ -49,6 +49,7 @@ MAX_K = 1000
 MAX_QUERY_CHARS = 20_000
 CACHE_VERSION = 1
 SYNC_BATCH = 4096
+CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
 # RRF weight of each ranked list: (retriever, key kind). Raw turn keys are the precise
 # ones; round keys add context; statements and facts add paraphrases. Tuned on the LoCoMo
 # dev split (see reports/locomo_retrieval/report.md for the ablation).
@@ -156,6 +157,7 @@ class UserIndex:
         self.turn_speaker: dict[int, str] = {}
         self.speaker_turns: Counter[str] = Counter()
         self.fact_turns: dict[int, list[int]] = {}
+        self.turn_facts: dict[int, set[int]] = {}  # the reverse of fact_turns
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def dense_index(self, kind: str) -> VectorIndex:
@@ -187,8 +189,22 @@ class UserIndex:
             if kind in self.dense:
                 self.dense[kind].remove([key])
 
+    def note_fact(self, fact_id: int, turn_ids: Sequence[int]) -> None:
+        self._forget_fact_sources(fact_id)
+        self.fact_turns[fact_id] = list(turn_ids)
+        for turn_id in turn_ids:
+            self.turn_facts.setdefault(turn_id, set()).add(fact_id)
+
+    def _forget_fact_sources(self, fact_id: int) -> None:
+        for turn_id in self.fact_turns.pop(fact_id, ()):
+            facts = self.turn_facts.get(turn_id)
+            if facts is not None:
+                facts.discard(fact_id)
+                if not facts:
+                    del self.turn_facts[turn_id]
+
     def drop_fact(self, fact_id: int) -> None:
-        self.fact_turns.pop(fact_id, None)
+        self._forget_fact_sources(fact_id)
         key = keymod.key_id(fact_id, "fact")
         self.lexical["fact"].remove([key])
         if "fact" in self.dense:
@@ -453,8 +469,12 @@ class Retriever:
             index = self._users[user_id] = UserIndex(self.dim, self.ann_threshold, self._tokenizer)
         return index
 
-    def sync(self, save: bool = True) -> int:
-        """Catch the indexes up with the database; returns how many turns and facts were newly indexed."""
+    def sync(self, save: bool = True, turns: bool = True) -> int:
+        """Catch the indexes up with the database; returns how many turns and facts were newly indexed.
+
+        `turns=False`: deletes and facts only (the agent's enrichment worker, whose facts come from turns already
+        indexed: the turns committed meanwhile are the next turn's to index, not a background job's to embed
+        while the turn being answered waits to search)."""
         with self._lock:
             indexed = 0
             self._apply_deletions()
@@ -467,7 +487,7 @@ class Retriever:
                     self._save_dense_only()
                 return 0
             batch: list[Turn] = []
-            for turn in self.store.iter_turns(after_id=self._cursor.turn, batch_size=SYNC_BATCH):
+            for turn in self.store.iter_turns(after_id=self._cursor.turn, batch_size=SYNC_BATCH) if turns else ():
                 batch.append(turn)
                 if len(batch) >= SYNC_BATCH:
                     indexed += self._index_turns(batch)
@@ -476,7 +496,7 @@ class Retriever:
                 indexed += self._index_turns(batch)
             indexed += self._index_facts(list(self.store.iter_facts(after_id=self._cursor.fact)))
             # Only now, with every stored turn noted again (a loaded cache starts with none), is an empty user really empty.
-            for user_id in [u for u, index in self._users.items() if index.turn_count() == 0 and not index.fact_turns]:
+            for user_id in [u for u, index in self._users.items() if turns and index.turn_count() == 0 and not index.fact_turns]:
                 self._drop_user_files(user_id)
             if self._dirty and save:
                 self.save()
@@ -537,8 +557,7 @@ class Retriever:
             context = fresh
             if fresh[0].position > 0 and isinstance(session_id, int):
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
-                by_id = {t.id: t for t in fresh}
-                context = [by_id.get(t.id, t) for t in self.store.list_turns(user_id, session_id=session_id)]
+                context = self._session_context(user_id, session_id, fresh)
             positions = {t.id: i for i, t in enumerate(context)}
             fresh_ids = {t.id for t in fresh}
             first = min(positions[t.id] for t in fresh)
@@ -562,6 +581,26 @@ class Retriever:
             self._cursor.turn = max(self._cursor.turn, turns[-1].id)
             self._dirty = True
         return new_count
+
+    def _session_context(self, user_id: str, session_id: int, fresh: list[Turn]) -> list[Turn]:
+        """The session's turns the keys of `fresh` (sorted by id) and the refreshed rounds before them depend on:
+        every turn from the first fresh one on, and the last few before it, not the whole session (a live
+        conversation is one session that only grows). The whole session only when a fresh turn's nearest other
+        speaker lies further back than that (a monologue)."""
+        by_id = {t.id: t for t in fresh}
+        lookback = 2 * self.round_neighbours + CONTEXT_LOOKBACK
+        before = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)
+        since = self.store.list_turns(user_id, session_id=session_id, after_id=fresh[0].id - 1)
+        context = [by_id.get(t.id, t) for t in reversed(before)] + [by_id.get(t.id, t) for t in since]
+        if len(before) < lookback:
+            return context  # the session from its start
+        positions = {t.id: i for i, t in enumerate(context)}
+        for turn in fresh:
+            i = positions.get(turn.id)
+            distance = keymod.other_speaker_distance(context, i) if i is not None else None
+            if distance is None or distance > i:
+                return [by_id.get(t.id, t) for t in self.store.list_turns(user_id, session_id=session_id)]
+        return context
 
     def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[int, int]]) -> None:
         if not jobs:
@@ -612,7 +651,7 @@ class Retriever:
         texts, owners, fact_ids, vectors, to_embed = [], [], [], [], []
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
-            index.fact_turns[fact.id] = list(fact.source_turn_ids)
+            index.note_fact(fact.id, fact.source_turn_ids)
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
             if fact.id <= dense_known:
@@ -780,6 +819,17 @@ class Retriever:
         ]
         sessions.sort(key=lambda s: -s.score)
         return sessions[:k]
+
+    def facts_of_turns(self, user_id: str, turn_ids: Iterable[int]) -> tuple[set[int], int]:
+        """(ids of the indexed facts drawn from these turns, the fact id through which the index is complete): facts
+        above that id are not indexed yet, so a caller that needs every fact reads those from the store."""
+        with self._lock:
+            index = self._users.get(user_id)
+            found: set[int] = set()
+            if index is not None:
+                for turn_id in turn_ids:
+                    found.update(index.turn_facts.get(turn_id, ()))
+            return found, self._cursor.fact
 
     def indexed_turns(self, user_id: str) -> int:
         index = self._users.get(user_id)

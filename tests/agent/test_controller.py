@@ -201,3 +201,70 @@ def test_async_and_sync_give_the_same_reply(make_agent):
     assert isinstance(pieces[-1], Reply) and "".join(p for p in pieces[:-1]) == sync_reply.text == async_reply.text
     assert [h.turn.text for h in async_reply.memories] == [h.turn.text for h in sync_reply.memories]
     assert agent.store.count_turns("a") == agent.store.count_turns("s") == 3  # remember=False stored nothing
+
+
+def _rows_read(store, work):
+    """(what `work` returned, rows the store handed back from its reads meanwhile)."""
+    count = 0
+    original = store._read
+
+    def counting(statement):
+        nonlocal count
+        rows = original(statement)
+        count += len(rows)
+        return rows
+
+    store._read = counting
+    try:
+        return work(), count
+    finally:
+        store._read = original
+
+
+def test_enriching_a_turn_of_a_long_session_reads_a_bounded_number_of_rows(make_agent):
+    from memstream.agent.enrich import SUMMARY_EVERY, SUMMARY_MAX_TURNS, EnrichJob, enrich_turns
+
+    store = make_agent(ScriptedBackend(respond=lambda m: "ok")).store
+    session_id = store.new_session("alice", "daily", started_at=T0)
+    reads = {}
+    for size in (SUMMARY_EVERY * 3 + 3, SUMMARY_EVERY * 40 + 3):
+        while store.count_turns("alice", session_id=session_id) < size:
+            store.add_turns("alice", "daily", [NewTurn("user", "I walked the dog in the park today.", "user", T0)], session_id=session_id)
+        last = store.list_turns("alice", session_id=session_id, limit=1, newest_first=True)[0]
+        _, reads[size] = _rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
+    assert len(set(reads.values())) == 1, reads  # no summary due: the job's turn and the session's count
+    store.add_turns("alice", "daily", [NewTurn("user", f"Turn {i}.", "user", T0) for i in range(5)], session_id=session_id)
+    assert store.count_turns("alice", session_id=session_id) % SUMMARY_EVERY == 0
+    (_, summaries), rows = _rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
+    assert summaries == 1 and rows <= SUMMARY_MAX_TURNS + 2
+    from memstream.memory.summaries import summarize_session
+
+    assert store.get_session("alice", session_id).summary == summarize_session(store.list_turns("alice", session_id=session_id)[-SUMMARY_MAX_TURNS:])
+
+
+def test_fact_lines_read_only_the_facts_of_the_retrieved_turns(make_agent):
+    from types import SimpleNamespace
+
+    from memstream.agent.controller import fact_lines
+
+    agent = make_agent(ScriptedBackend(respond=lambda m: "ok"))
+    store = agent.store
+    turns = store.add_turns("alice", "history", [NewTurn("user", f"Note {i}.", "user", T0 + timedelta(days=i)) for i in range(4)])
+    store.add_fact("alice", "user.job", "The user works at Acme", [turns[0].id], valid_from=T0)
+    store.add_fact("alice", "user.job", "The user works at Globex", [turns[2].id], valid_from=T0 + timedelta(days=2))
+    store.add_fact("alice", "user.pet.dog", "The user has a dog named Rex", [turns[1].id], valid_from=T0 + timedelta(days=1))
+    agent.retriever.sync(save=False)
+    hits = [SimpleNamespace(turn=turns[2])]
+    reads = {}
+    for unrelated in (0, 200):
+        for i in range(unrelated):
+            store.add_fact("alice", f"user.thing{i}", f"The user owns thing {i}", [turns[3].id], valid_from=T0)
+        agent.retriever.sync(save=False)
+        lines, reads[unrelated] = _rows_read(store, lambda: fact_lines(store, "alice", hits, agent.retriever))
+        assert lines == fact_lines(store, "alice", hits)  # the same lines as reading every fact
+        assert len(lines) == 2 and "replaced] The user works at Acme" in lines[0] and "current since" in lines[1]
+    assert reads[0] == reads[200], reads
+    # A fact the index has not caught up with yet is read from the database all the same.
+    store.add_fact("alice", "user.home", "The user lives in Porto", [turns[2].id], valid_from=T0 + timedelta(days=3))
+    lines = fact_lines(store, "alice", hits, agent.retriever)
+    assert lines == fact_lines(store, "alice", hits) and any("Porto" in line for line in lines)

@@ -59,3 +59,10 @@ def test_make_backend_kinds():
     assert isinstance(make_backend(BackendSettings(kind="scripted")), ScriptedBackend)
     with pytest.raises(ModelNotFoundError, match="unknown model"):
         make_backend(BackendSettings(kind="local", model="no-such-model"))
+
+
+def test_scripted_backend_keeps_only_the_latest_calls():
+    backend = ScriptedBackend(respond=lambda messages: "ok", keep_calls=3)
+    for i in range(10):
+        assert backend.complete([{"role": "user", "content": f"message {i}"}]) == "ok"
+    assert [call[-1]["content"] for call in backend.calls] == ["message 7", "message 8", "message 9"]

@@ -148,3 +148,36 @@ def test_unopenable_database_gives_a_clear_error(tmp_path):
         MemoryStore("nosuchdialect://x")
     with pytest.raises(DatabaseUnavailableError):
         MemoryStore("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_a_database_made_before_the_id_order_indexes_gets_them_and_keeps_its_rows(db_url):
+    from sqlalchemy import inspect, text
+
+    with MemoryStore(db_url) as store:
+        turn = store.add_turns("u", "c", [NewTurn("user", "I work at Acme.")])[0]
+        with store.engine.begin() as conn:  # back to the first schema: its session index, no later step recorded
+            conn.execute(text("DROP INDEX ix_turns_session_user"))
+            conn.execute(text("DROP INDEX ix_facts_user_id"))
+            conn.execute(text("CREATE INDEX ix_turns_session ON turns (session_id)"))
+            conn.execute(text("DELETE FROM schema_migrations WHERE name <> '001_initial'"))
+    with MemoryStore(db_url) as store:
+        with store.engine.connect() as conn:
+            applied = [row[0] for row in conn.execute(text("SELECT name FROM schema_migrations ORDER BY name"))]
+        assert applied == ["001_initial", "002_id_order_indexes"]
+        inspector = inspect(store.engine)
+        turn_indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("turns")}
+        assert turn_indexes.get("ix_turns_session_user") == ["session_id", "user_id", "id"] and "ix_turns_session" not in turn_indexes
+        assert {i["name"]: i["column_names"] for i in inspector.get_indexes("facts")}.get("ix_facts_user_id") == ["user_id", "id"]
+        assert [t.text for t in store.list_turns("u", session_id=turn.session_id)] == ["I work at Acme."]
+
+
+def test_session_reads_bounded_by_id(store):
+    turns = store.add_turns("u", "c", [NewTurn("user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(10)])
+    session_id, ids = turns[0].session_id, [t.id for t in turns]
+    before = store.list_turns("u", session_id=session_id, before_id=ids[6], limit=3, newest_first=True)
+    assert [t.id for t in before] == [ids[5], ids[4], ids[3]]
+    assert [t.id for t in store.list_turns("u", session_id=session_id, after_id=ids[7])] == ids[8:]
+    assert store.count_turns("u", session_id=session_id) == 10 and store.count_turns("other", session_id=session_id) == 0
+    facts = [store.add_fact("u", f"user.thing{i}", f"fact {i}", [ids[i]]) for i in range(4)]
+    assert [f.id for f in store.get_facts("u", after_id=facts[1].id)] == [facts[2].id, facts[3].id]
+    assert [f.id for f in store.get_facts("u", subjects=["User.Thing3", "user.thing0"])] == [facts[0].id, facts[3].id]
