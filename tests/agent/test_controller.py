@@ -12,6 +12,7 @@ from memstream.agent.controller import AgentError, Reply, TurnOptions
 from memstream.agent.enrich import Enricher
 from memstream.backends.scripted import ScriptedBackend
 from memstream.memory.model import NewSession, NewTurn
+from tests.store_reads import rows_read
 
 T0 = datetime(2023, 5, 8, 14, 0)
 
@@ -203,24 +204,6 @@ def test_async_and_sync_give_the_same_reply(make_agent):
     assert agent.store.count_turns("a") == agent.store.count_turns("s") == 3  # remember=False stored nothing
 
 
-def _rows_read(store, work):
-    """(what `work` returned, rows the store handed back from its reads meanwhile)."""
-    count = 0
-    original = store._read
-
-    def counting(statement):
-        nonlocal count
-        rows = original(statement)
-        count += len(rows)
-        return rows
-
-    store._read = counting
-    try:
-        return work(), count
-    finally:
-        store._read = original
-
-
 def test_enriching_a_turn_of_a_long_session_reads_a_bounded_number_of_rows(make_agent):
     from memstream.agent.enrich import SUMMARY_EVERY, SUMMARY_MAX_TURNS, EnrichJob, enrich_turns
 
@@ -231,11 +214,11 @@ def test_enriching_a_turn_of_a_long_session_reads_a_bounded_number_of_rows(make_
         while store.count_turns("alice", session_id=session_id) < size:
             store.add_turns("alice", "daily", [NewTurn("user", "I walked the dog in the park today.", "user", T0)], session_id=session_id)
         last = store.list_turns("alice", session_id=session_id, limit=1, newest_first=True)[0]
-        _, reads[size] = _rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
+        _, reads[size] = rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
     assert len(set(reads.values())) == 1, reads  # no summary due: the job's turn and the session's count
     store.add_turns("alice", "daily", [NewTurn("user", f"Turn {i}.", "user", T0) for i in range(5)], session_id=session_id)
     assert store.count_turns("alice", session_id=session_id) % SUMMARY_EVERY == 0
-    (_, summaries), rows = _rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
+    (_, summaries), rows = rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
     assert summaries == 1 and rows <= SUMMARY_MAX_TURNS + 2
     from memstream.memory.summaries import summarize_session
 
@@ -260,7 +243,7 @@ def test_fact_lines_read_only_the_facts_of_the_retrieved_turns(make_agent):
         for i in range(unrelated):
             store.add_fact("alice", f"user.thing{i}", f"The user owns thing {i}", [turns[3].id], valid_from=T0)
         agent.retriever.sync(save=False)
-        lines, reads[unrelated] = _rows_read(store, lambda: fact_lines(store, "alice", hits, agent.retriever))
+        lines, reads[unrelated] = rows_read(store, lambda: fact_lines(store, "alice", hits, agent.retriever))
         assert lines == fact_lines(store, "alice", hits)  # the same lines as reading every fact
         assert len(lines) == 2 and "replaced] The user works at Acme" in lines[0] and "current since" in lines[1]
     assert reads[0] == reads[200], reads

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from memstream.memory.model import NewTurn
 from memstream.memory.store import MemoryStore
 from memstream.retrieval.retriever import CONTEXT_LOOKBACK
+from tests.store_reads import rows_read
 
 T0 = datetime(2024, 1, 1, 9, 0)
 
@@ -16,25 +17,6 @@ def _say(store: MemoryStore, session_id: int, i: int, speaker: str | None = None
     role = "user" if i % 2 == 0 else "assistant"
     text = f"I went hiking with Leo, day {i}." if role == "user" else f"Noted, thanks for telling me about day {i}."
     store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
-
-
-def _rows_read(store: MemoryStore, work) -> int:
-    """Rows the store hands back from its reads while `work` runs."""
-    count = 0
-    original = store._read
-
-    def counting(statement):
-        nonlocal count
-        rows = original(statement)
-        count += len(rows)
-        return rows
-
-    store._read = counting
-    try:
-        work()
-    finally:
-        store._read = original
-    return count
 
 
 def _keys(retriever) -> list[tuple[str, int, str]]:
@@ -57,7 +39,7 @@ def test_catching_up_after_a_turn_reads_the_same_rows_in_a_long_session(settings
     reads = {}
     for i in range(100):
         _say(store, session_id, i)
-        rows = _rows_read(store, lambda: retriever.sync(save=False))
+        _, rows = rows_read(store, lambda: retriever.sync(save=False))
         if i in (20, 99):
             reads[i] = rows
     assert reads[20] == reads[99] <= 2 * CONTEXT_LOOKBACK, reads
