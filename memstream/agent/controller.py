@@ -249,8 +249,6 @@ class MemoryAgent:
         if message.note:
             reply.notes.append(message.note)
         system = (options.system or prompts.SYSTEM).format(today=day(now))
-        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits, self.retriever)
-        evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
         abstain_text = None
         if plan.needs_memory and not hits and refers_to_personal_past(text):
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
@@ -273,6 +271,9 @@ class MemoryAgent:
             self._finish(reply, options, now, started)
             yield reply
             return
+        # Only now, when the model will read them: an abstention or a date answer needs no evidence lines or facts.
+        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits, self.retriever)
+        evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
         evidence_tokens = sum(count(line) + 1 for line in lines)
         if lines and evidence_tokens > evidence_budget:
             # 4b. chain of agents: workers read the evidence in time order, the manager answers from the last note
