@@ -62,6 +62,9 @@ class RetrievalSettings(BaseModel):
     """What a time window in the question does: 'boost' adds rankings restricted to the window; 'filter' drops turns outside it."""
     time_weight: float = Field(1.0, ge=0.0)
     """RRF weight of each time-restricted ranking (boost mode)."""
+    faiss_threads: int | None = Field(None, ge=1, le=256)
+    """OpenMP threads for FAISS (process-wide), or None for its default. A single-query search waits on every
+    thread, so on a busy machine 1 is several times faster (benchmarks/retrieval_scale.py --search-threads)."""
 
 
 class BackendSettings(BaseModel):

@@ -43,6 +43,12 @@ class IndexFileError(RuntimeError):
     """An index file on disk cannot be used; rebuild it from the database."""
 
 
+def set_search_threads(threads: int | None) -> None:
+    """Set FAISS's OpenMP thread count (process-wide); None leaves it as it is."""
+    if threads is not None:
+        faiss.omp_set_num_threads(threads)
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 

@@ -133,3 +133,16 @@ def test_ivf_index_retrains_as_it_grows_and_filters_exactly():
     allowed = ids[rng.choice(9000, 25, replace=False)]
     best = allowed[np.argsort(-(vectors[allowed // 8] @ vectors[7]))[:10]]
     assert index.search(vectors[7], 10, allowed=allowed)[0].tolist() == best.tolist()
+
+
+def test_faiss_threads_setting_applies_and_search_is_unchanged(planted, settings, make_retriever):
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        default_ranking = _ranked(make_retriever(settings, planted))
+        one_thread = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"faiss_threads": 1})})
+        ranking = _ranked(make_retriever(one_thread, planted))
+        assert faiss.omp_get_max_threads() == 1
+        assert ranking == default_ranking
+    finally:
+        faiss.omp_set_num_threads(before)
