@@ -17,6 +17,12 @@ captured once per step shape pays: kernel time and in-graph gaps only). Bandwidt
 speedups are computed from the graph times where present. Both use triton's do_bench, which
 clears the L2 cache before each run.
 
+A third time, `step`, is what one layer costs inside a decode step: `--layers` calls, each
+over its own KV cache (as a model's layers are; no call finds another's data in L2), captured
+in one graph and divided by their number. A single replay also pays the graph launch once per
+call; a real decode step pays it once for all its layers. It is reported beside the others,
+and the speedups are given on both.
+
     python benchmarks/kernels.py                      # CUDA: Triton kernels, 4K..512K, batch 1 and 8
     python benchmarks/kernels.py --device cpu         # torch references, 4K..32K, batch 1, float32
 """
@@ -118,30 +124,65 @@ def fits(batch: int, context: int, itemsize: int, device: torch.device) -> bool:
     return need < 0.8 * free
 
 
-def run_case(batch: int, context: int, dtype: torch.dtype, device: torch.device, use_triton: bool, reps: int) -> dict:
+def layers_that_fit(wanted: int, batch: int, context: int, itemsize: int, device: torch.device) -> int:
+    """How many extra per-layer caches the step timing can hold (each one paged K/V), at most `wanted`."""
+    if device.type != "cuda":
+        return wanted
+    per_layer = 2 * batch * context * N_KV * HEAD_DIM * itemsize
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(0, min(wanted, int(0.8 * free // per_layer)))
+
+
+def policy_call(policy: str, params: AttentionParams, q, k, v, table, lens):
+    """One decode-attention call of `policy` over a cache, ready to time (validated once here)."""
+    if policy == "snapkv":
+        # Decode after compression: dense over the compressed BUDGET-token cache.
+        kept = min(int(lens.max()), BUDGET)
+        table, lens = table[:, : -(-kept // BLOCK)].contiguous(), torch.full_like(lens, kept)
+    extra = {"representatives": build_representatives(k, table, lens, params.representatives)} if policy == "block_topk" else {}
+    decode_attention(policy, q, k, v, table, lens, params, **extra)
+    return functools.partial(decode_attention, policy, q, k, v, table, lens, params, check=False, **extra)
+
+
+def step_ms(calls: list, device: torch.device, reps: int) -> tuple[float | None, str | None]:
+    """Per-layer time of one decode step that makes every call in `calls` (graph-captured on CUDA)."""
+    def step() -> None:
+        for call in calls:
+            call()
+
+    if device.type == "cuda":
+        ms, error = graph_ms(step, device, reps)
+        return (None, error) if ms is None else (ms / len(calls), None)
+    return time_ms(step, device, reps) / len(calls), None
+
+
+def run_case(batch: int, context: int, dtype: torch.dtype, device: torch.device, use_triton: bool, reps: int, layers: int = 1) -> dict:
     q, k, v, table, lens = paged_cache(batch, context, dtype, device)
     itemsize = k.element_size()
-    row: dict = {"batch": batch, "context": context, "policies": {}}
+    extra_layers = layers_that_fit(layers - 1, batch, context, itemsize, device) if layers > 1 else 0
+    # The step's other layers: their own caches (seeded apart), the same query.
+    others = [paged_cache(batch, context, dtype, device, seed=layer)[1:] for layer in range(1, extra_layers + 1)]
+    row: dict = {"batch": batch, "context": context, "layers": 1 + extra_layers if others else None, "policies": {}}
     for policy, params in POLICY_PARAMS.items():
         params = AttentionParams(**{**params.__dict__, "use_triton": use_triton})
-        if policy == "snapkv":
-            # Decode after compression: dense over the compressed BUDGET-token cache.
-            kept = min(context, BUDGET)
-            args = (q, k, v, table[:, : -(-kept // BLOCK)].contiguous(), torch.full_like(lens, kept))
-        else:
-            args = (q, k, v, table, lens)
-        extra = {"representatives": build_representatives(k, table, lens, params.representatives)} if policy == "block_topk" else {}
-        decode_attention(policy, *args, params, **extra)  # validates once; the timed calls skip it
-        call = functools.partial(decode_attention, policy, *args, params, check=False, **extra)
-        stats = {"plain_ms": time_ms(call, device, reps), "graph_ms": None}
+        call = policy_call(policy, params, q, k, v, table, lens)
+        stats = {"plain_ms": time_ms(call, device, reps), "graph_ms": None, "step_ms": None}
         if device.type == "cuda":
             stats["graph_ms"], error = graph_ms(call, device, reps)
             if error:
                 stats["graph_error"] = error
+        if others:
+            calls = [call] + [policy_call(policy, params, q, *cache) for cache in others]
+            stats["step_ms"], error = step_ms(calls, device, reps)
+            if error:
+                stats["step_error"] = error
+            del calls
         ms = stats["graph_ms"] or stats["plain_ms"]
         moved = bytes_read(policy, batch, context, itemsize)
         row["policies"][policy] = {"ms": ms, **stats, "gb_per_s": moved / ms / 1e6, "bytes": moved}
-        del extra
+        if stats["step_ms"]:
+            row["policies"][policy]["step_gb_per_s"] = moved / stats["step_ms"] / 1e6
+        del call
     # torch SDPA over a contiguous copy (the best case for the library call: no block table).
     kc = k[table.long()].permute(0, 2, 1, 3, 4).reshape(batch, N_KV, -1, HEAD_DIM)[:, :, :context]
     vc = v[table.long()].permute(0, 2, 1, 3, 4).reshape(batch, N_KV, -1, HEAD_DIM)[:, :, :context]
@@ -152,10 +193,13 @@ def run_case(batch: int, context: int, dtype: torch.dtype, device: torch.device,
     row["sdpa_graph_ms"] = graph_ms(sdpa, device, reps)[0] if device.type == "cuda" else None
     sdpa_ms = row["sdpa_ms"] = row["sdpa_graph_ms"] or row["sdpa_plain_ms"]
     dense_ms = row["policies"]["dense"]["ms"]
+    dense_step_ms = row["policies"]["dense"]["step_ms"]
     for stats in row["policies"].values():
         stats["speedup_vs_dense"] = dense_ms / stats["ms"]
         stats["speedup_vs_sdpa"] = sdpa_ms / stats["ms"]
-    del q, k, v, table, lens, kc, vc
+        if stats["step_ms"] and dense_step_ms:
+            stats["step_speedup_vs_dense"] = dense_step_ms / stats["step_ms"]
+    del q, k, v, table, lens, kc, vc, others
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -186,16 +230,24 @@ def write_reports(result: dict, out_dir: Path) -> None:
             "validated once beforehand, `check=False` in the loop). GB/s and speedups use the graph times.",
             "",
         ]
-    lines += ["| batch | context | policy | graph ms | plain ms | GB/s | x dense | x SDPA |",
-              "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    if any(row.get("layers") for row in result["rows"]):
+        lines += [
+            "`step ms/layer`: one decode step's calls, one per layer over that layer's own cache (`layers` of them), "
+            "timed together (graph-captured on CUDA) and divided by their number; `step x dense` compares those.",
+            "",
+        ]
+    lines += ["| batch | context | policy | graph ms | plain ms | GB/s | x dense | x SDPA | step ms/layer | step x dense |",
+              "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         for policy, s in row["policies"].items():
+            step_speedup = s.get("step_speedup_vs_dense")
             lines.append(
                 f"| {row['batch']} | {row['context']} | {policy} | {fmt_ms(s.get('graph_ms'))} | {fmt_ms(s['plain_ms'])} | "
-                f"{s['gb_per_s']:.1f} | {s['speedup_vs_dense']:.2f} | {s['speedup_vs_sdpa']:.2f} |"
+                f"{s['gb_per_s']:.1f} | {s['speedup_vs_dense']:.2f} | {s['speedup_vs_sdpa']:.2f} | "
+                f"{fmt_ms(s.get('step_ms'))} | {'' if step_speedup is None else f'{step_speedup:.2f}'} |"
             )
         lines.append(f"| {row['batch']} | {row['context']} | torch SDPA (contiguous) | {fmt_ms(row.get('sdpa_graph_ms'))} | "
-                     f"{fmt_ms(row['sdpa_plain_ms'])} | | | |")
+                     f"{fmt_ms(row['sdpa_plain_ms'])} | | | | | |")
     errors = [(row["batch"], row["context"], p, s["graph_error"]) for row in result["rows"]
               for p, s in row["policies"].items() if s.get("graph_error")]
     if errors:
@@ -244,6 +296,8 @@ def main() -> None:
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=None)
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None)
     parser.add_argument("--reps", type=int, default=3, help="timed runs per point on CPU (GPU uses triton's do_bench)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="layers in the timed decode step (default 8 on CUDA, 1 = no step timing on CPU); fewer where memory is short")
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -251,6 +305,7 @@ def main() -> None:
     contexts = args.contexts or (GPU_CONTEXTS if on_gpu else CPU_CONTEXTS)
     batches = args.batches or ([1, 8] if on_gpu else [1])
     dtype = getattr(torch, args.dtype or ("bfloat16" if on_gpu else "float32"))
+    layers = args.layers or (8 if on_gpu else 1)
     result = {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or platform.machine(),
@@ -258,6 +313,7 @@ def main() -> None:
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "budget_tokens": BUDGET,
+        "layers": layers,
         "rows": [],
         "skipped": [],
     }
@@ -266,11 +322,12 @@ def main() -> None:
             if not fits(batch, context, dtype.itemsize, device):
                 result["skipped"].append((batch, context))
                 continue
-            row = run_case(batch, context, dtype, device, use_triton=on_gpu, reps=args.reps)
+            row = run_case(batch, context, dtype, device, use_triton=on_gpu, reps=args.reps, layers=layers)
             result["rows"].append(row)
             print(f"batch {batch} context {context} (graph / plain ms): "
-                  + ", ".join(f"{p} {fmt_ms(s['graph_ms'])} / {s['plain_ms']:.4f}" for p, s in row["policies"].items())
+                  + ", ".join(f"{p} {fmt_ms(s['graph_ms'])} / {s['plain_ms']:.4f} / step {fmt_ms(s['step_ms'])}" for p, s in row["policies"].items())
                   + f", sdpa {fmt_ms(row['sdpa_graph_ms'])} / {row['sdpa_plain_ms']:.4f}", flush=True)
+            write_reports(result, args.out)  # after every point: a run cut short by a time limit still reports
     write_reports(result, args.out)
 
 
