@@ -1,23 +1,16 @@
-"""Benchmark question loaders (LoCoMo, LongMemEval). Malformed files raise DatasetError naming the field."""
+"""LoCoMo questions as the retrieval evaluation reads them (the question text as asked, the category code,
+the evidence dia_ids); the end-to-end runner's loader is `questions.py`. Malformed files raise DatasetError
+naming the field."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memstream.memory.importers import ImportFormatError, load_json, parse_longmemeval_time, require_field
-
-LOCOMO_CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
-LONGMEMEVAL_TYPES = (
-    "single-session-user",
-    "single-session-assistant",
-    "single-session-preference",
-    "multi-session",
-    "temporal-reasoning",
-    "knowledge-update",
-)
+from memstream.benchmarks.questions import locomo_evidence_ids
+from memstream.benchmarks.scoring import LOCOMO_CATEGORIES
+from memstream.memory.importers import ImportFormatError, load_json, require_field
 
 
 class DatasetError(ImportFormatError):
@@ -49,22 +42,6 @@ class LocomoQuestion:
         return LOCOMO_CATEGORIES.get(self.category, str(self.category))
 
 
-@dataclass
-class LongMemEvalQuestion:
-    question_id: str
-    question_type: str
-    question: str
-    answer: str
-    question_date: datetime
-    answer_session_ids: list[str]
-    evidence_turns: list[str] = field(default_factory=list)
-    """Source ids ("session_id:position") of turns marked has_answer."""
-
-    @property
-    def is_abstention(self) -> bool:
-        return self.question_id.endswith("_abs")
-
-
 _load = load_json
 _field = require_field
 
@@ -82,7 +59,7 @@ def parse_locomo_questions(data: Any, source: str = "locomo") -> list[LocomoQues
             category = _field(item, "category", item_where, int)
             if category not in LOCOMO_CATEGORIES:
                 raise DatasetError(f"{item_where}: field 'category' is {category}, expected 1-5")
-            evidence = item.get("evidence", [])
+            evidence = item.get("evidence") or []
             if not isinstance(evidence, list):
                 raise DatasetError(f"{item_where}: field 'evidence' is not a list of dia_ids")
             if category == 5:
@@ -100,8 +77,7 @@ def parse_locomo_questions(data: Any, source: str = "locomo") -> list[LocomoQues
                     question=question,
                     answer=None if answer is None else str(answer),
                     category=category,
-                    # Some dia_ids in LoCoMo hold two ids in one string ("D8:6; D9:17"); split them.
-                    evidence=[part.strip() for e in evidence for part in str(e).replace(",", ";").split(";") if part.strip()],
+                    evidence=locomo_evidence_ids(evidence),
                     adversarial_answer=None if adversarial is None else str(adversarial),
                 )
             )
@@ -110,44 +86,3 @@ def parse_locomo_questions(data: Any, source: str = "locomo") -> list[LocomoQues
 
 def load_locomo_questions(path: str | Path) -> list[LocomoQuestion]:
     return parse_locomo_questions(_load(path), source=str(path))
-
-
-def parse_longmemeval_questions(data: Any, source: str = "longmemeval") -> list[LongMemEvalQuestion]:
-    items = data if isinstance(data, list) else [data]
-    questions = []
-    for number, item in enumerate(items):
-        where = f"{source}: question {number}"
-        question_id = str(_field(item, "question_id", where, (str, int)))
-        where = f"{source}: question {question_id}"
-        question_type = _field(item, "question_type", where, str)
-        if question_type not in LONGMEMEVAL_TYPES:
-            raise DatasetError(f"{where}: unknown question_type {question_type!r}")
-        date_text = _field(item, "question_date", where, str)
-        try:
-            question_date = parse_longmemeval_time(date_text)
-        except ValueError as exc:
-            raise DatasetError(f"{where}: field 'question_date': {exc}") from exc
-        sessions = _field(item, "haystack_sessions", where, list)
-        session_ids = _field(item, "haystack_session_ids", where, list)
-        evidence = [
-            f"{sid}:{pos}"
-            for sid, turns in zip(session_ids, sessions)
-            for pos, turn in enumerate(turns if isinstance(turns, list) else [])
-            if isinstance(turn, dict) and turn.get("has_answer")
-        ]
-        questions.append(
-            LongMemEvalQuestion(
-                question_id=question_id,
-                question_type=question_type,
-                question=_field(item, "question", where, str),
-                answer=str(_field(item, "answer", where, (str, int, float))),
-                question_date=question_date,
-                answer_session_ids=[str(s) for s in _field(item, "answer_session_ids", where, list)],
-                evidence_turns=evidence,
-            )
-        )
-    return questions
-
-
-def load_longmemeval_questions(path: str | Path) -> list[LongMemEvalQuestion]:
-    return parse_longmemeval_questions(_load(path), source=str(path))

@@ -141,7 +141,7 @@ def _locomo_question(item: Any, qid: str, namespace: str, asked_at: datetime) ->
         gold = str(item["answer"])
         if code == 2:
             question = f"{question} {TEMPORAL_HINT}"
-    evidence = [str(e) for e in item.get("evidence") or []]
+    evidence = locomo_evidence_ids(item.get("evidence") or [])
     return BenchQuestion(
         qid=qid,
         namespace=namespace,
@@ -155,6 +155,11 @@ def _locomo_question(item: Any, qid: str, namespace: str, asked_at: datetime) ->
         abstention=code == 5,
         choices=choices,
     )
+
+
+def locomo_evidence_ids(evidence: list) -> list[str]:
+    """A LoCoMo question's evidence dia_ids; a few entries hold two ids in one string ("D8:6; D9:17")."""
+    return [part.strip() for entry in evidence for part in str(entry).replace(",", ";").split(";") if part.strip()]
 
 
 def longmemeval_items(questions: list, source: str = "longmemeval") -> BenchData:

@@ -162,3 +162,18 @@ def test_unknown_longmemeval_type_is_skipped_with_a_message(tmp_path, longmemeva
     assert results["failures"]["load_problems"] == 1
     assert "unknown question type 'cooking'" in results["problems"][0]
     assert results["systems"]["no-memory"]["questions"] == 1
+
+
+def test_locomo_evidence_holding_two_ids_is_split_the_same_for_both_loaders():
+    from memstream.benchmarks.datasets import load_locomo_questions
+    from memstream.benchmarks.questions import load_benchmark
+    from tests.conftest import LOCOMO_DEV
+
+    runner_questions = load_benchmark("locomo", LOCOMO_DEV).questions
+    joined = [q for q in runner_questions if "D8:6" in q.evidence and "D9:17" in q.evidence]
+    assert joined, "the dev set has one evidence entry 'D8:6; D9:17'"
+    assert all(";" not in e for q in runner_questions for e in q.evidence)
+    retrieval_questions = {(q.sample_id, q.question): q.evidence for q in load_locomo_questions(LOCOMO_DEV)}
+    for q in joined:
+        sample_id = q.namespace.split(":", 1)[1]
+        assert any(ev == q.evidence for (sid, _), ev in retrieval_questions.items() if sid == sample_id)
