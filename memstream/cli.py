@@ -299,6 +299,7 @@ def bench_locomo(
     resume: bool = typer.Option(False, "--resume", help="Skip questions already answered in DIR."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
     judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="LLM-as-judge backend kind, or none."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
     per_conversation: Optional[int] = typer.Option(None, "--per-conversation", help="At most N questions per conversation (a subset covering all)."),
     model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
@@ -319,7 +320,8 @@ def bench_locomo(
 
         results = full_run(
             "locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
-            judge_backend=judge_backend, concurrency=concurrency, resume=resume, per_history=per_conversation, model=model,
+            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
+            per_history=per_conversation, model=model,
         )
         for line in summary_lines(results):
             typer.echo(line)

@@ -37,3 +37,17 @@ def test_bad_options_give_one_line_errors(tmp_path):
     assert unknown.exit_code == 2 and "unknown system(s) magic" in unknown.output
     report = runner.invoke(app, ["bench", "report", str(tmp_path)])
     assert report.exit_code == 2 and "no config.json" in report.output
+
+
+def test_locomo_cli_takes_a_judge_backend_and_model(tmp_path):
+    from tests.benchmarks.conftest import tiny_locomo_samples
+
+    data = tmp_path / "tiny.json"
+    data.write_text(json.dumps(tiny_locomo_samples()), encoding="utf-8")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["bench", "locomo", "--data", str(data), "--backend", "scripted", "--judge-backend", "scripted",
+                                      "--judge-model", "strict-judge", "--system", "no-memory", "--limit", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["judge"] == "scripted:strict-judge"
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all("judge" in r for r in records)
