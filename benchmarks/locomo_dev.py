@@ -1,7 +1,7 @@
 """The LoCoMo dev-set run (not in CI): memstream vs full-context vs hybrid with the default local model.
 
 Writes the run under runs/locomo_dev/ (resumable: rerun the same command to continue) and copies
-its report.md and results.json to reports/locomo_dev/.
+its report.md, results.json and plots to reports/locomo_dev/.
 
     python benchmarks/locomo_dev.py                      # all 999 questions
     python benchmarks/locomo_dev.py --per-conversation 8 # a subset covering all five conversations
@@ -32,8 +32,9 @@ def main() -> None:
                        backend=args.backend, resume=True)
     target = ROOT / "reports" / "locomo_dev"
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "results.json"):
-        shutil.copy(args.out / name, target / name)
+    for name in ("report.md", "results.json", "per_category.png", "accuracy_vs_tokens.png"):
+        if (args.out / name).exists():
+            shutil.copy(args.out / name, target / name)
     print("\n".join(summary_lines(results)))
 
 
