@@ -325,14 +325,13 @@ def main() -> None:
         for context in contexts:
             if not fits(batch, context, dtype.itemsize, device):
                 result["skipped"].append((batch, context))
-                continue
-            row = run_case(batch, context, dtype, device, use_triton=on_gpu, reps=args.reps, layers=layers)
-            result["rows"].append(row)
-            print(f"batch {batch} context {context} (graph / plain ms): "
-                  + ", ".join(f"{p} {fmt_ms(s['graph_ms'])} / {s['plain_ms']:.4f} / step {fmt_ms(s['step_ms'])}" for p, s in row["policies"].items())
-                  + f", sdpa {fmt_ms(row['sdpa_graph_ms'])} / {row['sdpa_plain_ms']:.4f}", flush=True)
+            else:
+                row = run_case(batch, context, dtype, device, use_triton=on_gpu, reps=args.reps, layers=layers)
+                result["rows"].append(row)
+                print(f"batch {batch} context {context} (graph / plain ms): "
+                      + ", ".join(f"{p} {fmt_ms(s['graph_ms'])} / {s['plain_ms']:.4f} / step {fmt_ms(s['step_ms'])}" for p, s in row["policies"].items())
+                      + f", sdpa {fmt_ms(row['sdpa_graph_ms'])} / {row['sdpa_plain_ms']:.4f}", flush=True)
             write_reports(result, args.out)  # after every point: a run cut short by a time limit still reports
-    write_reports(result, args.out)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from benchmarks._report import write_report  # noqa: E402
 from memstream.benchmarks.metrics import percentile  # noqa: E402
 from memstream.retrieval.embedder import EmbedderCache  # noqa: E402
 from memstream.retrieval.lexical import LexicalIndex, Tokenizer  # noqa: E402
-from memstream.retrieval.vector_index import IVF_NPROBE, VectorIndex, set_search_threads  # noqa: E402
+from memstream.retrieval.vector_index import IVF_NPROBE, VectorIndex, set_faiss_threads  # noqa: E402
 
 SCALES = [10_000, 100_000, 1_000_000]
 QUERIES = 200
@@ -114,7 +114,7 @@ def run_scale(
     search_ms, total_ms = [], []
     # One query at a time runs best on one FAISS thread: with two, OpenMP's barrier waits
     # on a core that other work holds (measured: 10k exact search 0.6 ms on 1 thread, 36 ms on 2 under load).
-    set_search_threads(search_threads)
+    set_faiss_threads(search_threads)
     for text, vector, e_ms in zip(queries, query_vectors, embed_ms):
         t0 = time.perf_counter()
         d_ids, _ = dense.search(vector, 100)
@@ -139,7 +139,7 @@ def run_scale(
             approx = dense.search(probe, 10)[0]
             hits.append(len(set(exact.tolist()) & set(approx.tolist())) / 10)
         recall, recall_synthetic, recall_queries = float(np.mean(hits)), float(np.mean(hits[:100])), float(np.mean(hits[100:]))
-    set_search_threads(build_threads)
+    set_faiss_threads(build_threads)
     inner = faiss.downcast_index(dense._index.index)
     result = {
         "turns": n,
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--faiss-threads", type=int, default=2, help="OpenMP threads for FAISS index training and adds")
     parser.add_argument("--search-threads", type=int, default=1, help="OpenMP threads for FAISS while timing single-query searches")
     args = parser.parse_args()
-    set_search_threads(args.faiss_threads)
+    set_faiss_threads(args.faiss_threads)
     rng = np.random.default_rng(SEED)
     embedder = EmbedderCache().get("all-MiniLM-L6-v2", threads=args.threads)
     base = embedder.embed(synthetic_texts(BASE_SENTENCES, rng))

@@ -40,7 +40,7 @@ from memstream.retrieval.embedder import Embedder, EmbedderCache, from_bytes, to
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.lexical import LexicalIndex, Tokenizer
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
-from memstream.retrieval.vector_index import IndexFileError, VectorIndex, set_search_threads
+from memstream.retrieval.vector_index import IndexFileError, VectorIndex, set_faiss_threads
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ class Retriever:
             embedders = embedders or EmbedderCache()
             embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device, settings.embedder.threads)
         r = settings.retrieval
-        set_search_threads(r.faiss_threads)
+        set_faiss_threads(r.faiss_threads)
         retriever = cls(
             store,
             embedder,

@@ -43,8 +43,8 @@ class IndexFileError(RuntimeError):
     """An index file on disk cannot be used; rebuild it from the database."""
 
 
-def set_search_threads(threads: int | None) -> None:
-    """Set FAISS's OpenMP thread count (process-wide); None leaves it as it is."""
+def set_faiss_threads(threads: int | None) -> None:
+    """Set the OpenMP threads FAISS uses for search, adds and training (process-wide); None leaves them as they are."""
     if threads is not None:
         faiss.omp_set_num_threads(threads)
 
