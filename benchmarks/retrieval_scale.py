@@ -245,8 +245,9 @@ def main() -> None:
         "memory_mb = RSS growth while building that scale's index. ANN recall@10 = |approximate top-10 & exact top-10| / 10 "
         "over the same stored vectors, on 100 held-out synthetic vectors and 100 real MiniLM query embeddings (split in "
         "the last two recall columns). load_avg_1m = the machine's 1-minute load average after the scale ran (the "
-        "machine has 2 cores; above 2, other work shared them and latencies are inflated). FAISS: 2 threads to build, 1 to "
-        "search (single queries; a second OpenMP thread only waits on a busy core). Query embedding: torch on 1 thread."
+        "machine has 2 cores; above 2, other work shared them and latencies are inflated). "
+        f"FAISS: {args.faiss_threads} OpenMP threads to build, {args.search_threads} to search (single queries); torch shares "
+        f"that OpenMP pool, so the query embedding ran on {args.search_threads} thread(s) too."
     )
     lexical_table = ""
     if lexical_rows:
