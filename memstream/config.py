@@ -64,8 +64,9 @@ class RetrievalSettings(BaseModel):
     """RRF weight of each time-restricted ranking (boost mode)."""
     faiss_threads: int | None = Field(None, ge=1, le=256)
     """OpenMP threads for FAISS, or None for its default. Single-query search is faster with 1 (2 cores, FAISS + BM25
-    p50 at 10k / 100k turns: 1.1 / 3.2 ms vs 1.7 / 3.7 ms with 2; reports/retrieval_scale_threads*.md), but the OpenMP pool is process-wide and torch shares
-    it: 1 here also runs the in-process local model and embedder on one thread. Set it when the model runs elsewhere."""
+    p50 at 10k / 100k turns: 1.1 / 3.2 ms vs 1.7 / 3.7 ms with 2; reports/retrieval_scale_threads*.md), but the
+    OpenMP pool is process-wide and torch shares it: 1 here also runs the in-process local model and embedder on
+    one thread. Set it when the model runs elsewhere."""
 
 
 class BackendSettings(BaseModel):
