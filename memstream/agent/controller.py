@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from memstream.agent import prompts
 from memstream.agent.attribution import check_attribution, named_people, strip_names
@@ -32,6 +32,9 @@ from memstream.config import Settings, load_settings
 from memstream.memory.flash import flash_turns
 from memstream.memory.model import NewTurn, Turn
 from memstream.memory.store import MemoryStore, check_id, utcnow
+
+if TYPE_CHECKING:  # the retriever loads FAISS and torch; the agent imports it only when it builds one
+    from memstream.retrieval.retriever import Retriever
 
 SESSION_GAP = timedelta(hours=4)  # a live conversation starts a new session after this much silence
 SYSTEM_RESERVE = 200  # tokens kept for the system prompt's fixed text
@@ -109,32 +112,30 @@ def hit_to_dict(hit) -> dict[str, Any]:
     return {"turn_id": hit.turn.id, "text": hit.turn.text, "event_time": hit.turn.event_time.isoformat()}
 
 
-def fact_lines(store: MemoryStore, user: str, hits: list, retriever=None) -> list[str]:
+def fact_lines(store: MemoryStore, user: str, hits: list, retriever: Retriever | None = None) -> list[str]:
     """Facts drawn from the retrieved turns, with their validity, so the answer prefers the current one
     and can still say what held before (knowledge updates close facts, they never delete them).
 
-    With a retriever that knows which facts each turn gave (`facts_of_turns`), only those facts and the
-    rest of their subjects are read, not all of the user's facts."""
+    With the retriever (it knows which facts each turn gave) only those facts and the rest of their
+    subjects are read; without it, all of the user's facts are scanned for the subjects."""
     turn_ids = {h.turn.id for h in hits}
     if not turn_ids:
         return []
-    lookup = getattr(retriever, "facts_of_turns", None)
-    if lookup is None:
+    if retriever is None:
         candidates = store.get_facts(user)
     else:
-        known, indexed_through = lookup(user, turn_ids)
+        known, indexed_through = retriever.facts_of_turns(user, turn_ids)
         # The database is the truth: the known ids are re-read (deleted ones vanish), and facts the index has not seen yet are added.
         candidates = (store.get_facts(user, ids=sorted(known)) if known else []) + store.get_facts(user, after_id=indexed_through)
     subjects = {f.subject for f in candidates if turn_ids & set(f.source_turn_ids)}
     if not subjects:
         return []
     lines = []
-    for fact in store.get_facts(user, subjects=sorted(subjects)) if lookup is not None else candidates:
-        if fact.subject in subjects:
-            if fact.valid_to is None:
-                lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
-            else:
-                lines.append(f"[fact, from {day(fact.valid_from)} until {day(fact.valid_to)}, replaced] {quote(fact.text)}")
+    for fact in store.get_facts(user, subjects=sorted(subjects)):
+        if fact.valid_to is None:
+            lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
+        else:
+            lines.append(f"[fact, from {day(fact.valid_from)} until {day(fact.valid_to)}, replaced] {quote(fact.text)}")
     return lines
 
 

@@ -137,21 +137,23 @@ def statement_key_text(turn: Turn, other: str | None) -> str:
 
 def other_speaker(turns: Sequence[Turn], index: int) -> str | None:
     """The nearest neighbour in the session spoken by someone else (who "you" refers to)."""
-    distance = other_speaker_distance(turns, index)
-    if distance is None:
-        return None
-    j = index - distance if index - distance >= 0 and _who(turns[index - distance]) != _who(turns[index]) else index + distance
-    return _who(turns[j])
+    j = _other_speaker_index(turns, index)
+    return None if j is None else _who(turns[j])
 
 
 def other_speaker_distance(turns: Sequence[Turn], index: int) -> int | None:
-    """How far `other_speaker` looks: the distance of the neighbour it names (earlier side first), None if none.
-    A slice of a session that starts `distance` or more turns before `index` gives the same answer as the whole."""
+    """How far `other_speaker` looks: the distance of the neighbour it names, None if none. A slice of a
+    session that starts `distance` or more turns before `index` gives the same answer as the whole."""
+    j = _other_speaker_index(turns, index)
+    return None if j is None else abs(j - index)
+
+
+def _other_speaker_index(turns: Sequence[Turn], index: int) -> int | None:
     me = _who(turns[index])
     for distance in range(1, len(turns)):
-        for j in (index - distance, index + distance):
+        for j in (index - distance, index + distance):  # the earlier side first
             if 0 <= j < len(turns) and _who(turns[j]) != me:
-                return distance
+                return j
     return None
 
 
