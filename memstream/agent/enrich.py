@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from memstream.backends.base import ChatBackend
-from memstream.memory.facts import extract_facts
+from memstream.agent.facts import extract_facts
 from memstream.memory.store import MemoryStore
-from memstream.memory.summaries import summarize_session
+from memstream.agent.summaries import summarize_session
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from memstream.agent.chain import chain_of_agents
 from memstream.agent.compose import annotate_relative_dates, chunk_lines, evidence_line, memory_block, resolve_relative, truncate_for_model
 from memstream.agent.planner import heuristic_needs_memory, parse_llm_plan, plan_turn, rewrite_query
 from memstream.backends.scripted import ScriptedBackend
-from memstream.memory.facts import extract_facts, extract_facts_heuristic, parse_fact_lines
+from memstream.agent.facts import extract_facts, extract_facts_heuristic, parse_fact_lines
 from memstream.memory.model import Turn
-from memstream.memory.summaries import extractive_summary, summarize_session
+from memstream.agent.summaries import extractive_summary, summarize_session
 
 SAID = datetime(2023, 5, 8, 13, 56)  # a Monday
 

@@ -220,7 +220,7 @@ def test_enriching_a_turn_of_a_long_session_reads_a_bounded_number_of_rows(make_
     assert store.count_turns("alice", session_id=session_id) % SUMMARY_EVERY == 0
     (_, summaries), rows = rows_read(store, lambda: enrich_turns(store, EnrichJob("alice", "daily", [last.id], session_id)))
     assert summaries == 1 and rows <= SUMMARY_MAX_TURNS + 2
-    from memstream.memory.summaries import summarize_session
+    from memstream.agent.summaries import summarize_session
 
     assert store.get_session("alice", session_id).summary == summarize_session(store.list_turns("alice", session_id=session_id)[-SUMMARY_MAX_TURNS:])
 
