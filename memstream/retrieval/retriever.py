@@ -38,7 +38,9 @@ from memstream.memory.store import MemoryStore, check_id, utcnow
 from memstream.retrieval import keys as keymod
 from memstream.retrieval.embedder import Embedder, EmbedderCache, from_bytes, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
+from memstream.retrieval.event_windows import EventWindows, fact_window, merge_turn_ids
 from memstream.retrieval.lexical import LexicalIndex, Tokenizer
+from memstream.retrieval.provenance import prefer_own_statements
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
 from memstream.retrieval.vector_index import IndexFileError, VectorIndex, set_faiss_threads
 
@@ -158,6 +160,7 @@ class UserIndex:
         self.speaker_turns: Counter[str] = Counter()
         self.fact_turns: dict[int, list[int]] = {}
         self.turn_facts: dict[int, set[int]] = {}  # the reverse of fact_turns
+        self.events = EventWindows()  # event-time facts' windows: time-aware search by when things happened
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def dense_index(self, kind: str) -> VectorIndex:
@@ -205,6 +208,7 @@ class UserIndex:
 
     def drop_fact(self, fact_id: int) -> None:
         self._forget_fact_sources(fact_id)
+        self.events.drop(fact_id)
         key = keymod.key_id(fact_id, "fact")
         self.lexical["fact"].remove([key])
         if "fact" in self.dense:
@@ -231,6 +235,13 @@ class UserIndex:
             mask &= (times >= int(window.start.timestamp())) & (times < int(window.end.timestamp()))
         if conversation_id is not None:
             mask &= conversations == conversation_id
+        if window is not None and len(self.events):
+            # Turns that talk about the window, whenever they were said.
+            extra = {t for t in self.events.turns_in(window, self.fact_turns) if t in self.turn_time}
+            if conversation_id is not None:
+                extra = {t for t in extra if self.turn_conversation[t] == conversation_id}
+            if extra:
+                return np.array(merge_turn_ids(ids[mask].tolist(), extra), dtype=np.int64)
         return ids[mask]
 
     def allowed_keys(self, kind: str, turns: np.ndarray | None) -> np.ndarray | None:
@@ -653,6 +664,7 @@ class Retriever:
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
             index.note_fact(fact.id, fact.source_turn_ids)
+            index.events.note(fact.id, fact_window(fact))
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
             if fact.id <= dense_known:
@@ -782,6 +794,8 @@ class Retriever:
             hits.append(
                 Hit(turn, best_dense.get(turn_id), best_lexical.get(turn_id), fused[turn_id], len(hits) + 1, via[turn_id][1])
             )
+        if mode == "memstream":
+            hits = prefer_own_statements(hits)  # provenance: a statement above the assistant reply that restates it
         timings["total"] = _ms(started)
         return SearchResult(query, hits, window, mode, timings)
 
