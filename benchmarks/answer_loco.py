@@ -68,7 +68,9 @@ def _row(label: str, block: dict) -> str:
     cells = [f"{block['f1']:.3f}"] + [f"{per.get(c, {}).get('f1', float('nan')):.3f}" for c in ("single-hop", "multi-hop", "temporal", "open-domain", "adversarial")]
     fnm = block["false_not_mentioned_rate"]
     steps = block["answered_by"]
-    return (f"| {label} | " + " | ".join(cells) + f" | {100 * fnm:.1f}% | {block['prompt_tokens']} | "
+    by_attribution = block["false_not_mentioned_by_attribution"]
+    answerable = sum(v["n"] for k, v in per.items() if k != "adversarial")
+    return (f"| {label} | " + " | ".join(cells) + f" | {100 * fnm:.1f}% | {100 * by_attribution / max(1, answerable):.1f}% | {block['prompt_tokens']} | "
             f"{steps['attribution']} / {steps['extract']} / {steps['model']} |")
 
 
@@ -88,8 +90,8 @@ def render(results: dict) -> str:
         "any step (the attribution decision or the model). Answered by = attribution / extract / model (\"when\" "
         "questions answered with a date count as model: that step is unchanged).",
         "",
-        "| setting | F1 | single-hop | multi-hop | temporal | open-domain | adversarial | false NM | prompt tokens | answered by |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | F1 | single-hop | multi-hop | temporal | open-domain | adversarial | false NM (any) | false NM (attribution) | prompt tokens | answered by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, block in results["fixed"].items():
         lines.append(_row(label, block))
