@@ -16,11 +16,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from memstream.memory.model import NewTurn
-from memstream.errors import MemstreamError, NotFoundError
+from memstream.errors import MemstreamError
 from memstream.memory.store import MAX_ID_LENGTH, naive_utc
 from memstream.retrieval.errors import RetrievalError
 from memstream.retrieval.timeparse import TimeWindow
-from memstream.server.errors import APIError, error_responses
+from memstream.server.errors import APIError, error_responses, from_memstream
 from memstream.server.memory_schemas import (
     MAX_PAGE,
     AddedMemories,
@@ -68,12 +68,8 @@ async def blocking(fn, *args, **kwargs):
     """Run memory work on a thread; the client's mistakes become 400/404, a database failure a 503 naming it."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except NotFoundError as exc:
-        raise APIError(404, str(exc), code="not_found") from None
     except MemstreamError as exc:
-        if exc.user_fixable:
-            raise APIError(400, str(exc), code="invalid_value") from None
-        raise APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable") from None
+        raise from_memstream(exc) from None
 
 
 def memory_router() -> APIRouter:
@@ -86,7 +82,7 @@ def memory_router() -> APIRouter:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = tenant.internal(body.user)
-        turns = [NewTurn(t.role, t.text, t.speaker, naive_utc(t.time), t.metadata) for t in body.turns]
+        turns = [NewTurn(t.role, t.text, t.speaker, t.time, t.metadata) for t in body.turns]  # validated at the door
         try:
             stored = await blocking(service.agent.remember, internal, body.conversation, turns)
         except ValueError as exc:
