@@ -47,18 +47,16 @@ def main() -> None:
 def retrieval_section(args) -> dict:
     from memstream.benchmarks.questions import load_benchmark
     from memstream.benchmarks.runner import bench_settings
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory.core import open_memory
 
     settings = bench_settings(args.work)
-    store = MemoryStore(settings.database_url)
+    memory = open_memory(settings)
     try:
-        retriever = Retriever.from_settings(settings, store)
         data = load_benchmark("locomo", args.data)
-        rows = recall_rows(retriever, args.data, asked_dates(data.histories))
+        rows = recall_rows(memory.retriever, args.data, asked_dates(data.histories))
         return tune_retrieval(rows)
     finally:
-        store.close()
+        memory.close()
 
 
 def _pct(x) -> str:

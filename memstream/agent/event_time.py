@@ -114,8 +114,8 @@ def event_label(facts: Iterable[Fact], turn_id: int) -> str | None:
     return None
 
 
-def event_date_answer(store, retriever, user: str, turn: Turn) -> str | None:
+def event_date_answer(memory, user: str, turn: Turn) -> str | None:
     """A "when" answer from the turn's event-time fact, if it has one (the database is the truth)."""
-    known, indexed_through = retriever.facts_of_turns(user, {turn.id})
-    facts = (store.get_facts(user, ids=sorted(known)) if known else []) + store.get_facts(user, after_id=indexed_through)
+    known, indexed_through = memory.retriever.facts_of_turns(user, {turn.id})
+    facts = (memory.get_facts(user, ids=sorted(known)) if known else []) + memory.get_facts(user, after_id=indexed_through)
     return event_label(facts, turn.id)

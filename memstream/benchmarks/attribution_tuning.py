@@ -62,10 +62,10 @@ def collect_signals(
         for question in data.questions:
             # The agent's steps 2-3 (controller.stream), without composing or generating.
             plan = plan_turn(question.question, [], question.asked_at, None, False, settings.retrieval.time_expansion)
-            people = named_people(plan.query, agent.retriever.speakers(question.namespace))
+            people = named_people(plan.query, agent.memory.speakers(question.namespace))
             asked_about = people[0] if len(people) == 1 else None
             plan.query = strip_names(plan.query, people)
-            hits = agent._retrieve(question.namespace, plan, question.asked_at, options, exclude={None}) if plan.needs_memory else []
+            hits = agent._retrieve(question.namespace, plan, question.asked_at, options, flash=set(), exclude=set())[0] if plan.needs_memory else []
             row = {
                 "qid": question.qid,
                 "conversation": question.namespace,
@@ -88,7 +88,7 @@ def collect_signals(
             if sink is not None:
                 sink(row)
     finally:
-        agent.store.close()
+        agent.close()
     return rows
 
 

@@ -85,7 +85,7 @@ def _ingest(store, chats: Sequence[BeamChat]) -> None:
     for chat in chats:
         user = chat.questions[0].namespace if chat.questions else f"beam:{chat.chat_id}"
         if not store.has_user(user):
-            store.ingest_session_batch(user, chat.sessions)
+            store.ingest(user, chat.sessions, atomic=True)
 
 
 def evaluate_beam(
@@ -100,8 +100,7 @@ def evaluate_beam(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run BEAM; returns (results, per-question rows). A judge needs an answer backend."""
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory.core import open_memory
 
     say = progress or (lambda message: None)
     unknown = set(config.systems) - set(SYSTEMS)
@@ -111,20 +110,21 @@ def evaluate_beam(
         raise ValueError("a judged BEAM run needs an answer backend")
     chats = load_beam(config.data, config.limit)
     work_dir.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore(f"sqlite:///{work_dir / 'beam.db'}")
+    memory = open_memory(settings.model_copy(update={"db_url": f"sqlite:///{work_dir / 'beam.db'}"}), embedders=embedders)
     try:
         started = time.perf_counter()
-        _ingest(store, chats)
-        retriever = Retriever.from_settings(settings, store, embedders=embedders)
+        _ingest(memory, chats)
+        memory.flush()  # every vector in before the first question
+        retriever = memory.retriever
         say(f"indexed {sum(c.message_count for c in chats)} messages of {len(chats)} chats in {time.perf_counter() - started:.1f}s")
         agent = None
         if judge_backend is not None:
             from memstream.agent.controller import MemoryAgent
 
-            agent = MemoryAgent(store, retriever, answer_backend, settings, enrich=False)
+            agent = MemoryAgent(memory, answer_backend, settings, enrich=False)
         history_tokens = {}
         for chat in chats:
-            turns = store.list_turns(chat.questions[0].namespace) if chat.questions else []
+            turns = memory.list_turns(chat.questions[0].namespace) if chat.questions else []
             history_tokens[chat.chat_id] = sum(count_tokens(line) + 1 for line in evidence_lines(turns))
         rows: list[dict[str, Any]] = []
         for chat in chats:
@@ -135,7 +135,7 @@ def evaluate_beam(
         results = summarise(rows, config, chats, history_tokens, settings)
         return results, rows
     finally:
-        store.close()
+        memory.close()
 
 
 def _ask(retriever, agent, judge_backend, chat: BeamChat, question: BeamQuestion, system: str, top_k: int, count_tokens) -> dict[str, Any]:

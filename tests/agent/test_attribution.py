@@ -75,8 +75,8 @@ def seed_two_people(agent, user="researcher"):
         ("Caroline", "My new painting of a sunflower field is almost done."),
     ]
     turns = [NewTurn("user", text, speaker, T0 + timedelta(minutes=i)) for i, (speaker, text) in enumerate(said)]
-    agent.store.ingest_sessions(user, [NewSession("conv", turns, T0)])
-    agent.retriever.sync()
+    agent.memory.ingest(user, [NewSession("conv", turns, T0)])
+    assert agent.memory.flush(60)
 
 
 def ask(make_agent, question: str, **settings):

@@ -67,14 +67,14 @@ def test_enrichment_stores_the_event_time_and_search_finds_it_by_when_it_happene
         NewSession("c", [NewTurn("user", "My cat is called Mochi and I adopted her last May.", "user", SAID)], SAID),
         NewSession("c", [NewTurn("user", "I planted tomatoes in the garden.", "user", datetime(2026, 5, 20))], datetime(2026, 5, 20)),
     ]
-    results = agent.store.ingest_sessions("u", sessions)
+    results = agent.memory.ingest("u", sessions)
     for _session, turn_ids in results:
-        enrich_turns(agent.store, EnrichJob("u", "c", turn_ids))
-    agent.retriever.sync()
-    facts = [f for f in agent.store.get_facts("u") if f.metadata.get("kind") == "event_time"]
+        enrich_turns(agent.memory, EnrichJob("u", "c", turn_ids))
+    assert agent.memory.flush(60)
+    facts = [f for f in agent.memory.get_facts("u") if f.metadata.get("kind") == "event_time"]
     assert len(facts) == 1 and facts[0].metadata["event_start"] == "2026-05-01T00:00:00"
     window = TimeWindow(datetime(2026, 5, 1), datetime(2026, 6, 1), "in May 2026")
-    found = agent.retriever.search("u", "what happened with my cat", k=5, now=SAID + timedelta(days=1), time_window=window, mode="memstream", time_mode="filter")
+    found = agent.memory.search("u", "what happened with my cat", k=5, now=SAID + timedelta(days=1), time_window=window, mode="memstream", time_mode="filter")
     # Filtered to May: the turn said in December is found because it is about May.
     assert {h.turn.text for h in found.hits} == {"My cat is called Mochi and I adopted her last May.", "I planted tomatoes in the garden."}
 
@@ -85,6 +85,7 @@ def test_mochi_exchange(make_agent):
     agent = make_agent(backend, enrich=True)
     agent.chat("My cat is called Mochi and I adopted her last May.", user="me", conversation="first", at=SAID)
     agent.enricher.drain()
+    assert agent.memory.flush(60)
     reply = agent.chat("What is the name of my cat, and when did I adopt her?", user="me", conversation="second", at=SAID + timedelta(days=2))
     first = reply.memories[0].turn
     assert (first.role, first.text) == ("user", "My cat is called Mochi and I adopted her last May.")
@@ -92,5 +93,5 @@ def test_mochi_exchange(make_agent):
     prompt = reply.messages[0]["content"]
     assert "assistant (earlier reply): Mochi is a Japanese cat" in prompt  # ...but marked as such
     assert "May 2026" in prompt  # the stored event time reaches the model
-    [fact] = [f for f in agent.store.get_facts("me") if f.metadata.get("kind") == "event_time" and f.source_turn_ids == [first.id]]
+    [fact] = [f for f in agent.memory.get_facts("me") if f.metadata.get("kind") == "event_time" and f.source_turn_ids == [first.id]]
     assert fact.metadata["event_start"] == "2026-05-01T00:00:00" and fact.metadata["event_label"] == "May 2026"

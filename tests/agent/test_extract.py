@@ -44,11 +44,11 @@ def test_the_agent_answers_from_the_evidence_and_the_model_only_when_extraction_
     t0 = datetime(2023, 5, 8, 14)
     backend = ScriptedBackend(["the model's words"])
     agent = make_agent(backend, agent={"attribution_check": False})
-    agent.store.ingest_sessions("u", [NewSession("c", [
+    agent.memory.ingest("u", [NewSession("c", [
         NewTurn("user", "I've been researching adoption agencies for my family.", "Caroline", t0),
         NewTurn("user", "Wow, that's huge. I painted a lake sunrise last week.", "Melanie", t0 + timedelta(minutes=1)),
     ], t0)])
-    agent.retriever.sync()
+    assert agent.memory.flush(60)
     options = TurnOptions(remember=False, short_answer=True)
     reply = agent.chat("What did Caroline research?", user="u", at=t0 + timedelta(days=1), options=options)
     assert reply.text == "adoption agencies for my family" and backend.calls == []

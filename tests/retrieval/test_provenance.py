@@ -45,23 +45,20 @@ def test_several_replies_and_no_assistant_at_all():
     assert prefer_own_statements(plain) == plain
 
 
-def test_real_search_puts_the_users_statement_first(tmp_path, monkeypatch):
+def test_real_search_puts_the_users_statement_first(make_memory, monkeypatch):
     """The chat-app report: without provenance the model's own restatement ranked first (fused 0.0830 vs 0.0829)."""
     from datetime import datetime, timedelta
 
-    from memstream.config import load_settings
     from memstream.memory.model import NewTurn
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
 
     said = datetime(2026, 12, 1, 15)
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'p.db'}", home=str(tmp_path))
-    store = MemoryStore(settings.database_url)
-    store.add_turns("me", "first", [
+    memory = make_memory()
+    memory.add("me", "first", [
         NewTurn("user", "My cat is called Mochi and I adopted her last May.", "user", said),
         NewTurn("assistant", "Mochi is a Japanese cat named Mochi.", "assistant", said + timedelta(seconds=1)),
     ])
-    retriever = Retriever.from_settings(settings, store)
+    assert memory.flush(60)
+    retriever = memory.retriever
     question = "What is the name of my cat, and when did I adopt her?"
     import memstream.retrieval.retriever as retriever_module
 
@@ -72,4 +69,3 @@ def test_real_search_puts_the_users_statement_first(tmp_path, monkeypatch):
     ranked = retriever.search("me", question, k=5, now=said + timedelta(days=2), mode="memstream")
     assert [h.turn.role for h in ranked.hits] == ["user", "assistant"]  # the reply stays searchable, below its source
     assert [h.rank for h in ranked.hits] == [1, 2]
-    store.close()
