@@ -114,18 +114,37 @@ def test_rubric_helpers():
     assert (score, verdicts) == (0.5, [True, False])
 
 
+def first_batch_chat(tmp_path: Path) -> Path:
+    """Chat 14 cut to its first batch (56 messages) and the questions whose evidence lies in it, plus abstention."""
+    folder = tmp_path / "14"
+    (folder / "probing_questions").mkdir(parents=True)
+    batches = json.loads((BEAM_100K / "14" / "chat.json").read_text(encoding="utf-8"))[:1]
+    ids = {m["id"] for exchange in batches[0]["turns"] for m in exchange}
+    probing = json.loads((BEAM_100K / "14" / "probing_questions" / "probing_questions.json").read_text(encoding="utf-8"))
+
+    def inside(q):
+        source = q.get("source_chat_ids")
+        flat = [i for v in (source.values() if isinstance(source, dict) else [source]) for i in v] if source is not None else []
+        return all(isinstance(i, int) and i in ids for i in flat)
+
+    kept = {ability: [q for q in items if inside(q)] for ability, items in probing.items()}
+    (folder / "chat.json").write_text(json.dumps(batches), encoding="utf-8")
+    (folder / "probing_questions" / "probing_questions.json").write_text(json.dumps({a: q for a, q in kept.items() if q}), encoding="utf-8")
+    return folder
+
+
 @pytest.mark.slow
 def test_retrieval_run_on_one_chat(tmp_path, embedders):
     from memstream.config import load_settings
 
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'x.db'}")
-    config = BeamRunConfig(data=str(BEAM_100K / "14"), systems=("hybrid", "bm25"))
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'x.db'}", home=str(tmp_path))
+    config = BeamRunConfig(data=str(first_batch_chat(tmp_path)), systems=("hybrid", "bm25"))
     results, rows = evaluate_beam(config, settings, tmp_path / "work", count_tokens=lambda text: len(text.split()), embedders=embedders)
     assert results["mode"] == "retrieval-only" and results["chats"] == ["14"]
-    assert len(rows) == 40
     hybrid = results["systems"]["hybrid"]
-    assert hybrid["n_with_evidence"] == 18 and 0.0 < hybrid["recall_any@10"] <= 1.0
-    assert hybrid["recall_any@5"] <= hybrid["recall_any@10"]
-    assert "abstention" in hybrid["per_ability"] and hybrid["per_ability"]["abstention"]["recall_any@10"] is None
+    assert hybrid["n"] == 6 and hybrid["n_with_evidence"] == 4 and len(rows) == 12
+    assert 0.0 < hybrid["recall_any@10"] <= 1.0 and hybrid["recall_any@5"] <= hybrid["recall_any@10"]
+    assert hybrid["per_ability"]["abstention"]["recall_any@10"] is None  # no evidence ids: not scored
+    assert hybrid["evidence_tokens"] > 0 and results["history_tokens"]["14"] > hybrid["evidence_tokens"]
     report = render_report(results)
     assert "No judge was given" in report and "| information_extraction |" in report
