@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from memstream.benchmarks.attribution_tuning import collect_signals, tune, write_rows
+from memstream.benchmarks.attribution_tuning import collect_signals, read_rows, tune, write_rows
 from memstream.benchmarks.retrieval_tuning import asked_dates, recall_rows, tune_retrieval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +29,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "loco")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attribution_loco")
+    parser.add_argument("--signals", type=Path, default=None, help="Reuse signals collected earlier (JSONL) instead of collecting them.")
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = collect_signals(args.data, args.work, progress=print)
-    write_rows(rows, args.work / "signals.jsonl")
+    if args.signals is not None:
+        rows = read_rows(args.signals)
+    else:
+        rows = collect_signals(args.data, args.work, progress=print)
+        write_rows(rows, args.work / "signals.jsonl")
     attribution = tune(rows)
     print(json.dumps(attribution["loco"]["held_out"]), json.dumps(attribution["loco"]["chosen_all"]))
     retrieval = retrieval_section(args)
