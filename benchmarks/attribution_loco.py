@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from memstream.benchmarks.answer_tuning import extraction_alone
 from memstream.benchmarks.attribution_tuning import collect_signals, read_rows, tune, write_rows
 from memstream.benchmarks.retrieval_tuning import asked_dates, recall_rows, tune_retrieval
 
@@ -41,6 +42,7 @@ def main() -> None:
     print(json.dumps(attribution["loco"]["held_out"]), json.dumps(attribution["loco"]["chosen_all"]))
     retrieval = retrieval_section(args)
     results = {"data": args.data.name, "questions": len(rows), "attribution": attribution, "retrieval": retrieval,
+               "extraction_alone": extraction_alone(rows),
                "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -109,6 +111,21 @@ def render(results: dict) -> str:
     lines += ["", "| held-out conversation | chosen without it | recall_any@10 |", "|---|---|---|"]
     for name, block in r["per_fold"].items():
         lines.append(f"| {name} | `{r['chosen_per_fold'][name]}` | {block['recall_any@10']:.3f} |")
+    lines += [
+        "",
+        "## The extractive step alone (no model)",
+        "",
+        "Answerable questions of each kind, how often a span is found in the top records, and that span's LoCoMo F1. "
+        "For comparison only in aggregate: the 135M model's F1 on the full dev run was single-hop 0.118, multi-hop 0.062, "
+        "open-domain 0.085 (reports/locomo_dev); the paired comparison is in reports/locomo_loco.md.",
+        "",
+        "| kind | questions | span found | F1 where found | per category (n, F1) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, block in results["extraction_alone"].items():
+        per = "; ".join(f"{c} {v['n']}, {v['f1']:.3f}" for c, v in block["per_category"].items())
+        f1 = "-" if block["f1_where_fired"] is None else f"{block['f1_where_fired']:.3f}"
+        lines.append(f"| {kind} | {block['questions']} | {block['fired']} | {f1} | {per} |")
     return "\n".join(lines) + "\n"
 
 

@@ -94,3 +94,25 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
         "all extraction kinds, attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
     }
     return {"loco": result.to_dict(lambda p: p.describe()), "fixed": baselines}
+
+
+def extraction_alone(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Model-free view of the extractive step over retrieval-only rows: per question kind, how often it finds a
+    span and that span's F1 against the gold answer (answerable questions only; no model answer to compare)."""
+    from memstream.agent.extract import question_kind
+
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        asked = [r for r in rows if r["code"] in ANSWERABLE and question_kind(r["question"]) == kind]
+        fired = []
+        for r in asked:
+            found = extract_answer(r["question"], r["texts"], r["people"], (kind,)) if r["texts"] else None
+            if found is not None:
+                fired.append((r, locomo_f1(r["code"], clean_prediction(found.text), r["gold"])))
+        per = {}
+        for code, name in LOCOMO_CATEGORIES.items():
+            subset = [f for r, f in fired if r["code"] == code]
+            if subset:
+                per[name] = {"n": len(subset), "f1": round(sum(subset) / len(subset), 4)}
+        out[kind] = {"questions": len(asked), "fired": len(fired), "f1_where_fired": round(sum(f for _, f in fired) / len(fired), 4) if fired else None, "per_category": per}
+    return out
