@@ -95,6 +95,7 @@ def ingest(
     user: str = UserOption,
     fmt: str = typer.Option("auto", "--format", "-f", help="auto|locomo|longmemeval|jsonl"),
     embed: bool = typer.Option(False, "--embed", help="Also embed and index now (otherwise done on first search)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip sessions of the file already stored (an interrupted run)."),
     db: Optional[str] = DbOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -110,7 +111,7 @@ def ingest(
         sessions = load_file(path, fmt)  # parse everything first: a bad file writes nothing
         settings = settings_from(db)
         with open_store(settings, embed=embed) as memory, _progress(sum(len(s.turns) for s in sessions), as_json) as advance:
-            results = memory.ingest(user, sessions, progress=advance)
+            results = memory.ingest(user, sessions, resume=resume, progress=advance)
         counts = {
             "user": user,
             "conversations": len({s.conversation_id for s in sessions}),
