@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "loco")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attribution_loco")
+    parser.add_argument("--no-retrieval", action="store_true", help="Skip the retrieval-settings part.")
     parser.add_argument("--signals", type=Path, default=None, help="Reuse signals collected earlier (JSONL) instead of collecting them.")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -40,9 +41,9 @@ def main() -> None:
         write_rows(rows, args.work / "signals.jsonl")
     attribution = tune(rows)
     print(json.dumps(attribution["loco"]["held_out"]), json.dumps(attribution["loco"]["chosen_all"]))
-    retrieval = retrieval_section(args)
+    retrieval = None if args.no_retrieval else retrieval_section(args)
     results = {"data": args.data.name, "questions": len(rows), "attribution": attribution, "retrieval": retrieval,
-               "extraction_alone": extraction_alone(rows),
+               "extraction_alone": extraction_alone(rows), "agent_path_recall_any@10": recall_of(rows),
                "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -67,6 +68,41 @@ def retrieval_section(args) -> dict:
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def agent_path_recall(results: dict) -> list[str]:
+    rec = results["agent_path_recall_any@10"]
+    return ["", f"Evidence recall_any@10 on the agent's own path (names dropped from the query, top 10; no value tuned): "
+            f"{rec['all']:.3f} over {rec['n']} questions; per conversation: " + ", ".join(f"{c} {v:.3f}" for c, v in rec["per_conversation"].items()) + "."]
+
+
+def retrieval_lines(retrieval: dict) -> list[str]:
+    r = retrieval["loco"]
+    lines = [
+        "",
+        "## Retrieval settings (recall_any@10, 760 non-adversarial questions with evidence)",
+        "",
+        f"In-sample (fitted on all five, `{r['chosen_all']}`): {r['in_sample']['recall_any@10']:.3f}; "
+        f"held-out conversation: **{r['held_out']['recall_any@10']:.3f}**.",
+        "",
+        "| candidate | recall_any@10 (all five) |",
+        "|---|---|",
+    ]
+    for name, value in retrieval["each_candidate_in_sample"].items():
+        lines.append(f"| `{name}` | {value:.3f} |")
+    lines += ["", "| held-out conversation | chosen without it | recall_any@10 |", "|---|---|---|"]
+    for name, block in r["per_fold"].items():
+        lines.append(f"| {name} | `{r['chosen_per_fold'][name]}` | {block['recall_any@10']:.3f} |")
+    return lines
+
+
+def recall_of(rows: list[dict]) -> dict:
+    scored = [r for r in rows if r["code"] != 5 and r["evidence"]]
+    hit = {r["qid"]: float(bool(set(r["retrieved"][:10]) & set(r["evidence"]))) for r in scored}
+    per: dict[str, list[float]] = {}
+    for r in scored:
+        per.setdefault(r["conversation"], []).append(hit[r["qid"]])
+    return {"n": len(scored), "all": round(sum(hit.values()) / len(hit), 4), "per_conversation": {c: round(sum(v) / len(v), 4) for c, v in per.items()}}
 
 
 def render(results: dict) -> str:
@@ -95,22 +131,9 @@ def render(results: dict) -> str:
     lines += ["", f"Chosen on all five (the shipped default): `{loco['chosen_all']}`.", "", "| held-out conversation | chosen without it | false NM | caught |", "|---|---|---|---|"]
     for name, block in loco["per_fold"].items():
         lines.append(f"| {name} | `{loco['chosen_per_fold'][name]}` | {block['false_not_mentioned']}/{block['answerable']} | {block['adversarial_caught']}/{block['adversarial']} |")
-    r = results["retrieval"]["loco"]
-    lines += [
-        "",
-        "## Retrieval settings (recall_any@10, 760 non-adversarial questions with evidence)",
-        "",
-        f"In-sample (fitted on all five, `{r['chosen_all']}`): {r['in_sample']['recall_any@10']:.3f}; "
-        f"held-out conversation: **{r['held_out']['recall_any@10']:.3f}**.",
-        "",
-        "| candidate | recall_any@10 (all five) |",
-        "|---|---|",
-    ]
-    for name, value in results["retrieval"]["each_candidate_in_sample"].items():
-        lines.append(f"| `{name}` | {value:.3f} |")
-    lines += ["", "| held-out conversation | chosen without it | recall_any@10 |", "|---|---|---|"]
-    for name, block in r["per_fold"].items():
-        lines.append(f"| {name} | `{r['chosen_per_fold'][name]}` | {block['recall_any@10']:.3f} |")
+    lines += agent_path_recall(results)
+    if results["retrieval"] is not None:
+        lines += retrieval_lines(results["retrieval"])
     lines += [
         "",
         "## The extractive step alone (no model)",

@@ -124,11 +124,11 @@ class AgentSettings(BaseModel):
     attribution_check: bool = True
     """When a question names one person and every signal of the evidence says it is someone else's, reply that
     nothing says that person did it (memstream/agent/attribution.py). False: never."""
-    attribution_own_rank: int = Field(3, ge=1)
+    attribution_own_rank: int = Field(1, ge=1)
     """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
     attribution_own_ratio: float = Field(0.8, ge=0.0)
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
-    attribution_mention_counts: bool = True
+    attribution_mention_counts: bool = False
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
     extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
