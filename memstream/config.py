@@ -130,9 +130,11 @@ class AgentSettings(BaseModel):
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
     attribution_mention_counts: bool = False
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
+    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
-    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out (reports/locomo_loco.md)."""
+    fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
+    view in reports/attribution_loco.md ("what" spans score no better than the model there); the paired
+    leave-one-conversation-out choice is benchmarks/answer_loco.py, not yet run."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True
