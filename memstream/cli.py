@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from memstream.config import ConfigError, Settings, load_settings
+from memstream.config import ConfigError, ConfigWarning, Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="memstream: long-term memory for chat agents.")
 memory_app = typer.Typer(no_args_is_help=True, help="Inspect and manage stored memories.")
@@ -546,7 +547,17 @@ def serve(
         run_server(settings, host, port)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, ConfigWarning):
+        return f"Warning: {message}\n"  # for the user, not a developer: no file and line
+    return _PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMAT_WARNING = warnings.formatwarning
+
+
 def main() -> None:
+    warnings.formatwarning = _format_warning
     app()
 
 
