@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memstream.memory.model import Turn
 from memstream.memory.store import MAX_ID_LENGTH
-from memstream.retrieval.retriever import MAX_QUERY_CHARS, Hit
+from memstream.retrieval.results import Hit
+from memstream.retrieval.retriever import MAX_QUERY_CHARS
 
 MAX_TURNS_PER_ADD = 1000
 MAX_PAGE = 500
