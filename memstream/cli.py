@@ -556,6 +556,34 @@ def serve(
         run_server(settings, host, port)
 
 
+@app.command()
+def mcp(
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Whose memory the tools serve (default: mcp.user, 'me')."),
+    transport: str = typer.Option("stdio", "--transport", "-t", help="stdio (desktop clients) | http (streamable HTTP)."),
+    host: Optional[str] = typer.Option(None, "--host", help="HTTP: interface to bind (default 127.0.0.1; others need --api-key)."),
+    port: Optional[int] = typer.Option(None, "--port", help="HTTP: port (default 8766)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="HTTP: require 'Authorization: Bearer KEY' (or set server.api_keys)."),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Serve memory to MCP clients: tools remember, search_memory, list_memories, forget_memory, forget_user.
+
+    Example: memstream mcp --user alice
+    """
+    with user_errors():
+        try:
+            from memstream.mcp import run_http, run_stdio
+        except ImportError as exc:
+            raise CliError(f"memstream mcp needs the mcp extra: pip install 'memstream[mcp]' ({exc})") from None
+        overrides = {"server.api_keys": {api_key: "default"}} if api_key else {}
+        settings = settings_from(db, **overrides)
+        if transport == "stdio":
+            run_stdio(settings, user)
+        elif transport == "http":
+            run_http(settings, user, host, port)
+        else:
+            raise CliError(f"--transport must be stdio or http, got {transport!r}")
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     if issubclass(category, ConfigWarning):
         return f"Warning: {message}\n"  # for the user, not a developer: no file and line

@@ -260,6 +260,15 @@ def warn_unknown(what: str, closest: str | None) -> None:
     warnings.warn(f"{what} is not a memstream setting and is ignored{hint}", ConfigWarning, stacklevel=4)
 
 
+class McpSettings(BaseModel):
+    user: str = "me"
+    """Whose memory `memstream mcp` serves (over HTTP: this user inside each API key's tenant). Tools never take a user."""
+    host: str = "127.0.0.1"
+    port: int = Field(8766, ge=0, le=65535)
+    path: str = "/mcp"
+    """The streamable HTTP endpoint's path."""
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None):
         super().__init__(settings_cls)
@@ -310,6 +319,7 @@ class Settings(BaseSettings):
     attention: AttentionSettings = Field(default_factory=AttentionSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @field_validator("db_url")
     @classmethod
