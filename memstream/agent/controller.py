@@ -238,7 +238,11 @@ class MemoryAgent:
                 people = named_people(plan.query, self.memory.speakers(user))
                 asked_about = people[0] if len(people) == 1 else None
                 plan.query = strip_names(plan.query, people)
-            hits = self._retrieve(user, plan, now, options, exclude={t.id for t in flash} | {reply.user_turn_id})
+            hits, recent = self._retrieve(user, plan, now, options, flash={t.id for t in flash}, exclude={reply.user_turn_id})
+            if not hits and recent:
+                # Only this conversation's recent turns match: they are the evidence (and nothing is "not remembered").
+                hits = recent
+                reply.notes.append("evidence from this conversation's recent turns")
         reply.memories = hits
         reply.timings["retrieve"] = time.perf_counter() - mark
         if options.on_retrieved is not None:
@@ -254,7 +258,7 @@ class MemoryAgent:
             reply.notes.append(message.note)
         system = (options.system or prompts.SYSTEM).format(today=day(now))
         abstain_text = None
-        if plan.needs_memory and not hits and not flash and refers_to_personal_past(text):
+        if plan.needs_memory and not hits and refers_to_personal_past(text):
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
             abstain_text = prompts.ABSTAIN_REPLY
         elif asked_about and agent_settings.attribution_margin is not None:
@@ -388,19 +392,21 @@ class MemoryAgent:
             return self.memory.new_session(user, conversation, started_at=now)
         return last.session_id
 
-    def _retrieve(self, user: str, plan: Plan, now: datetime, options: TurnOptions, exclude: set) -> list:
+    def _retrieve(self, user: str, plan: Plan, now: datetime, options: TurnOptions, flash: set, exclude: set) -> tuple[list, list]:
+        """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
+        evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
         mode = options.retrieval_mode
-        result = self.memory.search(user, plan.query, k=k + len(exclude), now=now, time_window=plan.time_window, mode=mode)
+        result = self.memory.search(user, plan.query, k=k + len(flash) + len(exclude), now=now, time_window=plan.time_window, mode=mode)
         floor = self.settings.agent.min_score
-        hits = []
+        hits, recent = [], []
         for hit in result.hits:
             if hit.turn.id in exclude:
                 continue
             relevant = (hit.dense_score is not None and hit.dense_score >= floor) or (hit.lexical_score or 0) > 0 or floor <= 0
             if relevant:
-                hits.append(hit)
-        return hits[:k]
+                (recent if hit.turn.id in flash else hits).append(hit)
+        return hits[:k], [h for h in recent if h.turn.role != "assistant"][:k]
 
     def _fail(self, reply: Reply, exc: BackendError) -> None:
         reply.error = f"backend failed: {exc}"

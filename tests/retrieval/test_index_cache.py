@@ -9,8 +9,9 @@ import faiss
 import numpy as np
 import pytest
 
+from memstream.memory.index_files import cache_dir_for
+from memstream.memory.model import NewTurn
 from memstream.retrieval.errors import EmbeddingModelMismatch
-from memstream.retrieval.retriever import cache_dir_for
 from memstream.retrieval.vector_index import IndexFileError, VectorIndex
 from tests.retrieval.conftest import session
 
@@ -79,7 +80,7 @@ def test_new_turns_are_caught_up_after_restart(planted, settings, make_retriever
     fresh = make_retriever(settings, planted)
     assert "turquoise canoe" in fresh.search("ann", "turquoise canoe", k=1).hits[0].turn.text
     # Live path: a turn appended to an existing session is searchable right after add_turns_to_index.
-    added = planted.add_turns("ann", "c1", [__import__("memstream.memory.model", fromlist=["NewTurn"]).NewTurn("user", "The canoe leaks a little.", "Ann")])
+    added = planted.add_turns("ann", "c1", [NewTurn("user", "The canoe leaks a little.", "Ann")])
     assert fresh.add_turns_to_index(added) == 1
     assert "leaks" in fresh.search("ann", "does the canoe leak", k=1, mode="bm25").hits[0].turn.text
 
@@ -87,10 +88,8 @@ def test_new_turns_are_caught_up_after_restart(planted, settings, make_retriever
 def test_other_embedding_model_is_detected(planted, settings, make_retriever):
     make_retriever(settings, planted)  # embeds with the default model
     other = settings.model_copy(update={"embedder": settings.embedder.model_copy(update={"model": "some-other-model"})})
-    from memstream.retrieval.retriever import Retriever
-
     with pytest.raises(EmbeddingModelMismatch, match="memstream memory reembed"):
-        Retriever.from_settings(other, planted, load_embedder=False)
+        make_retriever(other, planted, load_embedder=False)
 
 
 def test_vector_index_switches_to_ann_and_keeps_recall(tmp_path):
@@ -146,3 +145,20 @@ def test_faiss_threads_setting_applies_and_search_is_unchanged(planted, settings
         assert ranking == default_ranking
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_ids_reused_after_deletes_in_separate_catch_ups_are_indexed(settings, bare_store, make_retriever):
+    """SQLite gives a new turn the highest stored id + 1: once the top turns are deleted, one catch-up each (as
+    Memory.delete_turn does), the next turns reuse their ids and must still be indexed."""
+    retriever = make_retriever(settings, bare_store, cache_dir=None)
+    first = bare_store.add_turns("ann", "c1", [NewTurn("user", "The red bicycle is in the garage."), NewTurn("user", "I bake bread on Sundays.")])
+    retriever.sync(save=False)
+    for turn in first:
+        bare_store.delete_turn("ann", turn.id)
+        retriever.sync(save=False)
+    again = bare_store.add_turns("ann", "c1", [NewTurn("user", "My sister lives in Lisbon."), NewTurn("user", "The cat sleeps on the sofa.")])
+    assert [t.id for t in again] == [t.id for t in first]  # the premise: the ids were handed out again
+    retriever.sync(save=False)
+    assert retriever.indexed_turns("ann") == 2
+    for query, text in (("Where does my sister live?", "My sister lives in Lisbon."), ("Where does the cat sleep?", "The cat sleeps on the sofa.")):
+        assert retriever.search("ann", query, k=1, mode="dense").hits[0].turn.text == text
