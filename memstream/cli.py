@@ -406,9 +406,11 @@ def _bench_locomo_retrieval(data: Path, out: Path, limit, categories, systems, a
 
 
 def build_agent(settings: Settings):
+    """The model loads in a background thread while the memory opens (the first answer waits for it)."""
     from memstream.agent.controller import MemoryAgent
+    from memstream.backends.models import make_backend
 
-    return MemoryAgent.from_settings(settings)
+    return MemoryAgent.from_settings(settings, backend=make_backend(settings.backend, settings.attention, background=True))
 
 
 def backend_overrides(backend: str | None, model: str | None, base_url: str | None = None, attention: str | None = None) -> dict:
@@ -553,7 +555,10 @@ def serve(
             overrides["server.api_keys"] = {api_key: "default"}
         settings = settings_from(db, **overrides)
         check_bind(settings, host or settings.server.host)  # fail before loading the model
-        run_server(settings, host, port)
+        from memstream.backends.models import make_backend
+
+        # The model loads while the memory opens and uvicorn starts; requests wait for it, /health answers at once.
+        run_server(settings, host, port, backend=make_backend(settings.backend, settings.attention, background=True))
 
 
 @app.command()
