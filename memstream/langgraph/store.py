@@ -4,7 +4,7 @@ Mapping (the namespace decides both; nothing else can):
 - memstream user: one label of the namespace (`user_label`, default the first), or a fixed `user`;
 - memstream conversation: the whole namespace, as `langgraph:` + its labels joined by `/`
   (each label %-escaped), so one namespace is one conversation and prefixes stay prefixes;
-- an item is one turn: its text is what gets searched (the `index` fields' text, or every string
+- an item is one turn, alone in its own session: its text is what gets searched (the `index` fields' text, or every string
   in the value), its metadata holds the namespace, key, value and creation time.
 
 `put` on an existing key replaces the item (the old turn is deleted from every index, the
@@ -225,8 +225,12 @@ class MemstreamStore(BaseStore):
         indexed = fields is not False
         text = item_text(value, self.index_fields if fields is None else fields) if indexed else ""
         meta = {"namespace": list(namespace), "key": op.key, "value": value, "created_at": created, "indexed": bool(indexed and text)}
+        # Each item is its own session: items are independent, so memstream's round keys (a turn with its
+        # neighbours in the session) must not join one item's text to the next's.
+        conversation = conversation_for(namespace)
+        session = self.memory.new_session(user, conversation, started_at=now)
         # A turn needs text; an item with nothing to search is stored under its key and never returned by a query.
-        self.memory.add(user, conversation_for(namespace), [NewTurn("user", text or op.key, event_time=now, metadata={META: meta})])
+        self.memory.add(user, conversation, [NewTurn("user", text or op.key, event_time=now, metadata={META: meta})], session_id=session)
         if existing is not None:
             self._delete_key(user, namespace, op.key, keep_newest=True)
 

@@ -221,3 +221,20 @@ def test_a_langgraph_agent_stores_and_recalls_a_fact_through_the_store(store, me
     assert [t.text for t in memory.list_turns("dana")] == ["my bike is a red Bianchi"]
     other = graph.invoke({"messages": [HumanMessage("Which bike do I ride?")]}, context={"user": "erin"})
     assert other["messages"][-1].content == "I don't know yet."
+
+
+@pytest.mark.slow
+def test_the_real_stack_finds_items_by_meaning(settings):
+    """Real MiniLM embedder and SQLite: a query sharing no word with the item still finds it."""
+    from memstream.memory import open_memory
+
+    with open_memory(settings) as memory:
+        store = MemstreamStore(memory)
+        store.put(("alice", "memories"), "pet", {"text": "Adopted a grey cat called Miso last spring"})
+        store.put(("alice", "memories"), "car", {"text": "Drives a blue hatchback to work"})
+        store.put(("alice", "memories"), "food", {"text": "Favourite dish is pad thai"})
+        hits = store.search(("alice", "memories"), query="what animal lives with her?", limit=1)
+        assert [h.key for h in hits] == ["pet"]
+        store.put(("alice", "memories"), "pet", {"text": "Her kitten Miso turned two"})
+        assert memory.flush(120)  # the search waits SEARCH_WAIT_S for vectors; a loaded CI machine may need longer
+        assert [h.value["text"] for h in store.search(("alice",), query="what animal lives with her?", limit=1)] == ["Her kitten Miso turned two"]
