@@ -307,8 +307,29 @@ def make_backend(settings: BackendSettings, attention: AttentionSettings | None 
     if background:
         from memstream.backends.background import BackgroundBackend
 
+        _import_loaders()
         return BackgroundBackend(spec.name, lambda: _local_backend(settings, attention.policy, params, spec))
     return _local_backend(settings, attention.policy, params, spec)
+
+
+def _import_loaders() -> None:
+    """Import what loading uses in the calling thread, before the loader thread starts.
+
+    transformers resolves its names lazily and that is not thread-safe: a loader thread importing
+    `AutoConfig` while the caller's thread imports sentence-transformers (the embedder) can fail
+    with "cannot import name". Imported once here, both threads find the modules complete."""
+    import importlib
+
+    import safetensors.torch  # noqa: F401
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
+
+    import memstream.backends.local  # noqa: F401
+
+    for module in ("transformers.models.llama.configuration_llama", "transformers.models.llama.modeling_llama",
+                   "transformers.modeling_gguf_pytorch_utils", "transformers.integrations.ggml"):
+        importlib.import_module(module)
+    _ = transformers.__version__
 
 
 def _local_backend(settings: BackendSettings, policy: str, params, spec: ModelSpec) -> ChatBackend:

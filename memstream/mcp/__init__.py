@@ -27,9 +27,10 @@ def stdio_server(settings: Settings, user: str, memory: MemoryOpener):
 
 def run_stdio(settings: Settings, user: str | None = None) -> None:
     """Serve `user` (default mcp.user) over stdin/stdout until the client closes it."""
+    user = check_id("user id", user if user is not None else settings.mcp.user)  # before anything opens
     memory = opener(settings)
     try:
-        stdio_server(settings, user or settings.mcp.user, memory).run("stdio")
+        stdio_server(settings, user, memory).run("stdio")
     finally:
         memory.close()
 
@@ -43,7 +44,7 @@ def run_http(settings: Settings, user: str | None = None, host: str | None = Non
 
     host = host or settings.mcp.host
     port = settings.mcp.port if port is None else port
-    user = check_id("user id", user or settings.mcp.user)
+    user = check_id("user id", user if user is not None else settings.mcp.user)
     check_bind(settings, host)  # before the memory opens: an unauthenticated public bind is refused at once
     memory = opener(settings)
     try:

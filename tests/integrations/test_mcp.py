@@ -189,3 +189,18 @@ def test_http_without_keys_binds_only_to_loopback(settings, memory):
 
     with pytest.raises(ConfigError, match="without an API key"):
         http_app(build_server(Shared(memory), http_user_for("me")), settings, "0.0.0.0")
+
+
+def test_the_command_rejects_bad_transports_and_public_binds_before_opening_memory(tmp_path):
+    from typer.testing import CliRunner
+
+    from memstream.cli import app
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    bogus = CliRunner().invoke(app, ["mcp", "--transport", "carrier-pigeon", "--db", db])
+    assert bogus.exit_code == 2 and "--transport must be stdio or http" in bogus.output
+    public = CliRunner().invoke(app, ["mcp", "--transport", "http", "--host", "0.0.0.0", "--db", db])
+    assert public.exit_code == 2 and "without an API key" in public.output
+    empty_user = CliRunner().invoke(app, ["mcp", "--user", "", "--db", db])
+    assert empty_user.exit_code == 2 and "user id" in empty_user.output
+    assert not (tmp_path / "cli.db").exists()  # nothing was opened
