@@ -195,7 +195,7 @@ class MemstreamApp(App[None]):
         self.status.attention = self.settings.attention.policy
         self.status.state = "loading model…"
         await self.chat.mount(Static("Loading the memory store, the embedder and the chat model… type away: "
-                                     "your first message is answered as soon as they are ready.", id="loading-text"),
+                                     "your first message is answered once they have loaded.", id="loading-text"),
                               LoadingIndicator(id="loading"))
         self.composer.focus()  # usable at once; a message sent while loading waits for the agent (see _queued)
         self.load_agent()
