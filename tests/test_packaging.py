@@ -4,7 +4,12 @@ extras, and scripts/setup.sh (which CI runs before pytest) installs those extras
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from tests.conftest import REPO_ROOT
 
