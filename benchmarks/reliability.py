@@ -7,7 +7,8 @@ Writes reports/reliability.json and reports/reliability.md.
     python benchmarks/reliability.py --soak-turns 2000     # a shorter soak
 
 The HTTP-server load section (`--only http`, `--http-clients N`) drives one `memstream serve` with
-benchmarks/service_load.py's client loop.
+benchmarks/service_load.py's client loop. Every section opens memory as the front ends do, with
+`open_memory` (rows only, `index=False`, where no index is involved).
 """
 
 from __future__ import annotations
@@ -46,15 +47,14 @@ def fuzz(examples: int, embedders) -> list[dict]:
     from memstream.agent.controller import MemoryAgent
     from memstream.backends.scripted import ScriptedBackend
     from memstream.config import load_settings
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval import retriever as retriever_module
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory import core, open_memory
     from tests.reliability import fuzz_targets as ft
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="memstream-fuzz-"))
     os.environ["MEMSTREAM_HOME"] = str(tmp / "home")
-    targets = [(f"importer:{fmt}", lambda fmt=fmt: ft.importer_target(fmt, store_factory=lambda: MemoryStore("sqlite://")), examples) for fmt in ("locomo", "longmemeval", "jsonl")]
+    scratch = open_memory(load_settings(db_url="sqlite://"), index=False)  # what an importer parses must store there
+    targets = [(f"importer:{fmt}", lambda fmt=fmt: ft.importer_target(fmt, scratch), examples) for fmt in ("locomo", "longmemeval", "jsonl")]
     targets += [
         ("extract_time_window", ft.time_window_target, examples),
         ("parse_datetime", ft.parse_datetime_target, examples // 4),  # dateparser is slow per call
@@ -63,7 +63,7 @@ def fuzz(examples: int, embedders) -> list[dict]:
     db_url = f"sqlite:///{tmp / 'cli.db'}"
     sample = tmp / "log.jsonl"
     sample.write_text('{"role": "user", "content": "I walked my dog Rex in May", "time": "2023-05-01"}\n')
-    retriever_module.EmbedderCache = lambda: embedders  # the CLI builds its own cache per command: share the loaded model
+    core.EmbedderCache = lambda: embedders  # the CLI opens its memory with a new cache per command: share the loaded model
     from typer.testing import CliRunner
 
     from memstream.cli import app
@@ -71,8 +71,7 @@ def fuzz(examples: int, embedders) -> list[dict]:
     CliRunner().invoke(app, ["ingest", str(sample), "--user", "alice", "--db", db_url])
     targets.append(("cli", lambda: ft.cli_target(db_url, str(sample)), examples // 2))
     settings = load_settings(db_url=f"sqlite:///{tmp / 'agent.db'}", home=str(tmp))
-    store = MemoryStore(settings.database_url)
-    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(), settings, enrich=False)
+    agent = MemoryAgent(open_memory(settings, embedders=embedders), ScriptedBackend(), settings, enrich=False, owns_memory=True)
     targets.append(("MemoryAgent.chat", lambda: ft.chat_target(agent), min(examples, CHAT_FUZZ_EXAMPLES)))
     for name, build, count in targets:
         check, strategy, allowed = build()
@@ -88,6 +87,7 @@ def fuzz(examples: int, embedders) -> list[dict]:
         })
         print(f"fuzz {name}: {rows[-1]['cases']} cases, {rows[-1]['clear_errors']} clear errors, crash={crash}", flush=True)
     agent.close()
+    scratch.close()
     return rows
 
 
@@ -98,8 +98,7 @@ def faults(embedders) -> list[dict]:
     from memstream.agent.controller import MemoryAgent
     from memstream.backends.scripted import ScriptedBackend
     from memstream.config import load_settings
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory import open_memory
     from tests.reliability import faults as f
 
     tmp = Path(tempfile.mkdtemp(prefix="memstream-faults-"))
@@ -113,8 +112,7 @@ def faults(embedders) -> list[dict]:
     (tmp / "corrupt").mkdir()
     rows += f.corrupt_index(tmp / "corrupt", embedders)
     settings = load_settings(db_url=f"sqlite:///{tmp / 'drop.db'}", home=str(tmp))
-    store = MemoryStore(settings.database_url)
-    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(), settings, enrich=False)
+    agent = MemoryAgent(open_memory(settings, embedders=embedders), ScriptedBackend(), settings, enrich=False, owns_memory=True)
     rows.append(f.backend_drops(agent))
     agent.close()
     rows.append(f.missing_model(tmp))
@@ -127,10 +125,12 @@ def faults(embedders) -> list[dict]:
 
 WRITER = """
 import sys, time, json
+from memstream.config import load_settings
+from memstream.memory import open_memory
 from memstream.memory.model import NewTurn
-from memstream.memory.store import MemoryStore, StoreError
+from memstream.memory.store import StoreError
 url, user, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
-store = MemoryStore(url)
+memory = open_memory(load_settings(db_url=url), index=False)
 print("ready", flush=True)
 sys.stdin.readline()  # start together
 errors = 0
@@ -139,7 +139,7 @@ started = time.perf_counter()
 for i in range(turns):
     t0 = time.perf_counter()
     try:
-        store.add_turns(user, "load", [NewTurn("user", f"{user} turn {i} " + "x" * 200)])
+        memory.add(user, "load", [NewTurn("user", f"{user} turn {i} " + "x" * 200)])
     except StoreError:
         errors += 1
     latencies.append(time.perf_counter() - t0)
@@ -156,9 +156,10 @@ def store_load(url: str, backend: str, writers: int, turns: int) -> dict:
     """`writers` processes each commit `turns` single-turn transactions (the live chat path) at once."""
     import json
 
-    from memstream.memory.store import MemoryStore
+    from memstream.config import load_settings
+    from memstream.memory import open_memory
 
-    MemoryStore(url).close()
+    open_memory(load_settings(db_url=url), index=False).close()  # the schema exists before the writers start
     run = uuid.uuid4().hex[:8]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     processes = [
@@ -173,15 +174,14 @@ def store_load(url: str, backend: str, writers: int, turns: int) -> dict:
         p.stdin.flush()
     outputs = [json.loads(p.communicate(timeout=1800)[0].strip().splitlines()[-1]) for p in processes]
     wall = time.perf_counter() - started
-    store = MemoryStore(url)
-    found = sum(store.count_turns(f"load-{run}-{w}") for w in range(writers))
-    positions_ok = all(
-        [t.position for t in store.list_turns(f"load-{run}-{w}", limit=turns + 10)] == list(range(turns - o["errors"]))
-        for w, o in enumerate(outputs)
-    )
-    for w in range(writers):
-        store.forget_user(f"load-{run}-{w}")
-    store.close()
+    with open_memory(load_settings(db_url=url), index=False) as memory:
+        found = sum(memory.count_turns(f"load-{run}-{w}") for w in range(writers))
+        positions_ok = all(
+            [t.position for t in memory.list_turns(f"load-{run}-{w}", limit=turns + 10)] == list(range(turns - o["errors"]))
+            for w, o in enumerate(outputs)
+        )
+        for w in range(writers):
+            memory.forget_user(f"load-{run}-{w}")
     latencies = [x for o in outputs for x in o["latencies"]]
     return {
         "backend": backend, "writers": writers, "turns_written": writers * turns - sum(o["errors"] for o in outputs), "turns_found": found,
@@ -236,13 +236,12 @@ def soak(turns: int, embedders) -> dict:
     from memstream.agent.controller import MemoryAgent
     from memstream.backends.scripted import ScriptedBackend
     from memstream.config import load_settings
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory import open_memory
 
     tmp = Path(tempfile.mkdtemp(prefix="memstream-soak-"))
     settings = load_settings(db_url=f"sqlite:///{tmp / 'soak.db'}", home=str(tmp))
-    store = MemoryStore(settings.database_url)
-    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(respond=lambda m: "Noted, thanks for telling me."), settings, enrich=True)
+    memory = open_memory(settings, embedders=embedders)
+    agent = MemoryAgent(memory, ScriptedBackend(respond=lambda m: "Noted, thanks for telling me."), settings, enrich=True)
     start = datetime(2024, 1, 1, 9, 0)
     latencies: list[float] = []
     rss: list[tuple[int, float]] = [(0, rss_mb())]
@@ -260,7 +259,7 @@ def soak(turns: int, embedders) -> dict:
     agent.close()
     first, last = latencies[:window], latencies[-window:]
     result = {
-        "turns": turns, "stored_turns": store.count_turns(), "window": window,
+        "turns": turns, "stored_turns": memory.count_turns(), "window": window,
         "first_p50_ms": round(_percentile(first, 0.5) * 1000, 1), "first_p95_ms": round(_percentile(first, 0.95) * 1000, 1),
         "last_p50_ms": round(_percentile(last, 0.5) * 1000, 1), "last_p95_ms": round(_percentile(last, 0.95) * 1000, 1),
         # RSS after the first window (model and caches warm) to the end: growth that is not warm-up.
@@ -268,7 +267,7 @@ def soak(turns: int, embedders) -> dict:
         "rss_growth_mb": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 1 else None,
         "rss_samples": rss, "enrich_jobs": stats.jobs, "enrich_failures": stats.failures,
     }
-    store.close()
+    memory.close()
     return result
 
 
