@@ -162,14 +162,21 @@ def model_router() -> APIRouter:
         backend = scheduler.backend
 
         def produce():
-            text = backend.complete(messages, **opts)
+            # Piece by piece, so a client that goes away stops the generation at its next piece.
+            parts = []
+            for piece in backend.stream(messages, **opts):
+                parts.append(piece)
+                yield None
+            text = "".join(parts)
             yield text, backend.count_tokens(messages), backend.count_tokens(text) if text else 0
 
         try:
-            async for text, prompt_tokens, completion_tokens in scheduler.iterate(run, produce):
-                break
-            else:
+            counted = None
+            async for item in scheduler.iterate(run, produce):
+                counted = item or counted
+            if counted is None:
                 raise client_gone()
+            text, prompt_tokens, completion_tokens = counted
         except RunCancelled:
             raise client_gone() from None
         except DeadlineExceeded:
