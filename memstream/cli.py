@@ -36,9 +36,9 @@ class CliError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from memstream.backends.base import BackendError
     from memstream.memory.importers import ImportFormatError
-    from memstream.memory.store import StoreError
+    from memstream.errors import MemstreamError
 
-    errors: list[type[BaseException]] = [CliError, ConfigError, StoreError, ImportFormatError, BackendError, FileNotFoundError, ValueError]
+    errors: list[type[BaseException]] = [CliError, ConfigError, MemstreamError, ImportFormatError, BackendError, FileNotFoundError, ValueError]
     try:
         from memstream.retrieval.errors import RetrievalError
 
@@ -62,10 +62,12 @@ def settings_from(db: str | None = None, **overrides) -> Settings:
     return load_settings(db_url=db, **overrides)
 
 
-def open_store(settings: Settings):
-    from memstream.memory.store import MemoryStore
+def open_store(settings: Settings, index: bool = False, embed: bool = False):
+    """The memory, opened for what a command needs: rows only (list, stats, export), the index without the
+    embedder (forget: deletes reach the index cache), or everything (search, ingest --embed)."""
+    from memstream.memory.core import open_memory
 
-    return MemoryStore.from_settings(settings)
+    return open_memory(settings, index=index or embed, load_embedder=embed, background=False)
 
 
 def parse_when(value: str | None) -> datetime | None:
@@ -107,8 +109,8 @@ def ingest(
         check_id("user id", user)
         sessions = load_file(path, fmt)  # parse everything first: a bad file writes nothing
         settings = settings_from(db)
-        store = open_store(settings)
-        results = store.ingest_sessions(user, sessions)
+        with open_store(settings, embed=embed) as memory, _progress(sum(len(s.turns) for s in sessions), as_json) as advance:
+            results = memory.ingest(user, sessions, progress=advance)
         counts = {
             "user": user,
             "conversations": len({s.conversation_id for s in sessions}),
@@ -116,10 +118,7 @@ def ingest(
             "turns": sum(len(ids) for _, ids in results),
         }
         if embed:
-            from memstream.retrieval.retriever import Retriever
-
-            retriever = Retriever.from_settings(settings, store)
-            counts["indexed"] = retriever.sync()
+            counts["indexed"] = counts["turns"]
         if as_json:
             echo_json(counts)
         else:
@@ -204,15 +203,23 @@ def memory_forget(
         store.require_user(user)
         if not yes and not typer.confirm(f"Delete all memories of user {user!r}?"):
             raise CliError("aborted; nothing deleted")
-        counts = store.forget_user(user)
-        _drop_from_indexes(settings, store, user)
+        store.close()
+        with open_store(settings, index=True) as memory:
+            counts = memory.forget_user(user)
         typer.echo(f"forgot user {user}: {counts['turns']} turns, {counts['sessions']} sessions, {counts['facts']} facts")
 
 
-def _drop_from_indexes(settings: Settings, store, user: str) -> None:
-    from memstream.retrieval.retriever import Retriever
+@contextmanager
+def _progress(total: int, quiet: bool) -> Iterator:
+    """A rich progress bar over `total` turns (stderr); `advance(done)` moves it. Silent with --json."""
+    if quiet or total < 200:
+        yield lambda done: None
+        return
+    from rich.progress import Progress
 
-    Retriever.from_settings(settings, store, load_embedder=False).sync()
+    with Progress(transient=True) as bar:
+        task = bar.add_task("ingesting", total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 @memory_app.command("stats")
@@ -247,16 +254,16 @@ def memory_search(
 
     Example: memstream memory search "charity race" --user alice -k 5 --at 2023-06-01
     """
-    from memstream.retrieval.retriever import Retriever, check_search_args
+    from memstream.retrieval.retriever import check_search_args
 
     with user_errors():
         settings = settings_from(db)
-        store = open_store(settings)
-        store.require_user(user)
+        with open_store(settings) as store:
+            store.require_user(user)
         when = parse_when(at)  # bad input fails before the model loads
         check_search_args(query, k)
-        retriever = Retriever.from_settings(settings, store)
-        result = retriever.search(user, query, k=k, now=when, conversation_id=conversation)
+        with open_store(settings, embed=True) as memory:
+            result = memory.search(user, query, k=k, now=when, conversation=conversation)
         if as_json:
             echo_json(result.to_dict())
             return
@@ -275,12 +282,14 @@ def memory_reembed(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> 
 
     Example: MEMSTREAM_EMBEDDER__MODEL=/models/bge-small memstream memory reembed
     """
-    from memstream.retrieval.retriever import reembed
+    from memstream.memory.index_files import reembed
+    from memstream.retrieval.embedder import EmbedderCache
 
     with user_errors():
         settings = settings_from(db)
         store = open_store(settings)
-        counts = reembed(settings, store)
+        e = settings.embedder
+        counts = reembed(settings, store.store, EmbedderCache().get(e.model, e.batch_size, e.device, e.threads))
         if as_json:
             echo_json(counts)
         else:

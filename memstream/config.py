@@ -62,6 +62,11 @@ class RetrievalSettings(BaseModel):
     """What a time window in the question does: 'boost' adds rankings restricted to the window; 'filter' drops turns outside it."""
     time_weight: float = Field(1.0, ge=0.0)
     """RRF weight of each time-restricted ranking (boost mode)."""
+    background_indexing: bool = True
+    """Embed new turns in a background thread (a write returns once committed and keyword-searchable); False embeds
+    inside each write, as benchmarks that need every vector at once may want."""
+    index_batch: int = Field(256, ge=1, le=65_536)
+    """Dense keys the background indexer embeds per model call (batched across turns and users)."""
     faiss_threads: int | None = Field(None, ge=1, le=256)
     """OpenMP threads for FAISS, or None for its default. Single-query search is faster with 1 (2 cores, FAISS + BM25
     p50 at 10k / 100k turns: 1.1 / 3.2 ms vs 1.7 / 3.7 ms with 2; reports/retrieval_scale_threads*.md), but the

@@ -80,6 +80,44 @@ def store(db_url):
         yield opened
 
 
+@pytest.fixture(scope="session")
+def embedders():
+    """MiniLM loads once for the whole test session (the real model, from its PyPI package): every Memory,
+    agent, server and app a test opens shares it."""
+    from memstream.retrieval.embedder import EmbedderCache
+
+    return EmbedderCache()
+
+
+@pytest.fixture
+def make_memory(tmp_path, embedders):
+    """make_memory(settings=None, name="memory", **open_memory options) -> an open Memory (closed after the test)
+    over `settings`, or over a fresh SQLite file `<name>.db` in the test's temp dir; with the session's MiniLM
+    unless the options name an `embedder`."""
+    from memstream.config import load_settings
+    from memstream.memory import open_memory
+
+    opened = []
+
+    def make(settings=None, name: str = "memory", **options):
+        if settings is None:
+            settings = load_settings(db_url=f"sqlite:///{tmp_path / (name + '.db')}", home=str(tmp_path))
+        options.setdefault("embedders", embedders)
+        memory = open_memory(settings, **options)
+        opened.append(memory)
+        return memory
+
+    yield make
+    for memory in reversed(opened):
+        memory.close()
+
+
+@pytest.fixture
+def memory(make_memory):
+    """An open Memory over a fresh SQLite file, with the session's MiniLM."""
+    return make_memory()
+
+
 # CI runs the fuzz targets on a fixed sequence of examples, so a landing never depends on the draw;
 # `python benchmarks/reliability.py --only fuzz` explores with fresh randomness and more cases.
 if os.environ.get("CI"):

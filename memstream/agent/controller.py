@@ -15,11 +15,10 @@ and async behave the same.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from memstream.agent import prompts
 from memstream.agent.attribution import check_attribution, named_people, strip_names
@@ -29,12 +28,10 @@ from memstream.agent.enrich import EnrichJob, Enricher
 from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, WHEN_QUESTION, Plan, plan_turn
 from memstream.backends.base import BackendError, ChatBackend
 from memstream.config import Settings, load_settings
+from memstream.memory.core import Memory, open_memory
 from memstream.memory.flash import flash_turns
 from memstream.memory.model import NewTurn, Turn
-from memstream.memory.store import MemoryStore, check_id, utcnow
-
-if TYPE_CHECKING:  # the retriever loads FAISS and torch; the agent imports it only when it builds one
-    from memstream.retrieval.retriever import Retriever
+from memstream.memory.validate import check_id, utcnow
 
 SESSION_GAP = timedelta(hours=4)  # a live conversation starts a new session after this much silence
 SYSTEM_RESERVE = 200  # tokens kept for the system prompt's fixed text
@@ -112,26 +109,22 @@ def hit_to_dict(hit) -> dict[str, Any]:
     return {"turn_id": hit.turn.id, "text": hit.turn.text, "event_time": hit.turn.event_time.isoformat()}
 
 
-def fact_lines(store: MemoryStore, user: str, hits: list, retriever: Retriever | None = None) -> list[str]:
+def fact_lines(memory: Memory, user: str, hits: list) -> list[str]:
     """Facts drawn from the retrieved turns, with their validity, so the answer prefers the current one
     and can still say what held before (knowledge updates close facts, they never delete them).
 
-    With the retriever (it knows which facts each turn gave) only those facts and the rest of their
-    subjects are read; without it, all of the user's facts are scanned for the subjects."""
+    The index knows which facts each turn gave: only those facts and the rest of their subjects are read."""
     turn_ids = {h.turn.id for h in hits}
     if not turn_ids:
         return []
-    if retriever is None:
-        candidates = store.get_facts(user)
-    else:
-        known, indexed_through = retriever.facts_of_turns(user, turn_ids)
-        # The database is the truth: the known ids are re-read (deleted ones vanish), and facts the index has not seen yet are added.
-        candidates = (store.get_facts(user, ids=sorted(known)) if known else []) + store.get_facts(user, after_id=indexed_through)
+    known, indexed_through = memory.retriever.facts_of_turns(user, turn_ids)
+    # The database is the truth: the known ids are re-read (deleted ones vanish), and facts the index has not seen yet are added.
+    candidates = (memory.get_facts(user, ids=sorted(known)) if known else []) + memory.get_facts(user, after_id=indexed_through)
     subjects = {f.subject for f in candidates if turn_ids & set(f.source_turn_ids)}
     if not subjects:
         return []
     lines = []
-    for fact in store.get_facts(user, subjects=sorted(subjects)):
+    for fact in memory.get_facts(user, subjects=sorted(subjects)):
         if fact.valid_to is None:
             lines.append(f"[fact, current since {day(fact.valid_from)}] {quote(fact.text)}")
         else:
@@ -144,37 +137,47 @@ def refers_to_personal_past(message: str) -> bool:
 
 
 class MemoryAgent:
-    """Long-term memory for a chat backend. Build it from settings, or pass the parts in (tests do)."""
+    """Long-term memory for a chat backend: a `Memory` (open_memory) and a backend; tests pass small ones in."""
 
     def __init__(
         self,
-        store: MemoryStore,
-        retriever,
+        memory: Memory,
         backend: ChatBackend,
         settings: Settings | None = None,
         enricher: Enricher | None = None,
         enrich: bool | None = None,
+        owns_memory: bool = False,
     ):
-        self.settings = settings or load_settings()
-        self.store = store
-        self.retriever = retriever
+        self.settings = settings or memory.settings or load_settings()
+        self.memory = memory
         self.backend = backend
+        self.owns_memory = owns_memory
         enrich = self.settings.agent.enrich if enrich is None else enrich
         if enricher is None and enrich:
-            enricher = Enricher(store, backend=None, on_done=lambda job: self._sync_index(turns=False))
+            enricher = Enricher(memory, backend=None)
         self.enricher = enricher
-        self._index_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, backend: ChatBackend | None = None) -> "MemoryAgent":
         from memstream.backends.models import make_backend
-        from memstream.retrieval.retriever import Retriever
 
         settings = settings or load_settings()
-        store = MemoryStore.from_settings(settings)
-        retriever = Retriever.from_settings(settings, store)
-        backend = backend or make_backend(settings.backend, settings.attention)
-        return cls(store, retriever, backend, settings)
+        memory = open_memory(settings)
+        try:
+            backend = backend or make_backend(settings.backend, settings.attention)
+        except BaseException:
+            memory.close()
+            raise
+        return cls(memory, backend, settings, owns_memory=True)
+
+    @property
+    def store(self):
+        """The memory's store, for reads (inspector, tests); writes go through `memory`."""
+        return self.memory.store
+
+    @property
+    def retriever(self):
+        return self.memory.retriever
 
     # -- public API -------------------------------------------------------------------
 
@@ -204,11 +207,11 @@ class MemoryAgent:
         count = self.backend.count_tokens
 
         # 1. flash (before the new turn is stored, so it does not appear twice)
-        flash = flash_turns(self.store, user, conversation, agent_settings.flash_tokens, count)
+        flash = flash_turns(self.memory, user, conversation, agent_settings.flash_tokens, count)
         # 0. the user's turn is durable before anything else can fail
         if options.remember:
             session_id = self._session_for(user, conversation, flash, now)
-            stored = self.store.add_turns(user, conversation, [NewTurn("user", text, "user", now)], session_id=session_id)
+            stored = self.memory.add(user, conversation, [NewTurn("user", text, "user", now)], session_id=session_id)
             reply.user_turn_id = stored[0].id
         reply.timings["store"] = time.perf_counter() - started
 
@@ -232,10 +235,14 @@ class MemoryAgent:
         if plan.needs_memory:
             if options.plan:
                 # The people's own names match nearly every turn ("Thanks, Caroline!"): search without them.
-                people = named_people(plan.query, self.retriever.speakers(user))
+                people = named_people(plan.query, self.memory.speakers(user))
                 asked_about = people[0] if len(people) == 1 else None
                 plan.query = strip_names(plan.query, people)
-            hits = self._retrieve(user, plan, now, options, exclude={t.id for t in flash} | {reply.user_turn_id})
+            hits, recent = self._retrieve(user, plan, now, options, flash={t.id for t in flash}, exclude={reply.user_turn_id})
+            if not hits and recent:
+                # Only this conversation's recent turns match: they are the evidence (and nothing is "not remembered").
+                hits = recent
+                reply.notes.append("evidence from this conversation's recent turns")
         reply.memories = hits
         reply.timings["retrieve"] = time.perf_counter() - mark
         if options.on_retrieved is not None:
@@ -273,7 +280,7 @@ class MemoryAgent:
             yield reply
             return
         # Only now, when the model will read them: an abstention or a date answer needs no evidence lines or facts.
-        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.store, user, hits, self.retriever)
+        lines = evidence_lines([h.turn for h in hits]) + fact_lines(self.memory, user, hits)
         evidence_budget = max(64, min(agent_settings.evidence_tokens, window - max_reply - count(message.text) - SYSTEM_RESERVE - 64))
         evidence_tokens = sum(count(line) + 1 for line in lines)
         if lines and evidence_tokens > evidence_budget:
@@ -359,17 +366,17 @@ class MemoryAgent:
 
     def remember(self, user: str, conversation: str, turns: list[NewTurn], session_id: int | None = None) -> list[Turn]:
         """Store turns without answering (replaying history); indexes and enrichment as for a live turn."""
-        stored = self.store.add_turns(user, conversation, turns, session_id=session_id)
-        self._sync_index()
+        stored = self.memory.add(user, conversation, turns, session_id=session_id)
         if self.enricher is not None and stored:
             self.enricher.submit(EnrichJob(user, conversation, [t.id for t in stored], stored[-1].session_id))
         return stored
 
     def close(self) -> None:
+        """Drain enrichment; close the memory too when this agent opened it (from_settings)."""
         if self.enricher is not None:
             self.enricher.close()
-        with self._index_lock:
-            self.retriever.save()
+        if self.owns_memory:
+            self.memory.close()
 
     def __enter__(self) -> "MemoryAgent":
         return self
@@ -380,46 +387,38 @@ class MemoryAgent:
     # -- steps ------------------------------------------------------------------------
 
     def _session_for(self, user: str, conversation: str, flash: list[Turn], now: datetime) -> int | None:
-        last = flash[-1] if flash else (self.store.recent_turns(user, conversation, 1) or [None])[-1]
+        last = flash[-1] if flash else (self.memory.recent_turns(user, conversation, 1) or [None])[-1]
         if last is None or now - last.event_time > SESSION_GAP:
-            return self.store.new_session(user, conversation, started_at=now)
+            return self.memory.new_session(user, conversation, started_at=now)
         return last.session_id
 
-    def _retrieve(self, user: str, plan: Plan, now: datetime, options: TurnOptions, exclude: set) -> list:
+    def _retrieve(self, user: str, plan: Plan, now: datetime, options: TurnOptions, flash: set, exclude: set) -> tuple[list, list]:
+        """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
+        evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
         mode = options.retrieval_mode
-        result = self.retriever.search(user, plan.query, k=k + len(exclude), now=now, time_window=plan.time_window, mode=mode)
+        result = self.memory.search(user, plan.query, k=k + len(flash) + len(exclude), now=now, time_window=plan.time_window, mode=mode)
         floor = self.settings.agent.min_score
-        hits = []
+        hits, recent = [], []
         for hit in result.hits:
             if hit.turn.id in exclude:
                 continue
             relevant = (hit.dense_score is not None and hit.dense_score >= floor) or (hit.lexical_score or 0) > 0 or floor <= 0
             if relevant:
-                hits.append(hit)
-        return hits[:k]
+                (recent if hit.turn.id in flash else hits).append(hit)
+        return hits[:k], [h for h in recent if h.turn.role != "assistant"][:k]
 
     def _fail(self, reply: Reply, exc: BackendError) -> None:
         reply.error = f"backend failed: {exc}"
-        if reply.user_turn_id is not None:
-            self._sync_index()  # the stored user turn stays searchable even though no reply came
         raise AgentError(f"{reply.error} (your message is saved as turn {reply.user_turn_id})", reply) from exc
 
     def _finish(self, reply: Reply, options: TurnOptions, now: datetime, started: float) -> None:
         if options.remember and reply.text.strip() and reply.reply_turn_id is None:
             metadata = {"cancelled": True} if reply.cancelled else {}
-            stored = self.store.add_turns(
+            stored = self.memory.add(
                 reply.user, reply.conversation, [NewTurn("assistant", reply.text, "assistant", now + timedelta(microseconds=1), metadata)]
             )
             reply.reply_turn_id = stored[0].id
-            self._sync_index()
             if self.enricher is not None:
                 self.enricher.submit(EnrichJob(reply.user, reply.conversation, [reply.user_turn_id, reply.reply_turn_id], stored[0].session_id))
         reply.timings["total"] = time.perf_counter() - started
-
-    def _sync_index(self, turns: bool = True) -> None:
-        with self._index_lock:
-            # The index is a cache: saved on close, caught up from the database after a crash. The enrichment
-            # worker adds facts only (turns=False): its facts' turns are indexed before the job is queued, and
-            # embedding the next turn from there would hold the index while that turn waits to search.
-            self.retriever.sync(save=False, turns=turns)

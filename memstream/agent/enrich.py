@@ -15,7 +15,7 @@ from typing import Callable
 
 from memstream.backends.base import ChatBackend
 from memstream.agent.facts import extract_facts
-from memstream.memory.store import MemoryStore
+from memstream.memory.core import Memory
 from memstream.agent.summaries import summarize_session
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class EnrichStats:
     errors: list[str] = field(default_factory=list)
 
 
-def enrich_turns(store: MemoryStore, job: EnrichJob, backend: ChatBackend | None = None) -> tuple[int, int]:
+def enrich_turns(store: Memory, job: EnrichJob, backend: ChatBackend | None = None) -> tuple[int, int]:
     """Extract facts from the job's turns and refresh the session summary when due; returns (facts, summaries)."""
     facts_added = 0
     summaries = 0
@@ -64,10 +64,10 @@ def enrich_turns(store: MemoryStore, job: EnrichJob, backend: ChatBackend | None
 class Enricher:
     def __init__(
         self,
-        store: MemoryStore,
+        store: Memory,
         backend: ChatBackend | None = None,
         on_done: Callable[[EnrichJob], None] | None = None,
-        work: Callable[[MemoryStore, EnrichJob, ChatBackend | None], tuple[int, int]] = enrich_turns,
+        work: Callable[[Memory, EnrichJob, ChatBackend | None], tuple[int, int]] = enrich_turns,
     ):
         self.store = store
         self.backend = backend

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 from memstream.benchmarks.datasets import LOCOMO_CATEGORIES, LocomoQuestion, load_locomo_questions
 from memstream.benchmarks.metrics import ndcg, percentile, recall_all, recall_any
 from memstream.memory.importers import load_file
-from memstream.memory.store import MemoryStore
+from memstream.memory.core import Memory, open_memory
 from memstream.retrieval.embedder import EmbedderCache
 from memstream.retrieval.retriever import Retriever
 
@@ -68,7 +68,7 @@ def select_questions(
     return chosen[:limit] if limit else chosen
 
 
-def ingest_locomo(store: MemoryStore, data_path: Path, sample_ids: set[str]) -> dict[str, datetime]:
+def ingest_locomo(store: Memory, data_path: Path, sample_ids: set[str]) -> dict[str, datetime]:
     """Load each needed conversation into its own user (skipping ones already there); return each one's question date."""
     sessions = [s for s in load_file(data_path, "locomo") if s.conversation_id in sample_ids]
     by_sample: dict[str, list] = defaultdict(list)
@@ -78,7 +78,7 @@ def ingest_locomo(store: MemoryStore, data_path: Path, sample_ids: set[str]) -> 
     for sample_id, sample_sessions in by_sample.items():
         user = locomo_user(sample_id)
         if not store.has_user(user):
-            store.ingest_session_batch(user, sample_sessions)
+            store.ingest(user, sample_sessions, atomic=True)
         last = max(s.started_at for s in sample_sessions if s.started_at)
         asked_at[sample_id] = datetime(last.year, last.month, last.day) + timedelta(days=1)
     return asked_at
@@ -135,13 +135,15 @@ def evaluate_locomo_retrieval(
         raise ValueError(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.name for s in BASELINES)}")
     extra = ablation_specs() if ablation else []
     work_dir.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore(f"sqlite:///{work_dir / 'memstream.db'}")
+    settings = settings.model_copy(update={"db_url": f"sqlite:///{work_dir / 'memstream.db'}"})
+    store = open_memory(settings, embedders=embedders)
     try:
         started = time.perf_counter()
         asked_at = ingest_locomo(store, data_path, {q.sample_id for q in questions})
         say(f"ingested {len(asked_at)} conversations; indexing")
-        retriever = Retriever.from_settings(settings, store, embedders=embedders, sync=False)
-        indexed = retriever.sync()
+        store.flush()
+        retriever = store.retriever
+        indexed = retriever.indexed_turns_total()
         index_seconds = time.perf_counter() - started
         say(f"indexed {indexed} turns in {index_seconds:.1f}s; asking {len(questions)} questions")
         # Query embedding is timed on its own (one question at a time, as a live query would be), then all

@@ -30,7 +30,7 @@ from memstream.benchmarks.questions import BenchData, BenchQuestion, load_benchm
 from memstream.benchmarks.report import write_reports
 from memstream.benchmarks.systems import HistoryLines, answer, check_systems, history_lines
 from memstream.config import Settings, load_settings
-from memstream.memory.store import MemoryStore
+from memstream.memory.core import open_memory
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,16 @@ def bench_settings(out_dir: Path, **overrides: Any) -> Settings:
 
 
 def build_parts(settings: Settings, backend: ChatBackend | None = None, judge_backend: ChatBackend | None = None, embedders=None) -> Parts:
-    """The real components: a store and retriever under the run directory, the configured backend."""
+    """The real components: a memory under the run directory, the configured backend."""
     from memstream.backends.models import make_backend
-    from memstream.retrieval.retriever import Retriever
 
-    store = MemoryStore(settings.database_url)
-    retriever = Retriever.from_settings(settings, store, embedders=embedders)
-    backend = backend or make_backend(settings.backend, settings.attention)
-    return Parts(MemoryAgent(store, retriever, backend, settings, enrich=False), judge_backend)
+    memory = open_memory(settings, embedders=embedders)
+    try:
+        backend = backend or make_backend(settings.backend, settings.attention)
+    except BaseException:
+        memory.close()
+        raise
+    return Parts(MemoryAgent(memory, backend, settings, enrich=False, owns_memory=True), judge_backend)
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -135,20 +137,20 @@ class PredictionLog:
 
 def replay(parts: Parts, data: BenchData, namespaces: Iterable[str], state_dir: Path, facts: bool) -> None:
     """Store each namespace's history (all or nothing), extract facts, and catch the index up."""
-    store = parts.agent.store
+    memory = parts.agent.memory
     marker = state_dir / "replayed.txt"
     done = set(marker.read_text(encoding="utf-8").split()) if marker.exists() else set()
     for namespace in namespaces:
         if namespace in done:
             continue
-        if store.has_user(namespace):
-            store.forget_user(namespace)  # a replay interrupted half way: start it again
-        results = store.ingest_session_batch(namespace, data.histories[namespace])
+        if memory.has_user(namespace):
+            memory.forget_user(namespace)  # a replay interrupted half way: start it again
+        results = memory.ingest(namespace, data.histories[namespace], atomic=True)
         if facts:
             for session_id, turn_ids in results:
                 conversation = data.histories[namespace][0].conversation_id
-                enrich_turns(store, EnrichJob(namespace, conversation, turn_ids, None))
-        parts.agent.retriever.sync()
+                enrich_turns(memory, EnrichJob(namespace, conversation, turn_ids, None))
+        memory.flush()  # every vector in before the first question: a benchmark measures the settled index
         with marker.open("a", encoding="utf-8") as handle:
             handle.write(namespace + "\n")
 

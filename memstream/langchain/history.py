@@ -15,7 +15,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict, messages_from_dict
 
 from memstream.memory.model import NewTurn, Turn
-from memstream.memory.store import MemoryStore, check_id
+from memstream.memory.validate import check_id
 
 MESSAGE_KEY = "langchain_message"
 _ROLE_OF_TYPE = {"human": "user", "system": "system"}  # every other message type is the assistant's side
@@ -34,29 +34,26 @@ def message_from_turn(turn: Turn) -> BaseMessage:
 
 
 class MemstreamChatMessageHistory(BaseChatMessageHistory):
-    """Chat history backed by memstream's store.
+    """Chat history backed by a memstream `Memory`.
 
     Args:
-        store: an open `MemoryStore`.
+        memory: an open `Memory` (`open_memory(settings)`); its indexes follow every write.
         user_id: whose memory this is; nothing of another user is ever read or written.
         conversation_id: the conversation this history holds.
-        retriever: optional memstream `Retriever`; when given, its index catches up after each
-            write, so new messages are searchable at once.
 
     Example:
-        >>> history = MemstreamChatMessageHistory(store, user_id="ada", conversation_id="chat-1")
+        >>> history = MemstreamChatMessageHistory(memory, user_id="ada", conversation_id="chat-1")
         >>> history.add_user_message("My cat is called Turing.")
     """
 
-    def __init__(self, store: MemoryStore, user_id: str, conversation_id: str, retriever: Any = None):
-        self.store = store
+    def __init__(self, memory: Any, user_id: str, conversation_id: str):
+        self.memory = memory
         self.user_id = check_id("user id", user_id)
         self.conversation_id = check_id("conversation id", conversation_id)
-        self.retriever = retriever
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        return [message_from_turn(t) for t in self.store.list_turns(self.user_id, conversation_id=self.conversation_id)]
+        return [message_from_turn(t) for t in self.memory.list_turns(self.user_id, self.conversation_id)]
 
     def add_messages(self, messages: Sequence[BaseMessage], at: datetime | None = None) -> None:
         """Store the messages as turns, in one transaction; `at` sets their time (default: now)."""
@@ -75,15 +72,9 @@ class MemstreamChatMessageHistory(BaseChatMessageHistory):
             )
         if not turns:
             return
-        self.store.add_turns(self.user_id, self.conversation_id, turns)
-        self._sync()
+        self.memory.add(self.user_id, self.conversation_id, turns)
 
     def clear(self) -> None:
         """Delete this conversation's turns (the user's other conversations are untouched)."""
-        for turn in self.store.list_turns(self.user_id, conversation_id=self.conversation_id):
-            self.store.delete_turn(self.user_id, turn.id)
-        self._sync()
-
-    def _sync(self) -> None:
-        if self.retriever is not None:
-            self.retriever.sync()
+        for turn in self.memory.list_turns(self.user_id, self.conversation_id):
+            self.memory.delete_turn(self.user_id, turn.id)

@@ -32,29 +32,32 @@ class MemstreamRetriever(BaseRetriever):
     """Search one user's memory with memstream's time-aware hybrid retrieval.
 
     Args:
-        retriever: a memstream `Retriever` (`Retriever.from_settings(settings, store)`).
+        memory: a memstream `Memory` (`open_memory(settings)`).
         user_id: whose memory to search; other users' turns are never returned.
         k: how many documents to return (a per-call `k=` overrides it).
         mode: memstream | hybrid | dense | bm25.
         conversation_id: search only this conversation (None: all of the user's).
         sync: catch the index up with the database before each search (sees turns written
             by other processes; cheap when nothing is new).
+        wait_s: wait up to this long for the user's newest turns to be embedded before searching
+            (a turn stored a moment ago is found by keyword at once, by meaning once embedded).
 
     A user with nothing stored yet gets no documents (not an error): a new user has no memory.
 
     Example:
-        >>> docs = MemstreamRetriever(retriever=r, user_id="ada", k=3).invoke("where does my sister live?")
+        >>> docs = MemstreamRetriever(memory=open_memory(settings), user_id="ada", k=3).invoke("where does my sister live?")
         >>> docs[0].metadata["event_time"], docs[0].metadata["fused_score"]
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    retriever: Any = Field(exclude=True)
+    memory: Any = Field(exclude=True)
     user_id: str
     k: int = Field(4, ge=1)
     mode: str = "memstream"
     conversation_id: str | None = None
     sync: bool = True
+    wait_s: float = Field(5.0, ge=0.0)
 
     @field_validator("user_id")
     @classmethod
@@ -70,14 +73,11 @@ class MemstreamRetriever(BaseRetriever):
 
     @classmethod
     def from_settings(cls, user_id: str, settings: Any = None, **kwargs: Any) -> "MemstreamRetriever":
-        """Open the configured store and retriever (loads the embedder) and search `user_id`'s memory."""
+        """Open the configured memory (loads the embedder) and search `user_id`'s memory."""
         from memstream.config import load_settings
-        from memstream.memory.store import MemoryStore
-        from memstream.retrieval.retriever import Retriever
+        from memstream.memory.core import open_memory
 
-        settings = settings or load_settings()
-        retriever = Retriever.from_settings(settings, MemoryStore.from_settings(settings))
-        return cls(retriever=retriever, user_id=user_id, **kwargs)
+        return cls(memory=open_memory(settings or load_settings()), user_id=user_id, **kwargs)
 
     def _get_relevant_documents(
         self,
@@ -92,17 +92,18 @@ class MemstreamRetriever(BaseRetriever):
     ) -> list[Document]:
         """`now` is the question's date (relative times like "last May" resolve against it); `time_window`
         (a memstream TimeWindow) overrides the window parsed from the query."""
-        if not self.retriever.store.has_user(self.user_id):
+        if not self.memory.has_user(self.user_id):
             return []
         if self.sync:
-            self.retriever.sync()
-        result = self.retriever.search(
+            self.memory.refresh()
+        result = self.memory.search(
             self.user_id,
             query,
             k=k or self.k,
             now=now,
-            conversation_id=conversation_id or self.conversation_id,
+            conversation=conversation_id or self.conversation_id,
             time_window=time_window,
             mode=mode or self.mode,
+            wait_s=self.wait_s,
         )
         return [hit_document(hit) for hit in result.hits]

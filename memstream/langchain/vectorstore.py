@@ -38,25 +38,26 @@ class MemstreamEmbeddings(Embeddings):
 
 
 class MemstreamVectorStore(VectorStore):
-    """Per-user vector store on memstream's store and retriever.
+    """Per-user vector store on a memstream `Memory`.
 
     Args:
-        retriever: a memstream `Retriever` (it holds the store and the embedder).
+        memory: a memstream `Memory` (`open_memory(settings)`; it holds the store, indexes and embedder).
         user_id: whose memory the documents belong to; searches never see another user's.
         conversation_id: the conversation the documents are stored in; searches stay inside it.
         mode: how `similarity_search` ranks: "dense" (cosine similarity, the default, whose
             scores are similarities in [-1, 1]), or "hybrid" / "memstream" / "bm25" (fused scores).
 
     Example:
-        >>> store = MemstreamVectorStore(retriever, user_id="ada")
+        >>> store = MemstreamVectorStore(open_memory(settings), user_id="ada")
         >>> store.add_texts(["The boiler was serviced in March."], ids=["boiler"])
         >>> store.similarity_search("when was the boiler serviced?", k=1)[0].id
         'boiler'
     """
 
-    def __init__(self, retriever: Any, user_id: str, conversation_id: str = "documents", mode: str = "dense"):
-        self.retriever = retriever
-        self.store = retriever.store
+    WAIT_S = 10.0  # a vector store's contract: what was added is found by meaning; wait for its embeddings
+
+    def __init__(self, memory: Any, user_id: str, conversation_id: str = "documents", mode: str = "dense"):
+        self.memory = memory
         self.user_id = check_id("user id", user_id)
         self.conversation_id = check_id("conversation id", conversation_id)
         self.mode = mode
@@ -65,17 +66,15 @@ class MemstreamVectorStore(VectorStore):
 
     @classmethod
     def from_settings(cls, user_id: str, settings: Any = None, **kwargs: Any) -> "MemstreamVectorStore":
-        """Open the configured store and retriever (loads the embedder)."""
+        """Open the configured memory (loads the embedder)."""
         from memstream.config import load_settings
-        from memstream.memory.store import MemoryStore
-        from memstream.retrieval.retriever import Retriever
+        from memstream.memory.core import open_memory
 
-        settings = settings or load_settings()
-        return cls(Retriever.from_settings(settings, MemoryStore.from_settings(settings)), user_id, **kwargs)
+        return cls(open_memory(settings or load_settings()), user_id, **kwargs)
 
     @property
     def embeddings(self) -> Embeddings | None:
-        embedder = getattr(self.retriever, "embedder", None)
+        embedder = getattr(self.memory.retriever, "embedder", None)
         return MemstreamEmbeddings(embedder) if embedder is not None else None
 
     # -- writes -------------------------------------------------------------------------
@@ -104,9 +103,8 @@ class MemstreamVectorStore(VectorStore):
             return []
         with self._write_lock:
             for turn in self._turns_by_id(doc_ids).values():
-                self.store.delete_turn(self.user_id, turn.id)
-            self.store.add_turns(self.user_id, self.conversation_id, turns)
-            self.retriever.sync()
+                self.memory.delete_turn(self.user_id, turn.id)
+            self.memory.add(self.user_id, self.conversation_id, turns)
         return doc_ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -116,8 +114,7 @@ class MemstreamVectorStore(VectorStore):
         with self._write_lock:
             targets = self._turns_by_id(ids).values() if ids is not None else self._document_turns()
             for turn in targets:
-                self.store.delete_turn(self.user_id, turn.id)
-            self.retriever.sync()
+                self.memory.delete_turn(self.user_id, turn.id)
         return True
 
     # -- reads --------------------------------------------------------------------------
@@ -137,10 +134,10 @@ class MemstreamVectorStore(VectorStore):
         if unknown:
             raise ValueError(f"unknown search option(s): {unknown}; accepted: {list(SEARCH_OPTIONS)}")
         mode = kwargs.pop("mode", self.mode)
-        if not self.store.has_user(self.user_id):
+        if not self.memory.has_user(self.user_id):
             return []  # nothing was ever stored for this user
-        self.retriever.sync()
-        result = self.retriever.search(self.user_id, query, k=k, conversation_id=self.conversation_id, mode=mode, **kwargs)
+        self.memory.refresh()
+        result = self.memory.search(self.user_id, query, k=k, conversation=self.conversation_id, mode=mode, wait_s=self.WAIT_S, **kwargs)
         scored = []
         for hit in result.hits:
             score = hit.dense_score if mode == "dense" and hit.dense_score is not None else hit.fused_score
@@ -160,7 +157,7 @@ class MemstreamVectorStore(VectorStore):
         metadatas: list[dict] | None = None,
         *,
         ids: list[str] | None = None,
-        retriever: Any = None,
+        memory: Any = None,
         user_id: str | None = None,
         **kwargs: Any,
     ) -> "MemstreamVectorStore":
@@ -173,12 +170,12 @@ class MemstreamVectorStore(VectorStore):
             )
         if user_id is None:
             raise ValueError("from_texts needs user_id=: memstream keeps every document in one user's memory")
-        store = cls(retriever, user_id, **kwargs) if retriever is not None else cls.from_settings(user_id, **kwargs)
+        store = cls(memory, user_id, **kwargs) if memory is not None else cls.from_settings(user_id, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
     def _document_turns(self) -> list[Turn]:
-        return [t for t in self.store.list_turns(self.user_id, conversation_id=self.conversation_id) if ID_KEY in t.metadata]
+        return [t for t in self.memory.list_turns(self.user_id, self.conversation_id) if ID_KEY in t.metadata]
 
     def _turns_by_id(self, ids: Iterable[str]) -> dict[str, Turn]:
         # The store has no index on metadata: scan this store's conversation (documents only, one user).

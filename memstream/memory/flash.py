@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 from memstream.memory.model import Turn
-from memstream.memory.store import MemoryStore
 
 
 def approx_tokens(text: str) -> int:
@@ -14,7 +13,7 @@ def approx_tokens(text: str) -> int:
 
 
 def flash_turns(
-    store: MemoryStore,
+    store,  # Memory or MemoryStore: anything with recent_turns
     user_id: str,
     conversation_id: str,
     token_budget: int,

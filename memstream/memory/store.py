@@ -21,7 +21,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -29,51 +29,34 @@ from sqlalchemy import create_engine, delete, event, func, insert, select, updat
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
+from memstream.errors import InvalidInputError, NotFoundError, UnavailableError
 from memstream.memory import schema
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 
-ROLES = ("user", "assistant", "system")
-MAX_ID_LENGTH = 200
+from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
+    MAX_ID_LENGTH,
+    MAX_SUMMARY_CHARS,
+    ROLES,  # noqa: F401  (re-exported)
+    check_id,
+    check_metadata,
+    check_text,
+    check_time,
+    check_turn_fields,
+    naive_utc,
+    utcnow,
+)
 
 
-class StoreError(RuntimeError):
-    """The store cannot do what was asked; the message names the problem."""
+class StoreError(UnavailableError):
+    """The database cannot do what was asked (locked, unreachable, failed); the message names the problem."""
 
 
 class DatabaseUnavailableError(StoreError):
     """The database URL cannot be opened (bad URL, missing driver, unreachable server, unwritable path)."""
 
 
-class UnknownUserError(StoreError, KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it plain
-        return self.args[0]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def check_id(kind: str, value: str) -> str:
-    """User and conversation ids: non-empty, printable, bounded."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{kind} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"{kind} is longer than {MAX_ID_LENGTH} characters")
-    if any(ord(c) < 32 for c in value):
-        raise ValueError(f"{kind} contains control characters")
-    return value
-
-
-def naive_utc(moment: datetime | None) -> datetime | None:
-    """Store datetimes naive: aware ones are converted to UTC, naive ones kept as given."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _clean_text(value: str) -> str:
-    # NUL bytes are rejected by PostgreSQL text columns; drop them everywhere so both backends store the same thing.
-    return value.replace("\x00", "")
+class UnknownUserError(NotFoundError):
+    """Nothing is stored for this user."""
 
 
 @dataclass
@@ -156,13 +139,15 @@ class MemoryStore:
                     time.sleep(0.01 * (1 + random.random()))
                     continue
                 raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+            except SQLAlchemyError as exc:  # every driver error leaves as a StoreError, never a raw SQLAlchemy one
+                raise StoreError(f"database write failed: {_first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
     def _read(self, statement) -> list:
         try:
             with self.engine.connect() as conn:
                 return list(conn.execute(statement))
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
             raise StoreError(f"database read failed: {_first_line(exc)}") from exc
 
     # -- writes -------------------------------------------------------------------
@@ -183,14 +168,14 @@ class MemoryStore:
     def _insert_session(self, conn: Connection, user_id: str, new_session: NewSession) -> tuple[int, list[int]]:
         check_id("conversation id", new_session.conversation_id)
         now = utcnow()
-        started_at = naive_utc(new_session.started_at)
+        started_at = check_time("session start", new_session.started_at)
         session_id = conn.execute(
             insert(schema.sessions).values(
                 user_id=user_id,
                 conversation_id=new_session.conversation_id,
-                external_id=new_session.external_id,
+                external_id=check_text("session external id", new_session.external_id, limit=MAX_ID_LENGTH, optional=True),
                 started_at=started_at,
-                metadata=new_session.metadata or {},
+                metadata=check_metadata("session metadata", new_session.metadata),
             )
         ).inserted_primary_key[0]
         rows = [
@@ -201,22 +186,19 @@ class MemoryStore:
         return session_id, turn_ids
 
     def _turn_row(self, user_id, conversation_id, session_id, position, turn: NewTurn, default_time, now) -> dict:
-        if turn.role not in ROLES:
-            raise ValueError(f"turn role must be one of {ROLES}, got {turn.role!r}")
-        if not isinstance(turn.text, str):
-            raise ValueError("turn text must be a string")
+        fields = check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
         return {
             "user_id": user_id,
             "conversation_id": conversation_id,
             "session_id": session_id,
             "position": position,
-            "role": turn.role,
-            "speaker": turn.speaker,
-            "text": _clean_text(turn.text),
-            "event_time": naive_utc(turn.event_time) or default_time,
+            "role": fields["role"],
+            "speaker": fields["speaker"],
+            "text": fields["text"],
+            "event_time": fields["event_time"] or default_time,
             "ingested_at": now,
             "pinned": False,
-            "metadata": turn.metadata or {},
+            "metadata": fields["metadata"],
         }
 
     def _insert_turn_rows(self, conn: Connection, rows: list[dict]) -> list[int]:
@@ -250,7 +232,7 @@ class MemoryStore:
             elif conn.execute(
                 select(schema.sessions.c.id).where(schema.sessions.c.id == target, schema.sessions.c.user_id == user_id)
             ).first() is None:
-                raise StoreError(f"session {target} does not exist for user {user_id!r}")
+                raise NotFoundError(f"session {target} does not exist for user {user_id!r}")
             if target is None:
                 first_time = next((t.event_time for t in new_turns if t.event_time), None)
                 target = conn.execute(
@@ -287,7 +269,7 @@ class MemoryStore:
             lambda conn: conn.execute(
                 update(schema.sessions)
                 .where(schema.sessions.c.id == session_id, schema.sessions.c.user_id == user_id)
-                .values(summary=_clean_text(summary))
+                .values(summary=check_text("session summary", summary, limit=MAX_SUMMARY_CHARS))
             )
         )
 
@@ -328,11 +310,12 @@ class MemoryStore:
         `valid_from` (a knowledge update keeps the old fact, with its validity ended); the same text again is a
         duplicate and returns the existing fact."""
         check_id("user id", user_id)
-        if not subject.strip() or not text.strip():
-            raise ValueError("a fact needs a non-empty subject and text")
-        start = naive_utc(valid_from) or utcnow()
-        subject = subject.strip().lower()[:300]
-        text = _clean_text(text.strip())
+        subject = check_text("fact subject", subject, limit=MAX_SUMMARY_CHARS).strip().lower()[:300]
+        text = check_text("fact text", text, limit=MAX_SUMMARY_CHARS).strip()
+        if not subject or not text:
+            raise InvalidInputError("a fact needs a non-empty subject and text")
+        start = check_time("fact valid_from", valid_from) or utcnow()
+        metadata = check_metadata("fact metadata", metadata)
 
         def work(conn: Connection) -> int:
             open_facts = conn.execute(
@@ -358,7 +341,7 @@ class MemoryStore:
                     source_turn_ids=list(source_turn_ids),
                     valid_from=start,
                     created_at=utcnow(),
-                    metadata=metadata or {},
+                    metadata=metadata,
                 )
             ).inserted_primary_key[0]
 
@@ -617,109 +600,17 @@ class MemoryStore:
 
         return self._retry(work)
 
-    # -- export / import ------------------------------------------------------------------
+    # -- export / import (memstream/memory/transfer.py holds the record format) ----------
 
     def export_user(self, user_id: str) -> Iterator[dict[str, Any]]:
-        """One user's memory as JSON-ready records: sessions (with their turns' order) then facts."""
-        for session in self.sessions(user_id):
-            yield {
-                "type": "session",
-                "id": session.id,
-                "conversation_id": session.conversation_id,
-                "external_id": session.external_id,
-                "started_at": session.started_at.isoformat() if session.started_at else None,
-                "summary": session.summary,
-                "metadata": session.metadata,
-            }
-            for turn in self.list_turns(user_id, session_id=session.id):
-                yield {
-                    "type": "turn",
-                    "id": turn.id,
-                    "session": session.id,
-                    "conversation_id": turn.conversation_id,
-                    "role": turn.role,
-                    "speaker": turn.speaker,
-                    "text": turn.text,
-                    "event_time": turn.event_time.isoformat(),
-                    "pinned": turn.pinned,
-                    "metadata": turn.metadata,
-                }
-        for fact in self.get_facts(user_id):
-            yield {
-                "type": "fact",
-                "id": fact.id,
-                "conversation_id": fact.conversation_id,
-                "subject": fact.subject,
-                "text": fact.text,
-                "source_turn_ids": fact.source_turn_ids,
-                "valid_from": fact.valid_from.isoformat(),
-                "valid_to": fact.valid_to.isoformat() if fact.valid_to else None,
-                "metadata": fact.metadata,
-            }
+        from memstream.memory.transfer import export_records
+
+        return export_records(self, user_id)
 
     def import_records(self, user_id: str, records: Iterable[dict[str, Any]]) -> dict[str, int]:
-        """Load exported records into `user_id` in one transaction (ids are remapped)."""
-        check_id("user id", user_id)
-        records = list(records)
-        for number, record in enumerate(records, 1):
-            if not isinstance(record, dict) or record.get("type") not in ("session", "turn", "fact"):
-                raise ValueError(f"record {number}: expected an object with type session, turn or fact")
+        from memstream.memory.transfer import import_records
 
-        def work(conn: Connection) -> dict[str, int]:
-            now = utcnow()
-            session_map: dict[Any, int] = {}
-            turn_map: dict[Any, int] = {}
-            counts = {"sessions": 0, "turns": 0, "facts": 0}
-            for number, record in enumerate(records, 1):
-                try:
-                    kind = record["type"]
-                    if kind == "session":
-                        session_map[record["id"]] = conn.execute(
-                            insert(schema.sessions).values(
-                                user_id=user_id,
-                                conversation_id=check_id("conversation id", record["conversation_id"]),
-                                external_id=record.get("external_id"),
-                                started_at=_parse_iso(record.get("started_at")),
-                                summary=record.get("summary"),
-                                metadata=record.get("metadata") or {},
-                            )
-                        ).inserted_primary_key[0]
-                        counts["sessions"] += 1
-                    elif kind == "turn":
-                        if record["session"] not in session_map:
-                            raise ValueError(f"turn refers to session {record['session']!r}, which comes earlier in no record")
-                        row = self._turn_row(
-                            user_id,
-                            check_id("conversation id", record["conversation_id"]),
-                            session_map[record["session"]],
-                            counts["turns"],
-                            NewTurn(record["role"], record["text"], record.get("speaker"), _parse_iso(record["event_time"]), record.get("metadata") or {}),
-                            now,
-                            now,
-                        )
-                        row["pinned"] = bool(record.get("pinned", False))
-                        turn_map[record.get("id")] = self._insert_turn_rows(conn, [row])[0]
-                        counts["turns"] += 1
-                    else:
-                        conn.execute(
-                            insert(schema.facts).values(
-                                user_id=user_id,
-                                conversation_id=record.get("conversation_id"),
-                                subject=record["subject"],
-                                text=record["text"],
-                                source_turn_ids=[turn_map[i] for i in record.get("source_turn_ids", []) if i in turn_map],
-                                valid_from=_parse_iso(record["valid_from"]),
-                                valid_to=_parse_iso(record.get("valid_to")),
-                                created_at=now,
-                                metadata=record.get("metadata") or {},
-                            )
-                        )
-                        counts["facts"] += 1
-                except KeyError as exc:
-                    raise ValueError(f"record {number} ({record.get('type')}): missing field {exc.args[0]!r}") from exc
-            return counts
-
-        return self._retry(work)
+        return import_records(self, user_id, records)
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -782,15 +673,6 @@ def _redact(url: str) -> str:
         return "<invalid URL>"
 
 
-def _parse_iso(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return naive_utc(datetime.fromisoformat(value))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid ISO datetime {value!r}") from exc
-
-
 def _turn(row, with_embedding: bool = False) -> Turn:
     turn = Turn(
         id=row.id,
@@ -804,7 +686,7 @@ def _turn(row, with_embedding: bool = False) -> Turn:
         ingested_at=row.ingested_at,
         position=row.position,
         pinned=bool(row.pinned),
-        metadata=row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata or "{}"),
+        metadata=_metadata(row.metadata),
         embedding_model=row.embedding_model,
         embedding=row.embedding if with_embedding else None,
     )
@@ -819,7 +701,7 @@ def _session(row) -> Session:
         started_at=row.started_at,
         external_id=row.external_id,
         summary=row.summary,
-        metadata=row.metadata or {},
+        metadata=_metadata(row.metadata),
     )
 
 
@@ -834,5 +716,16 @@ def _fact(row) -> Fact:
         valid_from=row.valid_from,
         valid_to=row.valid_to,
         created_at=row.created_at,
-        metadata=row.metadata or {},
+        metadata=_metadata(row.metadata),
     )
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    # Rows written before validation existed (or by hand) may hold a list or a string: read them as empty rather
+    # than failing every read of the user, so one bad row can never take a tenant (or a restart) down.
+    if isinstance(value, str):
+        try:
+            value = json.loads(value or "{}")
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}

@@ -25,22 +25,25 @@ import os
 import shutil
 import threading
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from memstream.memory.model import Fact, Turn
-from memstream.memory.store import MemoryStore, check_id, utcnow
+from memstream.memory.validate import check_id, utcnow
+from memstream.retrieval.dense_jobs import DenseJob, embed_jobs
 from memstream.retrieval import keys as keymod
-from memstream.retrieval.embedder import Embedder, EmbedderCache, from_bytes, to_bytes
+from memstream.retrieval.embedder import Embedder, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
-from memstream.retrieval.lexical import LexicalIndex, Tokenizer
+from memstream.retrieval.lexical import Tokenizer
+from memstream.retrieval.results import Hit, SearchResult, SessionHit
+from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
-from memstream.retrieval.vector_index import IndexFileError, VectorIndex, set_faiss_threads
+from memstream.retrieval.vector_index import IndexFileError, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -65,215 +68,18 @@ LIST_WEIGHTS = {
 }
 
 
-# -- results ------------------------------------------------------------------------------
+class IndexSource(Protocol):
+    """What the indexes read from the database (the store implements it); retrieval/ imports no store module."""
 
-
-@dataclass
-class Hit:
-    turn: Turn
-    dense_score: float | None
-    """Best cosine similarity of any of this turn's keys (None: no dense list found it)."""
-    lexical_score: float | None
-    """Best BM25 score of any of this turn's keys."""
-    fused_score: float
-    rank: int
-    matched_via: str
-    """Which key found it best: turn, round, statement, fact (or time: a time-restricted list)."""
-
-    @property
-    def event_time(self) -> datetime:
-        return self.turn.event_time
-
-    @property
-    def session_id(self) -> int | None:
-        return self.turn.session_id
-
-    @property
-    def source_id(self) -> str | None:
-        return self.turn.source_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "turn_id": self.turn.id,
-            "source_id": self.source_id,
-            "session_id": self.session_id,
-            "conversation_id": self.turn.conversation_id,
-            "event_time": self.event_time.isoformat(),
-            "speaker": self.turn.speaker,
-            "role": self.turn.role,
-            "text": self.turn.text,
-            "fused_score": self.fused_score,
-            "dense_score": self.dense_score,
-            "lexical_score": self.lexical_score,
-            "matched_via": self.matched_via,
-        }
-
-
-@dataclass
-class SearchResult:
-    query: str
-    hits: list[Hit]
-    time_window: TimeWindow | None = None
-    mode: str = "memstream"
-    timings: dict[str, float] = field(default_factory=dict)
-    """Milliseconds per stage (embed, dense, lexical, fuse, fetch, total)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "mode": self.mode,
-            "time_window": self.time_window.to_dict() if self.time_window else None,
-            "timings_ms": self.timings,
-            "hits": [hit.to_dict() for hit in self.hits],
-        }
-
-
-@dataclass
-class SessionHit:
-    session_id: int | None
-    score: float
-    hits: list[Hit]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "score": self.score, "turn_ids": [h.turn.id for h in self.hits]}
-
-
-# -- one user's indexes -------------------------------------------------------------------
-
-
-class UserIndex:
-    """Dense and lexical indexes per key kind for one user, plus the turn table
-    (event time, conversation) the time window and conversation filters need."""
-
-    def __init__(self, dim: int, ann_threshold: int, tokenizer: Tokenizer):
-        self.dim = dim
-        self.ann_threshold = ann_threshold
-        self.dense: dict[str, VectorIndex] = {}
-        self.lexical: dict[str, LexicalIndex] = {kind: LexicalIndex(tokenizer) for kind in keymod.KINDS}
-        self._tokenizer = tokenizer
-        self.turn_time: dict[int, int] = {}
-        self.turn_conversation: dict[int, str] = {}
-        self.turn_speaker: dict[int, str] = {}
-        self.speaker_turns: Counter[str] = Counter()
-        self.fact_turns: dict[int, list[int]] = {}
-        self.turn_facts: dict[int, set[int]] = {}  # the reverse of fact_turns
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def dense_index(self, kind: str) -> VectorIndex:
-        index = self.dense.get(kind)
-        if index is None:
-            index = self.dense[kind] = VectorIndex(self.dim, self.ann_threshold)
-        return index
-
-    def note_turn(self, turn_id: int, when: datetime, conversation_id: str, speaker: str | None = None) -> None:
-        self.turn_time[turn_id] = int(when.timestamp())
-        self.turn_conversation[turn_id] = conversation_id
-        if speaker:
-            self.turn_speaker[turn_id] = speaker
-            self.speaker_turns[speaker] += 1
-        self._arrays = None
-
-    def drop_turn(self, turn_id: int) -> None:
-        self.turn_time.pop(turn_id, None)
-        self.turn_conversation.pop(turn_id, None)
-        speaker = self.turn_speaker.pop(turn_id, None)
-        if speaker is not None:
-            self.speaker_turns[speaker] -= 1
-            if self.speaker_turns[speaker] <= 0:
-                del self.speaker_turns[speaker]
-        self._arrays = None
-        for kind in ("turn", "round", "statement"):
-            key = keymod.key_id(turn_id, kind)
-            self.lexical[kind].remove([key])
-            if kind in self.dense:
-                self.dense[kind].remove([key])
-
-    def note_fact(self, fact_id: int, turn_ids: Sequence[int]) -> None:
-        self._forget_fact_sources(fact_id)
-        self.fact_turns[fact_id] = list(turn_ids)
-        for turn_id in turn_ids:
-            self.turn_facts.setdefault(turn_id, set()).add(fact_id)
-
-    def _forget_fact_sources(self, fact_id: int) -> None:
-        for turn_id in self.fact_turns.pop(fact_id, ()):
-            facts = self.turn_facts.get(turn_id)
-            if facts is not None:
-                facts.discard(fact_id)
-                if not facts:
-                    del self.turn_facts[turn_id]
-
-    def drop_fact(self, fact_id: int) -> None:
-        self._forget_fact_sources(fact_id)
-        key = keymod.key_id(fact_id, "fact")
-        self.lexical["fact"].remove([key])
-        if "fact" in self.dense:
-            self.dense["fact"].remove([key])
-
-    def turn_count(self) -> int:
-        return len(self.turn_time)
-
-    def _turn_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            ids = np.fromiter(self.turn_time.keys(), dtype=np.int64, count=len(self.turn_time))
-            times = np.fromiter(self.turn_time.values(), dtype=np.int64, count=len(self.turn_time))
-            conversations = np.array([self.turn_conversation[i] for i in ids.tolist()], dtype=object)
-            self._arrays = (ids, times, conversations)
-        return self._arrays
-
-    def allowed_turns(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
-        """Turn ids inside the window and conversation; None means every turn."""
-        if window is None and conversation_id is None:
-            return None
-        ids, times, conversations = self._turn_arrays()
-        mask = np.ones(len(ids), bool)
-        if window is not None:
-            mask &= (times >= int(window.start.timestamp())) & (times < int(window.end.timestamp()))
-        if conversation_id is not None:
-            mask &= conversations == conversation_id
-        return ids[mask]
-
-    def allowed_keys(self, kind: str, turns: np.ndarray | None) -> np.ndarray | None:
-        if turns is None:
-            return None
-        if kind == "fact":
-            wanted = set(turns.tolist())
-            facts = [f for f, sources in self.fact_turns.items() if wanted.intersection(sources)]
-            return np.array([keymod.key_id(f, "fact") for f in facts], dtype=np.int64)
-        return turns * 8 + keymod.KIND_CODE[kind]
-
-    def key_turns(self, key: int) -> list[int]:
-        item, kind = keymod.split_key(key)
-        if kind == "fact":
-            return self.fact_turns.get(item, [])
-        return [item]
-
-    def ranked(
-        self, retriever: str, kind: str, query_vector: np.ndarray | None, query_text: str, depth: int, allowed_turns: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        """One ranked list of (turn id, score), each turn once, best first."""
-        allowed = self.allowed_keys(kind, allowed_turns)
-        if allowed is not None and len(allowed) == 0:
-            return []
-        if retriever == "dense":
-            index = self.dense.get(kind)
-            if index is None or query_vector is None:
-                return []
-            key_ids, scores = index.search(query_vector, depth, allowed)
-        else:
-            key_ids, scores = self.lexical[kind].search(query_text, depth, allowed)
-        out: list[tuple[int, float]] = []
-        seen: set[int] = set()
-        allowed_set = set(allowed_turns.tolist()) if allowed_turns is not None and kind == "fact" else None
-        for key, score in zip(key_ids.tolist(), scores.tolist()):
-            for turn_id in self.key_turns(key):
-                if turn_id in seen or turn_id not in self.turn_time:
-                    continue
-                if allowed_set is not None and turn_id not in allowed_set:
-                    continue
-                seen.add(turn_id)
-                out.append((turn_id, float(score)))
-        return out
+    def iter_turns(self, user_id: str | None = None, after_id: int = 0, batch_size: int = 5000) -> Iterator[Turn]: ...
+    def iter_facts(self, after_id: int = 0) -> Iterator[tuple[Fact, bytes | None, str | None]]: ...
+    def list_turns(self, user_id: str, **filters: Any) -> list[Turn]: ...
+    def get_turns(self, user_id: str, ids: Sequence[int]) -> list[Turn]: ...
+    def deletions_after(self, seq: int) -> list[tuple[int, str, str, int]]: ...
+    def max_ids(self) -> dict[str, int]: ...
+    def embedding_models(self) -> dict[str, int]: ...
+    def set_embeddings(self, kind: str, vectors: dict[int, bytes], model: str) -> None: ...
+    def require_user(self, user_id: str) -> str: ...
 
 
 # -- the retriever ------------------------------------------------------------------------
@@ -291,7 +97,7 @@ class Retriever:
 
     def __init__(
         self,
-        store: MemoryStore,
+        store: IndexSource,
         embedder: Embedder | None,
         *,
         model_name: str,
@@ -331,48 +137,19 @@ class Retriever:
         self._dense_cursor = _Cursor()
         self._dirty = False
         self._query_cache: dict[str, np.ndarray] = {}
+        # Dense keys waiting for the background indexer (background=True); inline otherwise.
+        self.background = False
+        self._pending: deque[DenseJob] = deque()
+        self._in_flight: list[DenseJob] = []
+        self._pending_users: Counter[str] = Counter()
+        self._settled = threading.Condition(self._lock)
+        self.skipped: dict[str, str] = {}
+        """Rows that could not be indexed ("turn 12" -> reason): skipped, reported, never retried in this process."""
         if check_model:
             self.check_model()
         self._load_cache()
 
     # -- construction ---------------------------------------------------------------------
-
-    @classmethod
-    def from_settings(
-        cls, settings, store: MemoryStore, load_embedder: bool = True, embedders: EmbedderCache | None = None, sync: bool = True,
-        cache_dir: Path | None | Literal["auto"] = "auto",
-    ) -> "Retriever":
-        """The retriever the configuration describes, caught up with the database (unless sync=False).
-
-        `cache_dir`: "auto" is `cache_dir_for(settings, store)`; None keeps the index in memory only
-        (a server process that shares the cache location with another one).
-
-        Without the embedder (load_embedder=False) only deletes are applied: enough for `forget`.
-        """
-        embedder = None
-        if load_embedder:
-            embedders = embedders or EmbedderCache()
-            embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device, settings.embedder.threads)
-        r = settings.retrieval
-        set_faiss_threads(r.faiss_threads)
-        retriever = cls(
-            store,
-            embedder,
-            model_name=settings.embedder.model,
-            cache_dir=cache_dir_for(settings, store) if cache_dir == "auto" else cache_dir,
-            ann_threshold=r.ann_threshold,
-            rrf_k=r.rrf_k,
-            candidates=r.candidates,
-            round_neighbours=r.round_neighbours,
-            session_decomposition=r.session_decomposition,
-            fact_expansion=r.fact_expansion,
-            time_expansion=r.time_expansion,
-            time_mode=r.time_mode,
-            time_weight=r.time_weight,
-        )
-        if sync:
-            retriever.sync()
-        return retriever
 
     def check_model(self) -> None:
         """Raise EmbeddingModelMismatch when the database holds vectors of another model."""
@@ -409,7 +186,7 @@ class Retriever:
                 raise IndexFileError("index cache is ahead of the database (the database was replaced)")
             users: dict[str, UserIndex] = {}
             for user_id, counts in meta["users"].items():
-                index = UserIndex(self.dim, self.ann_threshold, self._tokenizer)
+                index = UserIndex(user_id, self.dim, self.ann_threshold, self._tokenizer)
                 for kind, count in counts.items():
                     if kind not in keymod.KINDS:
                         raise IndexFileError(f"unknown key kind {kind!r} in the index metadata")
@@ -449,8 +226,8 @@ class Retriever:
                 "model": self.model_name,
                 "dim": self.dim,
                 "round_neighbours": self.round_neighbours,
-                "turn_cursor": self._cursor.turn,
-                "fact_cursor": self._cursor.fact,
+                "turn_cursor": self._saved_cursor("turn"),
+                "fact_cursor": self._saved_cursor("fact"),
                 "deletion_seq": self._cursor.deletion,
                 "users": users_meta,
                 "saved_at": utcnow().isoformat(),
@@ -460,6 +237,12 @@ class Retriever:
             os.replace(tmp, self._meta_path())
             self._dirty = False
 
+    def _saved_cursor(self, what: str) -> int:
+        # A dense key still waiting for its vector is not in the saved index: resume from the batch that queued it.
+        waiting = [job.origin - 1 for job in (*self._pending, *self._in_flight) if (job.kind == "fact") == (what == "fact")]
+        cursor = self._cursor.fact if what == "fact" else self._cursor.turn
+        return min([cursor, *waiting])
+
     # -- catching up with the database ----------------------------------------------------
 
     def _user(self, user_id: str) -> UserIndex:
@@ -467,7 +250,7 @@ class Retriever:
         if index is None:
             if self.dim is None:
                 raise RetrievalError("the index is empty and no embedder is loaded, so its dimension is unknown")
-            index = self._users[user_id] = UserIndex(self.dim, self.ann_threshold, self._tokenizer)
+            index = self._users[user_id] = UserIndex(user_id, self.dim, self.ann_threshold, self._tokenizer)
         return index
 
     def sync(self, save: bool = True, turns: bool = True) -> int:
@@ -549,7 +332,7 @@ class Retriever:
             by_session[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
         jobs: list[tuple[UserIndex, str, int, str, Turn, bool]] = []  # (user index, kind, item id, text, turn, needs dense)
         new_count = 0
-        refresh: set[tuple[int, int]] = set()  # (user index, key) of round keys being replaced
+        refresh: set[tuple[UserIndex, int]] = set()  # (user index, key) of round keys being replaced
         for (user_id, session_id), fresh in by_session.items():
             index = self._user(user_id)
             fresh = [t for t in fresh if t.id not in index.turn_time]  # a rescan after deletes skips what is indexed
@@ -563,7 +346,11 @@ class Retriever:
             fresh_ids = {t.id for t in fresh}
             first = min(positions[t.id] for t in fresh)
             for turn in fresh:
-                index.note_turn(turn.id, turn.event_time, turn.conversation_id, turn.speaker)
+                try:
+                    index.note_turn(turn.id, turn.event_time, turn.conversation_id, turn.speaker)
+                except (ValueError, OverflowError, OSError, TypeError) as exc:
+                    self._skip(f"turn {turn.id}", exc)  # a row stored before validation existed: never wedge the index
+                    continue
                 i = positions[turn.id]
                 dense = turn.id > dense_known
                 jobs.append((index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
@@ -576,8 +363,8 @@ class Retriever:
                 old = context[i]
                 if old.id not in fresh_ids and old.id in index.turn_time:
                     jobs.append((index, "round", old.id, keymod.round_key_text(context, i, self.round_neighbours), old, any_dense))
-                    refresh.add((id(index), keymod.key_id(old.id, "round")))
-        self._add_jobs(jobs, refresh)
+                    refresh.add((index, keymod.key_id(old.id, "round")))
+        self._add_jobs(jobs, refresh, origin=turns[0].id if turns else 0)
         if turns:
             self._cursor.turn = max(self._cursor.turn, turns[-1].id)
             self._dirty = True
@@ -603,10 +390,10 @@ class Retriever:
                 return [by_id.get(t.id, t) for t in self.store.list_turns(user_id, session_id=session_id)]
         return context
 
-    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[int, int]]) -> None:
+    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int) -> None:
         if not jobs:
             return
-        # Lexical: always (it is rebuilt on every process start).
+        # Lexical: always, at once (it is rebuilt on every process start and costs microseconds a key).
         grouped: dict[tuple[int, str], tuple[UserIndex, str, list[int], list[str]]] = {}
         for index, kind, item, text, _turn, _dense in jobs:
             entry = grouped.setdefault((id(index), kind), (index, kind, [], []))
@@ -615,67 +402,131 @@ class Retriever:
         for index, kind, ids, texts in grouped.values():
             index.lexical[kind].add(ids, texts)
         # Dense: only keys the loaded cache lacks. Turn keys reuse the database's vectors of this model.
-        need = [job for job in jobs if job[5]]
-        vectors: list[np.ndarray | None] = []
-        to_embed: list[int] = []
-        for position, (_index, kind, _item, _text, turn, _dense) in enumerate(need):
-            vector = None
-            if kind == "turn" and turn.embedding is not None and turn.embedding_model == self.model_name:
-                vector = from_bytes(turn.embedding, self.dim)
-            vectors.append(vector)
-            if vector is None:
-                to_embed.append(position)
-        if to_embed:
-            embedded = self.embedder.embed([need[p][3] for p in to_embed])
-            store_back: dict[int, bytes] = {}
-            for p, vector in zip(to_embed, embedded):
-                vectors[p] = vector
-                if need[p][1] == "turn":
-                    store_back[need[p][2]] = to_bytes(vector)
-            self.store.set_embeddings("turn", store_back, self.model_name)
-        dense_groups: dict[tuple[int, str], tuple[UserIndex, str, list[int], list[np.ndarray]]] = {}
-        for (index, kind, item, _text, _turn, _dense), vector in zip(need, vectors):
-            entry = dense_groups.setdefault((id(index), kind), (index, kind, [], []))
-            entry[2].append(keymod.key_id(item, kind))
-            entry[3].append(vector)
-        for index, kind, ids, vecs in dense_groups.values():
-            target = index.dense_index(kind)
-            stale = [key for key in ids if (id(index), key) in refresh]
-            if stale:
-                target.remove(stale)  # a round key is replaced when its turn's neighbour arrives
-            target.add(np.array(ids, dtype=np.int64), np.stack(vecs))
+        dense = []
+        for index, kind, item, text, turn, needed in jobs:
+            if not needed:
+                continue
+            stored = turn.embedding if kind == "turn" and turn.embedding_model == self.model_name else None
+            dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored))
+        for index, key in refresh:
+            # A round key is replaced when its turn's neighbour arrives: the old vector goes now, the new one follows.
+            if "round" in index.dense:
+                index.dense["round"].remove([key])
+        self._queue(dense)
 
     def _index_facts(self, facts: list[tuple[Fact, bytes | None, str | None]]) -> int:
         if not facts:
             return 0
         dense_known = self._dense_cursor.fact
-        texts, owners, fact_ids, vectors, to_embed = [], [], [], [], []
+        origin = facts[0][0].id
+        dense = []
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
             index.note_fact(fact.id, fact.source_turn_ids)
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
-            if fact.id <= dense_known:
-                continue
-            vector = from_bytes(blob, self.dim) if blob is not None and model == self.model_name else None
-            owners.append(index)
-            fact_ids.append(fact.id)
-            texts.append(text)
-            vectors.append(vector)
-            if vector is None:
-                to_embed.append(len(vectors) - 1)
-        if to_embed:
-            embedded = self.embedder.embed([texts[p] for p in to_embed])
-            for p, vector in zip(to_embed, embedded):
-                vectors[p] = vector
-            self.store.set_embeddings("fact", {fact_ids[p]: to_bytes(vectors[p]) for p in to_embed}, self.model_name)
-        for index, fact_id, vector in zip(owners, fact_ids, vectors):
-            target = index.dense_index("fact")
-            target.remove([keymod.key_id(fact_id, "fact")])
-            target.add(np.array([keymod.key_id(fact_id, "fact")], dtype=np.int64), vector.reshape(1, -1))
+            if fact.id > dense_known:
+                dense.append(DenseJob(index, fact.user_id, "fact", fact.id, text, origin, blob if model == self.model_name else None))
+        self._queue(dense)
         self._cursor.fact = max(self._cursor.fact, facts[-1][0].id)
         self._dirty = True
         return len(facts)
+
+    # -- dense keys: queued for the background indexer, or embedded inline ----------------
+
+    def _queue(self, jobs: list[DenseJob]) -> None:
+        if not jobs:
+            return
+        if not self.background:
+            self._embed_and_add(jobs)
+            return
+        self._pending.extend(jobs)
+        self._pending_users.update(job.user_id for job in jobs)
+        self._settled.notify_all()
+
+    def embed_pending(self, max_keys: int = 256) -> int:
+        """Embed up to `max_keys` queued dense keys (the model runs outside the lock) and add them; returns how many."""
+        with self._lock:
+            batch = [self._pending.popleft() for _ in range(min(max_keys, len(self._pending)))]
+            self._in_flight = batch
+        if not batch:
+            return 0
+        try:
+            vectors, failed = embed_jobs(self.embedder, self.dim, batch)
+            with self._lock:
+                self._add_vectors(batch, vectors, failed)
+        finally:
+            with self._lock:
+                self._in_flight = []
+                for job in batch:
+                    self._pending_users[job.user_id] -= 1
+                    if self._pending_users[job.user_id] <= 0:
+                        del self._pending_users[job.user_id]
+                self._settled.notify_all()
+        self._store_vectors(batch, vectors, failed)
+        return len(batch)
+
+    def _embed_and_add(self, jobs: list[DenseJob]) -> None:
+        vectors, failed = embed_jobs(self.embedder, self.dim, jobs)
+        self._add_vectors(jobs, vectors, failed)
+        self._store_vectors(jobs, vectors, failed)
+
+    def _add_vectors(self, jobs: list[DenseJob], vectors: list[np.ndarray | None], failed: dict[int, str]) -> None:
+        groups: dict[tuple[int, str], tuple[UserIndex, str, dict[int, np.ndarray]]] = {}
+        for position, (job, vector) in enumerate(zip(jobs, vectors)):
+            if position in failed:
+                self._skip(f"{job.kind} key of {'fact' if job.kind == 'fact' else 'turn'} {job.item_id}", failed[position])
+                continue
+            if vector is None or not job.is_live(self._users):
+                continue  # deleted or forgotten while it waited
+            entry = groups.setdefault((id(job.index), job.kind), (job.index, job.kind, {}))
+            entry[2][job.key] = vector  # a later job for the same key (a refreshed round) wins
+        for index, kind, by_key in groups.values():
+            keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
+            target = index.dense_index(kind)
+            target.remove(keys)
+            target.add(keys, np.stack(list(by_key.values())))
+        if groups:
+            self._dirty = True
+
+    def _store_vectors(self, jobs: list[DenseJob], vectors: list[np.ndarray | None], failed: dict[int, str]) -> None:
+        # Turn and fact vectors go back to the database (a rebuild reuses them); round and statement keys are cheap
+        # to recompute from their turns and are not stored.
+        for kind in ("turn", "fact"):
+            blobs = {
+                job.item_id: to_bytes(vector)
+                for position, (job, vector) in enumerate(zip(jobs, vectors))
+                if job.kind == kind and job.stored is None and vector is not None and position not in failed
+            }
+            self.store.set_embeddings(kind, blobs, self.model_name)
+
+    def pending(self, user_id: str | None = None) -> int:
+        """Dense keys still waiting for their vectors (of one user, or of all)."""
+        with self._lock:
+            return self._pending_users.get(user_id, 0) if user_id is not None else sum(self._pending_users.values())
+
+    def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
+        """Block until this user's (None: everyone's) queued dense keys are in the index, or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        with self._settled:
+            while (self._pending_users.get(user_id, 0) if user_id is not None else self._pending_users):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._settled.wait(left)
+            return True
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        with self._settled:
+            if not self._pending:
+                self._settled.wait(timeout_s)
+            return bool(self._pending)
+
+    def _skip(self, what: str, reason: BaseException | str) -> None:
+        if what not in self.skipped:
+            log.warning("cannot index %s, skipped: %s", what, reason)
+        if len(self.skipped) < 10_000:
+            self.skipped[what] = str(reason)[:300]
 
     # -- search -----------------------------------------------------------------------------
 
@@ -832,6 +683,10 @@ class Retriever:
                     found.update(index.turn_facts.get(turn_id, ()))
             return found, self._cursor.fact
 
+    def indexed_turns_total(self) -> int:
+        with self._lock:
+            return sum(index.turn_count() for index in self._users.values())
+
     def indexed_turns(self, user_id: str) -> int:
         index = self._users.get(user_id)
         return index.turn_count() if index else 0
@@ -852,48 +707,6 @@ def check_search_args(query: str, k: int) -> str:
     if k > MAX_K:
         raise RetrievalError(f"k={k} is too large; the limit is {MAX_K}")
     return query.strip()
-
-
-def reembed(settings, store: MemoryStore, embedders: EmbedderCache | None = None) -> dict[str, int]:
-    """Re-embed every turn and fact with the configured model and rebuild the index cache."""
-    embedders = embedders or EmbedderCache()
-    embedder = embedders.get(settings.embedder.model, settings.embedder.batch_size, settings.embedder.device, settings.embedder.threads)
-    counts = {"turns": 0, "facts": 0}
-    batch: list[Turn] = []
-
-    def flush() -> None:
-        vectors = embedder.embed([keymod.turn_key_text(t) for t in batch])
-        store.set_embeddings("turn", {t.id: to_bytes(v) for t, v in zip(batch, vectors)}, embedder.name)
-        counts["turns"] += len(batch)
-        batch.clear()
-
-    for turn in store.iter_turns():
-        batch.append(turn)
-        if len(batch) >= 1024:
-            flush()
-    if batch:
-        flush()
-    facts = [fact for fact, _blob, _model in store.iter_facts()]
-    if facts:
-        vectors = embedder.embed([keymod.fact_key_text(f) for f in facts])
-        store.set_embeddings("fact", {f.id: to_bytes(v) for f, v in zip(facts, vectors)}, embedder.name)
-        counts["facts"] = len(facts)
-    cache = cache_dir_for(settings, store)
-    if cache is not None and cache.exists():
-        shutil.rmtree(cache)
-    return counts
-
-
-def cache_dir_for(settings, store: MemoryStore) -> Path | None:
-    """Where the index cache lives: beside a SQLite file, or in the data dir keyed by the database URL."""
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.embedder.model)[-60:]
-    path = store.sqlite_path
-    if path is not None:
-        return path.parent / f"{path.name}.index" / slug
-    if store.is_sqlite:  # in-memory SQLite: nothing to persist
-        return None
-    digest = hashlib.sha1(store.url.encode()).hexdigest()[:16]
-    return settings.data_dir / "index" / f"{digest}-{slug}"
 
 
 def _ms(start: float) -> float:

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from memstream.errors import MemstreamError, NotFoundError
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 408: "invalid_request_error", 409: "invalid_request_error",
           413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
@@ -95,10 +97,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return APIError(exc.status_code, str(exc.detail)).response()
 
+    @app.exception_handler(MemstreamError)
+    async def _memstream(request: Request, exc: MemstreamError) -> JSONResponse:
+        return from_memstream(exc).response()
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not a client mistake: still OpenAI's shape, so clients show it; Starlette logs the traceback.
         return internal_error().response()
+
+
+def from_memstream(exc: MemstreamError) -> APIError:
+    """The one mapping of memstream's errors to HTTP: the caller's mistakes are 4xx, outages 503."""
+    if isinstance(exc, NotFoundError):
+        return APIError(404, str(exc), code="not_found")
+    if exc.user_fixable:
+        return APIError(400, str(exc), code="invalid_value")
+    return APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable")
 
 
 def internal_error() -> APIError:

@@ -19,13 +19,13 @@ from typing import Iterator
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy.exc import SQLAlchemyError
 
 from memstream.memory.model import NewTurn
-from memstream.memory.store import MAX_ID_LENGTH, StoreError, naive_utc
+from memstream.errors import MemstreamError
+from memstream.memory.store import MAX_ID_LENGTH, naive_utc
 from memstream.retrieval.errors import RetrievalError
 from memstream.retrieval.timeparse import TimeWindow
-from memstream.server.errors import APIError, error_responses
+from memstream.server.errors import APIError, error_responses, from_memstream
 from memstream.server.idempotency import IdempotencyKeys, check_key, fingerprint
 from memstream.server.memory_schemas import (
     MAX_INT64,
@@ -75,11 +75,11 @@ async def known_user(service: MemoryService, tenant: Tenant, user: str) -> str:
 
 
 async def blocking(fn, *args, **kwargs):
-    """Run store/index work on a thread; a database failure becomes a 503 naming it."""
+    """Run memory work on a thread; the client's mistakes become 400/404, a database failure a 503 naming it."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except (StoreError, SQLAlchemyError) as exc:
-        raise APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable") from None
+    except MemstreamError as exc:
+        raise from_memstream(exc) from None
 
 
 async def idempotent(request: Request, tenant: Tenant, key: str | None, route: str, user: str, body: bytes, write):
@@ -112,7 +112,7 @@ def memory_router() -> APIRouter:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = tenant.internal(body.user)
-        turns = [NewTurn(t.role, t.text, t.speaker, naive_utc(t.time), t.metadata) for t in body.turns]
+        turns = [NewTurn(t.role, t.text, t.speaker, t.time, t.metadata) for t in body.turns]  # validated at the door
 
         async def write():
             try:
@@ -157,8 +157,8 @@ def memory_router() -> APIRouter:
 
         def search():
             service.sync()  # turns written through other processes are found on the next search
-            return service.retriever.search(internal, body.query, k=body.k, now=naive_utc(body.at), conversation_id=body.conversation,
-                                            time_window=window, mode=body.mode, time_mode=time_mode)
+            return service.memory.search(internal, body.query, k=body.k, now=naive_utc(body.at), conversation=body.conversation,
+                                         time_window=window, mode=body.mode, time_mode=time_mode)
 
         try:
             result = await blocking(search)
@@ -178,9 +178,8 @@ def memory_router() -> APIRouter:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = await known_user(service, tenant, user)
-        if not await blocking(service.store.delete_turn, internal, memory_id):
+        if not await blocking(service.memory.delete_turn, internal, memory_id):
             raise APIError(404, f"memory {memory_id} not found for user {user!r}", param="memory_id", code="memory_not_found")
-        await blocking(service.sync)
         return Deleted(id=memory_id, deleted=True)
 
     @router.delete("/users/{user:path}", response_model=Forgotten, responses=error_responses(401, 404, 503),
@@ -189,8 +188,7 @@ def memory_router() -> APIRouter:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = await known_user(service, tenant, user)
-        counts = await blocking(service.store.forget_user, internal)
-        await blocking(service.sync)
+        counts = await blocking(service.memory.forget_user, internal)
         return Forgotten(user=user, turns=counts["turns"], facts=counts["facts"], sessions=counts["sessions"])
 
     @router.get("/users/{user:path}/export", responses={200: {"content": {"application/x-ndjson": {}},
@@ -224,10 +222,9 @@ def memory_router() -> APIRouter:
 
         async def write():
             try:
-                counts = await blocking(service.store.import_records, internal, records)
+                counts = await blocking(service.memory.import_records, internal, records)
             except ValueError as exc:
                 raise APIError(400, str(exc), code="invalid_record") from None
-            await blocking(service.sync)
             return 201, jsonable_encoder(Imported(user=user, **counts))
 
         return await idempotent(request, tenant, idempotency_key, "import", internal, raw, write)

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memstream.memory.model import Turn
 from memstream.memory.store import MAX_ID_LENGTH
-from memstream.retrieval.retriever import MAX_QUERY_CHARS, Hit
+from memstream.memory.validate import MAX_TIME, MIN_TIME
+from memstream.retrieval.results import Hit
+from memstream.retrieval.retriever import MAX_QUERY_CHARS
 from memstream.server.tenancy import MAX_USER_CHARS
 
 MAX_TURNS_PER_ADD = 1000
@@ -18,9 +20,8 @@ MAX_SEARCH_K = 100
 MAX_TEXT_CHARS = 100_000
 MAX_INT64 = 2**63 - 1
 """Offsets and memory ids: what the database can compare (a larger number is a 400, not an overflow)."""
-EARLIEST = datetime(1900, 1, 1)
-LATEST = datetime(9999, 12, 31)
-"""Times a request may name (the store's range): the index compares them as Unix timestamps."""
+EARLIEST, LATEST = MIN_TIME, MAX_TIME
+"""Times a request may name: the store's range (the index compares them as Unix timestamps)."""
 
 
 def in_range(value: datetime | None) -> datetime | None:
@@ -31,7 +32,7 @@ def in_range(value: datetime | None) -> datetime | None:
         naive = value if value.tzinfo is None else (value - value.utcoffset()).replace(tzinfo=None)
     except OverflowError:
         naive = None
-    if naive is None or not EARLIEST <= naive <= LATEST.replace(hour=23, minute=59, second=59, microsecond=999999):
+    if naive is None or not EARLIEST <= naive <= LATEST:
         raise ValueError(f"{value.isoformat()} is outside {EARLIEST.date()}..{LATEST.date()}")
     return value
 

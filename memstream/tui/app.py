@@ -26,7 +26,8 @@ from textual.worker import Worker, get_current_worker
 from memstream.agent.controller import AgentError, MemoryAgent, Reply
 from memstream.backends.base import BackendError
 from memstream.config import BackendSettings, ConfigError, Settings
-from memstream.memory.store import DatabaseUnavailableError, MemoryStore, StoreError, check_id, utcnow
+from memstream.memory.core import Memory, open_memory
+from memstream.memory.store import DatabaseUnavailableError, StoreError, check_id, utcnow
 from memstream.retrieval.errors import RetrievalError
 from memstream.tui.messages import (
     AgentFailed,
@@ -71,18 +72,16 @@ COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C", "copy the
 
 
 def build_agent(settings: Settings) -> MemoryAgent:
-    """The store first, so a broken database URL fails in milliseconds, before any model loads."""
+    """The memory first, so a broken database URL fails in milliseconds, before the chat model loads."""
     from memstream.backends.models import make_backend
-    from memstream.retrieval.retriever import Retriever
 
-    store = MemoryStore.from_settings(settings)
+    memory = open_memory(settings)
     try:
-        retriever = Retriever.from_settings(settings, store)
         backend = make_backend(settings.backend, settings.attention)
     except BaseException:
-        store.close()
+        memory.close()
         raise
-    return MemoryAgent(store, retriever, backend, settings)
+    return MemoryAgent(memory, backend, settings, owns_memory=True)
 
 
 def describe_backend(backend: BackendSettings) -> str:
@@ -184,9 +183,9 @@ class MemstreamApp(App[None]):
         return self.query_one("#conversations", ConversationList)
 
     @property
-    def store(self) -> MemoryStore:
+    def store(self) -> Memory:
         assert self.agent is not None, "the agent is not loaded yet"
-        return self.agent.store
+        return self.agent.memory
 
     async def on_mount(self) -> None:
         for theme in THEMES:
@@ -392,7 +391,7 @@ class MemstreamApp(App[None]):
         if self.agent is None:
             self.notify("The model is still loading.", severity="warning")
         else:
-            self.push_screen(SearchScreen(self.agent.retriever, self.user, now=self.clock()))
+            self.push_screen(SearchScreen(self.agent.memory, self.user, now=self.clock()))
 
     def action_memories(self) -> None:
         self.inspector.memories.focus()
@@ -423,8 +422,7 @@ class MemstreamApp(App[None]):
     @work(thread=True, exclusive=True, group="memory")
     def forget_memory(self, turn_id: int) -> None:
         assert self.agent is not None
-        if self.agent.store.delete_turn(self.user, turn_id):
-            self.agent.retriever.sync()  # the index drops it too: it can never be retrieved again
+        self.agent.memory.delete_turn(self.user, turn_id)  # the index drops it too: it can never be retrieved again
         self.post_message(MemoryForgotten(turn_id))
 
     async def on_memory_forgotten(self, message: MemoryForgotten) -> None:
@@ -456,8 +454,7 @@ class MemstreamApp(App[None]):
     @work(thread=True, exclusive=True, group="memory")
     def forget_everything(self) -> None:
         assert self.agent is not None
-        counts = self.agent.store.forget_user(self.user)
-        self.agent.retriever.sync()
+        counts = self.agent.memory.forget_user(self.user)
         self.post_message(EverythingForgotten(counts))
 
     async def on_everything_forgotten(self, message: EverythingForgotten) -> None:
@@ -587,8 +584,7 @@ class MemstreamApp(App[None]):
         self._idle.wait(wait_s)
         for agent in self._loaded:
             agent.close()
-            agent.retriever.close()  # saves the index cache, so the next start does not re-embed
-            agent.store.close()
+            agent.memory.close()  # drains the indexer and saves the index cache, so the next start does not re-embed
 
 
 def _key_label(keys: str) -> str:

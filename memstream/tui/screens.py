@@ -59,9 +59,9 @@ class SearchScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape", "dismiss", "Close")]
 
-    def __init__(self, retriever: Any, user: str, now: Any, query: str = "") -> None:
+    def __init__(self, memory: Any, user: str, now: Any, query: str = "") -> None:
         super().__init__()
-        self.retriever = retriever
+        self.memory = memory
         self.user = user
         self.now = now
         self.initial_query = query
@@ -88,7 +88,7 @@ class SearchScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, group="search")
     def search(self, query: str) -> None:
         try:
-            result = self.retriever.search(self.user, query, k=SEARCH_RESULTS, now=self.now)
+            result = self.memory.search(self.user, query, k=SEARCH_RESULTS, now=self.now)
         except UnknownUserError:
             self.post_message(SearchResults(query, [], None, error="Nothing is stored for this user yet."))
             return

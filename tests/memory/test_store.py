@@ -4,6 +4,7 @@ from datetime import datetime
 
 import pytest
 
+from memstream.errors import NotFoundError
 from memstream.memory.importers import load_file
 from memstream.memory.model import NewSession, NewTurn
 from memstream.memory.store import MemoryStore, StoreError, UnknownUserError
@@ -93,7 +94,7 @@ def test_users_are_isolated_on_every_read_path(store):
     assert store.set_pinned("b", a_ids[0]) is False
     store.set_session_summary("b", a_session, "overwritten")
     assert store.get_session("a", a_session).summary is None
-    with pytest.raises(StoreError):
+    with pytest.raises(NotFoundError):
         store.add_turns("b", "conv", [NewTurn("user", "x")], session_id=a_session)
 
     store.forget_user("a")

@@ -1,4 +1,5 @@
-"""One embedder per test session (loading MiniLM costs seconds); each test gets its own store."""
+"""Tests of the index itself: the rows come from a Memory opened without indexes, and each test drives a
+retriever built by `build_retriever` (one MiniLM per test session, the root conftest's `embedders`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,6 @@ from datetime import datetime
 import pytest
 
 from memstream.memory.model import NewSession, NewTurn
-
-
-@pytest.fixture(scope="session")
-def embedders():
-    from memstream.retrieval.embedder import EmbedderCache
-
-    return EmbedderCache()
 
 
 @pytest.fixture
@@ -25,12 +19,27 @@ def settings(sqlite_url, isolated_home):
 
 @pytest.fixture
 def make_retriever(embedders):
-    from memstream.retrieval.retriever import Retriever
+    """make_retriever(settings, store, cache_dir="auto", sync=True, load_embedder=True) -> a Retriever over `store`
+    that embeds inline (no background indexer: these tests are about the index), caught up unless sync=False."""
+    from memstream.memory.core import build_retriever
+    from memstream.memory.index_files import cache_dir_for
 
-    def make(settings, store, **options):
-        return Retriever.from_settings(settings, store, embedders=embedders, **options)
+    def make(settings, store, cache_dir="auto", sync: bool = True, load_embedder: bool = True):
+        e = settings.embedder
+        embedder = embedders.get(e.model, e.batch_size, e.device, e.threads) if load_embedder else None
+        where = cache_dir_for(settings, store) if cache_dir == "auto" else cache_dir
+        return build_retriever(settings, store, embedder, cache_dir=where, sync=sync)
 
     return make
+
+
+@pytest.fixture
+def bare_store(settings):
+    """The store of a Memory opened without indexes over the test's database: the rows a retriever indexes."""
+    from memstream.memory import open_memory
+
+    with open_memory(settings, index=False) as memory:
+        yield memory.store
 
 
 def session(conversation: str, when: datetime, lines: list[tuple[str, str]], external_id: str | None = None) -> NewSession:
@@ -74,22 +83,20 @@ def plant(store):
 
 
 @pytest.fixture
-def planted(sqlite_url):
-    from memstream.memory.store import MemoryStore
-
-    with MemoryStore(sqlite_url) as store:
-        yield plant(store)
+def planted(bare_store):
+    return plant(bare_store)
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, embedders):
-    """A planted store and its retriever, built once per module, for tests that only read."""
+    """A planted Memory (its store and retriever), opened once per module, for tests that only read."""
     from memstream.config import load_settings
-    from memstream.memory.store import MemoryStore
-    from memstream.retrieval.retriever import Retriever
+    from memstream.memory import open_memory
 
     root = tmp_path_factory.mktemp("shared")
     settings = load_settings(db_url=f"sqlite:///{root / 'memstream.db'}", home=str(root))
-    with MemoryStore(settings.database_url) as store:
-        plant(store)
-        yield store, Retriever.from_settings(settings, store, embedders=embedders)
+    with open_memory(settings, index=False) as rows_only:
+        plant(rows_only.store)
+    with open_memory(settings, embedders=embedders) as memory:
+        assert memory.flush(120), "the background indexer did not embed the planted sessions"
+        yield memory.store, memory.retriever

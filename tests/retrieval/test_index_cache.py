@@ -9,8 +9,9 @@ import faiss
 import numpy as np
 import pytest
 
+from memstream.memory.index_files import cache_dir_for
+from memstream.memory.model import NewTurn
 from memstream.retrieval.errors import EmbeddingModelMismatch
-from memstream.retrieval.retriever import cache_dir_for
 from memstream.retrieval.vector_index import IndexFileError, VectorIndex
 from tests.retrieval.conftest import session
 
@@ -79,7 +80,7 @@ def test_new_turns_are_caught_up_after_restart(planted, settings, make_retriever
     fresh = make_retriever(settings, planted)
     assert "turquoise canoe" in fresh.search("ann", "turquoise canoe", k=1).hits[0].turn.text
     # Live path: a turn appended to an existing session is searchable right after add_turns_to_index.
-    added = planted.add_turns("ann", "c1", [__import__("memstream.memory.model", fromlist=["NewTurn"]).NewTurn("user", "The canoe leaks a little.", "Ann")])
+    added = planted.add_turns("ann", "c1", [NewTurn("user", "The canoe leaks a little.", "Ann")])
     assert fresh.add_turns_to_index(added) == 1
     assert "leaks" in fresh.search("ann", "does the canoe leak", k=1, mode="bm25").hits[0].turn.text
 
@@ -87,10 +88,8 @@ def test_new_turns_are_caught_up_after_restart(planted, settings, make_retriever
 def test_other_embedding_model_is_detected(planted, settings, make_retriever):
     make_retriever(settings, planted)  # embeds with the default model
     other = settings.model_copy(update={"embedder": settings.embedder.model_copy(update={"model": "some-other-model"})})
-    from memstream.retrieval.retriever import Retriever
-
     with pytest.raises(EmbeddingModelMismatch, match="memstream memory reembed"):
-        Retriever.from_settings(other, planted, load_embedder=False)
+        make_retriever(other, planted, load_embedder=False)
 
 
 def test_vector_index_switches_to_ann_and_keeps_recall(tmp_path):

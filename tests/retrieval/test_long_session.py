@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from memstream.memory.model import NewTurn
-from memstream.memory.store import MemoryStore
 from memstream.retrieval.retriever import CONTEXT_LOOKBACK
 from tests.store_reads import rows_read
 
 T0 = datetime(2024, 1, 1, 9, 0)
 
 
-def _say(store: MemoryStore, session_id: int, i: int, speaker: str | None = None) -> None:
+def _say(store, session_id: int, i: int, speaker: str | None = None) -> None:
     role = "user" if i % 2 == 0 else "assistant"
     text = f"I went hiking with Leo, day {i}." if role == "user" else f"Noted, thanks for telling me about day {i}."
     store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
@@ -24,16 +23,16 @@ def _keys(retriever) -> list[tuple[str, int, str]]:
     recorded: list[tuple[str, int, str]] = []
     add_jobs = retriever._add_jobs
 
-    def record(jobs, refresh):
+    def record(jobs, refresh, **options):
         recorded.extend((kind, item, text) for _index, kind, item, text, _turn, _dense in jobs)
-        return add_jobs(jobs, refresh)
+        return add_jobs(jobs, refresh, **options)
 
     retriever._add_jobs = record
     return recorded
 
 
-def test_catching_up_after_a_turn_reads_the_same_rows_in_a_long_session(settings, make_retriever):
-    store = MemoryStore(settings.database_url)
+def test_catching_up_after_a_turn_reads_the_same_rows_in_a_long_session(settings, bare_store, make_retriever):
+    store = bare_store
     session_id = store.new_session("ann", "daily", started_at=T0)
     retriever = make_retriever(settings, store, cache_dir=None)
     reads = {}
@@ -43,12 +42,11 @@ def test_catching_up_after_a_turn_reads_the_same_rows_in_a_long_session(settings
         if i in (20, 99):
             reads[i] = rows
     assert reads[20] == reads[99] <= 2 * CONTEXT_LOOKBACK, reads
-    store.close()
 
 
-def test_keys_caught_up_turn_by_turn_match_indexing_the_session_at_once(settings, make_retriever):
+def test_keys_caught_up_turn_by_turn_match_indexing_the_session_at_once(settings, bare_store, make_retriever):
     """Including a monologue longer than the look-back, where the nearest other speaker lies further back."""
-    store = MemoryStore(settings.database_url)
+    store = bare_store
     session_id = store.new_session("ann", "daily", started_at=T0)
     live = make_retriever(settings, store, cache_dir=None)
     live_keys = _keys(live)
@@ -63,12 +61,11 @@ def test_keys_caught_up_turn_by_turn_match_indexing_the_session_at_once(settings
     final_at_once = {(kind, item): text for kind, item, text in at_once_keys}
     assert len(final_at_once) == 3 * len(speakers)
     assert final_live == final_at_once
-    store.close()
 
 
-def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, make_retriever):
+def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, bare_store, make_retriever):
     """The agent's enrichment worker syncs with turns=False: it must not embed the turn being answered."""
-    store = MemoryStore(settings.database_url)
+    store = bare_store
     session_id = store.new_session("ann", "daily", started_at=T0)
     _say(store, session_id, 0)
     retriever = make_retriever(settings, store, cache_dir=None)
@@ -77,4 +74,3 @@ def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, m
     assert retriever.sync(save=False, turns=False) == 1
     assert retriever.indexed_turns("ann") == 1 and fact.id in retriever.facts_of_turns("ann", fact.source_turn_ids)[0]
     assert retriever.sync(save=False) == 1 and retriever.indexed_turns("ann") == 2
-    store.close()

@@ -1,0 +1,336 @@
+"""`Memory`: the one object every front end opens (agent, server, TUI, CLI, integrations, benchmarks).
+
+Invariants, kept here and nowhere else:
+- The database is the truth; every index is a cache. A write commits first, then updates the caches; a delete
+  or forget reaches every index before the call returns. No caller can write and forget to index.
+- Writes are acknowledged in milliseconds: `add` commits, adds the lexical keys (a new turn is found by keyword
+  at once) and queues the dense keys for the background indexer (memory/indexer.py). A search sees turns whose
+  vectors are still pending through the lexical side, and can wait a bounded time (`wait_s`) for its user's.
+- Every row is validated once, at the door (memory/validate.py): what is stored can be indexed; a stored row
+  that still cannot be indexed is skipped and reported (`stats()["index"]`), never allowed to stop other users
+  or the next start.
+- Every read and write is per user: nothing one user stores is visible to another.
+
+    memory = open_memory(settings)                  # or open_memory(settings, embedder=SmallEmbedder()) in tests
+    memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon last spring.")])
+    memory.search("alice", "where do I live?").hits
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
+
+from memstream.errors import InvalidInputError
+from memstream.memory.index_files import cache_dir_for, claim_cache_dir
+from memstream.memory.indexer import Indexer
+from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
+from memstream.memory.store import ConversationInfo, MemoryStore
+from memstream.memory.validate import check_row_id, check_time
+from memstream.retrieval.embedder import Embedder, EmbedderCache
+from memstream.retrieval.results import SearchResult, SessionHit
+from memstream.retrieval.retriever import Retriever
+from memstream.retrieval.timeparse import TimeWindow
+from memstream.retrieval.vector_index import set_faiss_threads
+
+log = logging.getLogger(__name__)
+
+INGEST_BATCH_TURNS = 2048  # bulk ingest commits and indexes this many turns at a time
+
+
+class Memory:
+    """A user-partitioned long-term memory over one database. Thread-safe. Open it with `open_memory`."""
+
+    def __init__(self, settings, store: MemoryStore, retriever: Retriever | None, *, background: bool, cache_lock: IO | None = None):
+        self.settings = settings
+        self.store = store
+        """The rows (read-only use outside memory/: writes go through this object's verbs)."""
+        self.retriever = retriever
+        """The indexes; None when opened without an embedder (forget and export only)."""
+        self._cache_lock = cache_lock
+        self._closed = False
+        self._write_lock = threading.Lock()  # a write and its index update are seen together by this process
+        self.indexer: Indexer | None = None
+        if retriever is not None and background and retriever.embedder is not None:
+            retriever.background = True
+            self.indexer = Indexer(retriever, settings.retrieval.index_batch).start()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def add(self, user: str, conversation: str, turns: Sequence[NewTurn], session_id: int | None = None) -> list[Turn]:
+        """Append turns to a conversation (into `session_id`, or its latest session, or a new one); returns them stored.
+
+        Returns once committed and keyword-searchable; dense vectors follow in the background."""
+        with self._write_lock:
+            stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id)
+            self._index()
+        return stored
+
+    def new_session(self, user: str, conversation: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
+        return self.store.new_session(user, conversation, started_at=started_at, external_id=external_id)
+
+    def ingest(
+        self, user: str, sessions: Sequence[NewSession], *, atomic: bool = False, progress: Callable[[int], None] | None = None
+    ) -> list[tuple[int, list[int]]]:
+        """Bulk load sessions (dataset importers, `memstream ingest`): committed and indexed in batches of about
+        INGEST_BATCH_TURNS turns, so a long import neither holds one huge transaction nor re-indexes per session.
+        `atomic`: one transaction for everything. `progress(n)` is called with the turns stored so far."""
+        results: list[tuple[int, list[int]]] = []
+        if atomic:
+            with self._write_lock:
+                results = self.store.ingest_session_batch(user, sessions)
+                self._index()
+            if progress is not None:
+                progress(sum(len(ids) for _, ids in results))
+            return results
+        batch: list[NewSession] = []
+        size = 0
+        for session in sessions:
+            batch.append(session)
+            size += len(session.turns)
+            if size >= INGEST_BATCH_TURNS:
+                results += self._ingest_batch(user, batch, progress, results)
+                batch, size = [], 0
+        if batch:
+            results += self._ingest_batch(user, batch, progress, results)
+        return results
+
+    def _ingest_batch(self, user, batch, progress, done) -> list[tuple[int, list[int]]]:
+        with self._write_lock:
+            stored = self.store.ingest_session_batch(user, batch)
+            self._index()
+        if progress is not None:
+            progress(sum(len(ids) for _, ids in done) + sum(len(ids) for _, ids in stored))
+        return stored
+
+    def add_fact(self, user: str, subject: str, text: str, source_turn_ids: Sequence[int] = (), **fields: Any) -> Fact:
+        with self._write_lock:
+            fact = self.store.add_fact(user, subject, text, source_turn_ids, **fields)
+            self._index()
+        return fact
+
+    def set_session_summary(self, user: str, session_id: int, summary: str) -> None:
+        self.store.set_session_summary(user, session_id, summary)
+
+    def set_pinned(self, user: str, turn_id: int, pinned: bool = True) -> bool:
+        return self.store.set_pinned(user, check_row_id("memory id", turn_id), pinned)
+
+    def delete_turn(self, user: str, turn_id: int) -> bool:
+        """Delete one turn; it is gone from every index of this process when this returns."""
+        with self._write_lock:
+            deleted = self.store.delete_turn(user, check_row_id("memory id", turn_id))
+            self._index()
+        return deleted
+
+    def forget_user(self, user: str) -> dict[str, int]:
+        """Delete every row of one user and their index entries."""
+        with self._write_lock:
+            counts = self.store.forget_user(user)
+            self._index()
+        return counts
+
+    def import_records(self, user: str, records: Iterable[dict[str, Any]]) -> dict[str, int]:
+        """Load exported records (memory/transfer.py) into `user`: all validated first, then one transaction."""
+        with self._write_lock:
+            counts = self.store.import_records(user, records)
+            self._index()
+        return counts
+
+    def refresh(self) -> int:
+        """Catch the indexes up with rows other processes wrote; returns how many rows were newly indexed."""
+        with self._write_lock:
+            return self._index()
+
+    def _index(self) -> int:
+        if self.retriever is None:
+            return 0
+        return self.retriever.sync(save=False)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def search(
+        self,
+        user: str,
+        query: str,
+        k: int = 10,
+        *,
+        now: datetime | None = None,
+        time_window: TimeWindow | None = None,
+        mode: str = "memstream",
+        conversation: str | None = None,
+        time_mode: str | None = None,
+        wait_s: float = 0.0,
+    ) -> SearchResult:
+        """The k turns of `user` that best answer `query` (see Retriever.search). `wait_s`: first wait up to that long
+        for this user's pending embeddings (a search right after a write that must see it densely)."""
+        retriever = self._require_retriever()
+        if time_window is not None:
+            check_time("time window start", time_window.start)
+            check_time("time window end", time_window.end)
+        if wait_s and wait_s > 0:
+            retriever.wait_until_embedded(user, min(float(wait_s), 60.0))
+        return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode)
+
+    def search_sessions(self, user: str, query: str, k: int = 5, **options: Any) -> list[SessionHit]:
+        return self._require_retriever().search_sessions(user, query, k=k, **options)
+
+    def speakers(self, user: str) -> set[str]:
+        return self.retriever.speakers(user) if self.retriever is not None else set()
+
+    def get_turn(self, user: str, turn_id: int) -> Turn | None:
+        return self.store.get_turn(user, check_row_id("memory id", turn_id))
+
+    def get_turns(self, user: str, ids: Sequence[int]) -> list[Turn]:
+        return self.store.get_turns(user, ids)
+
+    def list_turns(self, user: str, conversation: str | None = None, **filters: Any) -> list[Turn]:
+        return self.store.list_turns(user, conversation, **filters)
+
+    def recent_turns(self, user: str, conversation: str, limit: int) -> list[Turn]:
+        return self.store.recent_turns(user, conversation, limit)
+
+    def get_facts(self, user: str, **filters: Any) -> list[Fact]:
+        return self.store.get_facts(user, **filters)
+
+    def sessions(self, user: str, conversation: str | None = None) -> list[Session]:
+        return self.store.sessions(user, conversation)
+
+    def get_session(self, user: str, session_id: int) -> Session | None:
+        return self.store.get_session(user, session_id)
+
+    def conversations(self, user: str) -> list[ConversationInfo]:
+        return self.store.conversations(user)
+
+    def users(self) -> list[str]:
+        return self.store.users()
+
+    def has_user(self, user: str) -> bool:
+        return self.store.has_user(user)
+
+    def require_user(self, user: str) -> str:
+        return self.store.require_user(user)
+
+    def count_turns(self, user: str | None = None, session_id: int | None = None) -> int:
+        return self.store.count_turns(user, session_id=session_id)
+
+    def export_user(self, user: str) -> Iterator[dict[str, Any]]:
+        return self.store.export_user(user)
+
+    def stats(self, user: str | None = None) -> dict[str, Any]:
+        """Row counts, plus the index's state: pending dense keys, rows skipped as unindexable, indexer health."""
+        result = self.store.stats(user)
+        if self.retriever is not None:
+            result["index"] = {
+                "pending_keys": self.retriever.pending(user),
+                "skipped": len(self.retriever.skipped),
+                "skipped_examples": dict(list(self.retriever.skipped.items())[:5]),
+                "background": self.indexer is not None,
+                "indexer_alive": self.indexer.alive if self.indexer is not None else None,
+                "indexer_errors": self.indexer.errors if self.indexer is not None else 0,
+            }
+            if user is not None:
+                result["index"]["indexed_turns"] = self.retriever.indexed_turns(user)
+        return result
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued dense key is embedded (True), or the timeout passed (False)."""
+        if self.indexer is None:
+            return True
+        return self.indexer.flush(timeout_s)
+
+    def close(self) -> None:
+        """Drain the indexer (bounded), save the index cache when this process owns it, close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.indexer is not None:
+                self.indexer.stop()
+            if self.retriever is not None:
+                self.retriever.close()
+        finally:
+            self.store.close()
+            if self._cache_lock is not None:
+                self._cache_lock.close()
+
+    def __enter__(self) -> "Memory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _require_retriever(self) -> Retriever:
+        if self.retriever is None:
+            raise InvalidInputError("this memory was opened without an embedder: it can forget and export, not search")
+        return self.retriever
+
+
+def open_memory(
+    settings,
+    embedder: Embedder | None = None,
+    *,
+    embedders: EmbedderCache | None = None,
+    load_embedder: bool = True,
+    index: bool = True,
+    background: bool | None = None,
+    cache_dir: Path | None | Literal["auto"] = "auto",
+    sync: bool = True,
+) -> Memory:
+    """Open the memory the settings describe: the database, its indexes (caught up with it) and the indexer.
+
+    `embedder`: use this one (tests pass a small deterministic one); otherwise the configured model is loaded
+    (through `embedders`, to share one model between several opens in a process). `load_embedder=False` opens
+    the index without the model (enough for forget: deletes reach the cache); `index=False` opens the rows only
+    (list, stats, export). `background`: embed in a background thread (default:
+    retrieval.background_indexing). `cache_dir`: "auto" persists the index cache where `cache_dir_for` says when
+    no other process holds it; None keeps it in memory."""
+    store = MemoryStore.from_settings(settings)
+    if not index:
+        return Memory(settings, store, None, background=False)
+    lock = None
+    try:
+        r = settings.retrieval
+        if embedder is None and load_embedder:
+            e = settings.embedder
+            embedder = (embedders or EmbedderCache()).get(e.model, e.batch_size, e.device, e.threads)
+        if cache_dir == "auto":
+            cache_dir, lock = claim_cache_dir(cache_dir_for(settings, store))
+        retriever = build_retriever(settings, store, embedder, cache_dir=cache_dir)
+        memory = Memory(settings, store, retriever, background=r.background_indexing if background is None else background, cache_lock=lock)
+        if sync:
+            memory.refresh()
+        return memory
+    except BaseException:
+        store.close()
+        if lock is not None:
+            lock.close()
+        raise
+
+
+def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, cache_dir: Path | None = None, sync: bool = False) -> Retriever:
+    """The retriever the settings describe over `store` (open_memory's part; index tests use it directly)."""
+    r = settings.retrieval
+    set_faiss_threads(r.faiss_threads)
+    retriever = Retriever(
+        store,
+        embedder,
+        model_name=embedder.name if embedder is not None else settings.embedder.model,
+        cache_dir=cache_dir,
+        ann_threshold=r.ann_threshold,
+        rrf_k=r.rrf_k,
+        candidates=r.candidates,
+        round_neighbours=r.round_neighbours,
+        session_decomposition=r.session_decomposition,
+        fact_expansion=r.fact_expansion,
+        time_expansion=r.time_expansion,
+        time_mode=r.time_mode,
+        time_weight=r.time_weight,
+    )
+    if sync:
+        retriever.sync()
+    return retriever

@@ -1,0 +1,45 @@
+"""The README's own example: "I moved to Lisbon last spring." then, in the same conversation, "Where do I live
+now?" must answer from that turn, not abstain. Recent turns are evidence when nothing older matches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from memstream.agent import prompts
+from memstream.agent.controller import MemoryAgent
+from memstream.backends.scripted import ScriptedBackend
+from memstream.config import load_settings
+from memstream.memory import open_memory
+from tests.small_embedder import HashingEmbedder
+
+MOVED = "I moved to Lisbon last spring."
+WHERE = "Where do I live now?"
+
+
+def memory_block(messages) -> str:
+    system = messages[0]["content"]
+    return system.split(prompts.MEMORY_OPEN, 1)[1].split(prompts.MEMORY_CLOSE, 1)[0] if prompts.MEMORY_OPEN in system else ""
+
+
+def test_same_conversation_answers_from_the_recent_turn(tmp_path):
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    backend = ScriptedBackend(replies=["Nice, Lisbon is lovely.", "You live in Lisbon."])
+    with open_memory(settings, HashingEmbedder()) as memory:
+        agent = MemoryAgent(memory, backend, settings)
+        agent.chat(MOVED, user="alice", at=datetime(2024, 6, 1, 10, 0))
+        reply = agent.chat(WHERE, user="alice", at=datetime(2024, 6, 1, 10, 1))
+        assert not reply.abstained and reply.text == "You live in Lisbon."
+        offered = backend.calls[-1]
+        assert MOVED in memory_block(offered)  # the evidence the model was given
+        assert [m.turn.text for m in reply.memories] == [MOVED]  # reported as the memory used
+        assert all(m.turn.role != "assistant" for m in reply.memories)  # its own earlier reply is not evidence
+
+
+def test_another_conversation_still_finds_it_in_the_archive(tmp_path):
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    backend = ScriptedBackend(replies=["Noted.", "Lisbon."])
+    with open_memory(settings, HashingEmbedder()) as memory:
+        agent = MemoryAgent(memory, backend, settings)
+        agent.chat(MOVED, user="alice", conversation="monday", at=datetime(2024, 6, 1, 10, 0))
+        reply = agent.chat(WHERE, user="alice", conversation="friday", at=datetime(2024, 6, 7, 9, 0))
+        assert not reply.abstained and MOVED in memory_block(backend.calls[-1])

@@ -1,0 +1,112 @@
+"""The Memory object: writes acknowledged at once and keyword-searchable, vectors in the background, deletes
+immediate, a crash before the vectors were embedded loses nothing, and front ends open memory only through it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from memstream.config import load_settings
+from memstream.memory import NewTurn, open_memory
+from tests.small_embedder import HashingEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path))
+
+
+def test_add_is_found_by_keyword_at_once_and_densely_once_embedded(settings):
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()  # hold the background indexer: vectors stay pending
+    with open_memory(settings, embedder) as memory:
+        stored = memory.add("alice", "chat", [NewTurn("user", "My sister Clara moved to Lisbon.")])
+        assert memory.stats("alice")["index"]["pending_keys"] > 0
+        by_keyword = memory.search("alice", "Lisbon", mode="bm25")
+        assert [h.turn.id for h in by_keyword.hits] == [stored[0].id]
+        assert memory.search("alice", "Lisbon", mode="dense").hits == []  # not embedded yet
+        assert memory.search("alice", "Lisbon").hits[0].turn.id == stored[0].id  # hybrid: via the lexical side
+        embedder.gate.set()
+        dense = memory.search("alice", "clara lisbon", mode="dense", wait_s=10)
+        assert [h.turn.id for h in dense.hits] == [stored[0].id]
+        assert memory.stats("alice")["index"]["pending_keys"] == 0
+
+
+def test_delete_and_forget_reach_the_index_before_returning(settings):
+    with open_memory(settings, HashingEmbedder()) as memory:
+        kept, gone = memory.add("alice", "chat", [NewTurn("user", "the red bicycle"), NewTurn("user", "the red kite")])
+        memory.add("bob", "chat", [NewTurn("user", "the red kite of bob")])
+        memory.flush(10)
+        assert memory.delete_turn("alice", gone.id)
+        for mode in ("bm25", "dense", "memstream"):
+            assert gone.id not in [h.turn.id for h in memory.search("alice", "red kite", mode=mode).hits]
+        memory.forget_user("alice")
+        assert not memory.has_user("alice")
+        assert [h.turn.user_id for h in memory.search("bob", "red kite").hits] == ["bob"]
+
+
+def test_a_crash_with_vectors_pending_loses_nothing(settings):
+    """The index cache is saved while vectors wait; the process dies; the next open embeds them from the database."""
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    memory = open_memory(settings, embedder)
+    early = memory.add("alice", "chat", [NewTurn("user", "an early note about tulips")])
+    embedder.gate.set()
+    memory.flush(10)
+    embedder.gate.clear()
+    late = memory.add("alice", "chat", [NewTurn("user", "a late note about volcanoes")])
+    memory.retriever.save()  # as a periodic save would, with `late` still pending
+    memory.store.close()  # the process "dies": no drain, no final save
+    embedder.gate.set()
+
+    with open_memory(settings, HashingEmbedder()) as reopened:
+        reopened.flush(10)
+        hits = reopened.search("alice", "volcanoes", mode="dense").hits
+        assert hits and hits[0].turn.id == late[0].id
+        assert reopened.search("alice", "tulips", mode="dense").hits[0].turn.id == early[0].id
+
+
+def test_an_embedder_failure_on_one_row_is_skipped_and_reported(settings):
+    embedder = HashingEmbedder()
+    embedder.fail_on = "UNEMBEDDABLE"
+    with open_memory(settings, embedder) as memory:
+        memory.add("alice", "chat", [NewTurn("user", "UNEMBEDDABLE text"), NewTurn("user", "a fine turn about otters")])
+        memory.add("bob", "chat", [NewTurn("user", "bob likes otters")])
+        memory.flush(10)
+        index = memory.stats()["index"]
+        assert index["skipped"] >= 1 and index["indexer_alive"]
+        assert memory.search("alice", "otters", mode="dense").hits[0].turn.text == "a fine turn about otters"
+        assert memory.search("bob", "otters", mode="dense").hits[0].turn.user_id == "bob"
+
+
+def test_bulk_ingest_reports_progress_and_indexes_everything(settings):
+    from memstream.memory.model import NewSession
+
+    sessions = [NewSession("c", [NewTurn("user", f"turn {i} of session {s}") for i in range(50)]) for s in range(60)]
+    seen = []
+    with open_memory(settings, HashingEmbedder()) as memory:
+        results = memory.ingest("alice", sessions, progress=seen.append)
+        assert sum(len(ids) for _, ids in results) == 3000
+        assert seen[-1] == 3000 and len(seen) >= 2  # batched commits, progress after each
+        assert memory.flush(30)
+        assert memory.retriever.indexed_turns("alice") == 3000
+
+
+def test_only_the_memory_package_constructs_stores_and_retrievers():
+    """Front ends hold a Memory; they never assemble its parts (checked on the source, outside memory/)."""
+    pattern = re.compile(r"\b(MemoryStore|Retriever)\s*\(|\bbuild_retriever\s*\(")
+    offenders = []
+    for path in (REPO / "memstream").rglob("*.py"):
+        relative = path.relative_to(REPO).as_posix()
+        if relative.startswith("memstream/memory/") or relative == "memstream/retrieval/retriever.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line) and not line.lstrip().startswith(("#", "class ")):
+                offenders.append(f"{relative}:{number}: {line.strip()}")
+    assert offenders == []
