@@ -92,6 +92,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def seed_memories(url: str, api_key: str | None, users: int) -> None:
     """A few remembered facts per user, so searches and chats have something to find."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -174,6 +183,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
         seed_memories(urls[0], api_key, min(users, clients))
     samples = Samples()
     rss: list[tuple[float, list[float | None]]] = []
+    cpu_before = [cpu_seconds(pid) for pid in pids or []]
     start = time.monotonic()
     deadline = start + seconds
     threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every,
@@ -202,6 +212,11 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
         "first_piece_p50_ms": None if not samples.first_piece else round(percentile(samples.first_piece, 0.5) * 1000, 1),
     })
     if pids:
+        used = [None if a is None or b is None else b - a for a, b in zip(cpu_before, (cpu_seconds(pid) for pid in pids))]
+        if total and all(u is not None for u in used):
+            # What a request costs the server processes in CPU, whatever else the machine runs.
+            result["server_cpu_ms_per_request"] = round(sum(used) * 1000 / total, 1)
+            result["server_cpu_cores_used"] = round(sum(used) / elapsed, 2)
         result["rss_mb"] = rss
         sampled = [mb[0] for _, mb in rss if mb and mb[0] is not None]
         result["rss_peak_mb"] = round(max(sampled), 1) if sampled else None
@@ -298,6 +313,42 @@ def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: floa
     return {"config": "1 process, SQLite, queue cap 16 running + 16 waiting", "kind": "memory chat (overload)", "caps": caps, **result}
 
 
+def local_interference(db_url: str, home: Path, seconds: float) -> dict:
+    """The local model: memory-search latency idle, then while another client runs long generations back to back."""
+    env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, backend="local",
+                     MEMSTREAM_AGENT__ENRICH="false", MEMSTREAM_SERVER__MAX_TOKENS_LIMIT="2048")
+
+    def work(urls, pids):
+        seed_memories(urls[0], KEY, 2)
+        idle = run_load(urls, KEY, 1, seconds, search_every=1, users=2, seed=False)
+        stop = threading.Event()
+        generated = {"chats": 0}
+
+        def generate() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=600) as http:
+                while not stop.is_set():
+                    body = {"model": "smollm2-135m-instruct", "max_tokens": 512, "stream": True,
+                            "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]}
+                    with http.stream("POST", f"{urls[0]}/v1/chat/completions", json=body) as response:
+                        for _ in response.iter_lines():
+                            if stop.is_set():
+                                break
+                    generated["chats"] += 1
+
+        thread = threading.Thread(target=generate)
+        thread.start()
+        time.sleep(3)  # the generation is under way
+        busy = run_load(urls, KEY, 1, seconds, search_every=1, users=2, seed=False)
+        stop.set()
+        thread.join(120)
+        return {"config": "1 process, SQLite, local model", "kind": "memory search beside a long generation",
+                "idle": idle["search"], "during_generation": busy["search"], "long_generations": generated["chats"],
+                "p95_ratio": round(busy["search"]["p95_ms"] / idle["search"]["p95_ms"], 2)
+                if idle["search"]["p95_ms"] and busy["search"]["p95_ms"] else None}
+
+    return _serve(env, 1, work)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent memory-chat clients per level")
@@ -306,6 +357,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="clients stream their memory chats")
     parser.add_argument("--overload-clients", type=int, default=64, help="0: skip the queue-cap run")
     parser.add_argument("--pg-url", default=os.environ.get("MEMSTREAM_TEST_PG_URL"), help="PostgreSQL URL for the 2-process run")
+    parser.add_argument("--local", action="store_true", help="also measure search beside a local-model generation")
     parser.add_argument("--note", default="", help="appended to the report's notes (e.g. how loaded the machine was)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",") if x]
@@ -319,12 +371,19 @@ def main() -> None:
         if args.pg_url:
             runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2,
                                   name="2 processes, PostgreSQL")
+    local = None
+    if args.local:
+        with tempfile.TemporaryDirectory(prefix="memstream-local-") as tmp:
+            local = local_interference(f"sqlite:///{Path(tmp) / 'local.db'}", Path(tmp) / "home", args.seconds)
+        print(f"local model: search p95 idle {local['idle']['p95_ms']} ms, during generation {local['during_generation']['p95_ms']} ms",
+              flush=True)
     for run in runs:
         run.pop("rss_mb", None)  # the peak is kept; the series would swamp the report
     rows = [{"config": r["config"], "kind": r["kind"], "clients": r["clients"],
              "req/s": (r["search"] if r["kind"] == "memory search" else r["chat"])["rps"],
              **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
-             "errors": r["errors"], "429/503": sum(r["refused"].values()), "RSS MB": r.get("rss_peak_mb")} for r in runs]
+             "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
+             "server cores": r.get("server_cpu_cores_used"), "RSS MB": r.get("rss_peak_mb")} for r in runs]
     chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"].startswith("1 process")}
     speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
     notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
@@ -333,12 +392,20 @@ def main() -> None:
              f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
              "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
              "Rerun: `python benchmarks/service_load.py --seconds N`.")
+    if local is not None:
+        notes += (f" Local model (SmolLM2-135M on CPU): memory-search p50/p95 {local['idle']['p50_ms']}/{local['idle']['p95_ms']} ms "
+                  f"idle vs {local['during_generation']['p50_ms']}/{local['during_generation']['p95_ms']} ms while another client "
+                  f"generates 512-token replies (p95 ratio {local['p95_ratio']}).")
     if not args.pg_url:
         notes += " The 2-process PostgreSQL run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
+    load = os.getloadavg()
+    notes += (f" Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores, "
+              "shared with other jobs: 'server cores' is how much CPU the server process got, 'server CPU ms/req' what a "
+              "request cost it.")
     if args.note:
         notes += " " + args.note
     write_report("service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
-                                  "runs": runs}, rows, title="Service load: memory chats with a remote backend", notes=notes)
+                                  "runs": runs, "local_model": local}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
 
 if __name__ == "__main__":

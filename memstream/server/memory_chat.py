@@ -111,7 +111,8 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
     options = TurnOptions(max_tokens=opts["max_tokens"], on_retrieved=retrieved.append)
 
     def produce() -> Iterator[str | Reply]:
-        service.sync()  # turns written through other processes count for this answer
+        # No separate index catch-up here: storing the user's turn (the agent's first write, before it retrieves)
+        # catches the index up with everything committed so far, through any process.
         yield from service.agent.stream(text, internal, conversation, options=options)
 
     scheduler = request.app.state.scheduler
