@@ -144,7 +144,7 @@ def memory_list(
     with user_errors():
         store = open_store(settings_from(db))
         store.require_user(user)
-        turns = store.list_turns(user, conversation_id=conversation, limit=limit, offset=offset)
+        turns = store.list_turns(user, conversation, limit=limit, offset=offset)
         if as_json:
             echo_json([t.to_dict() for t in turns])
             return

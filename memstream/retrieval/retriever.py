@@ -309,9 +309,11 @@ class Retriever:
                 self._dirty = True
             self._cursor.deletion = seq
         if deleted_turns and self.embedder is not None:
-            # SQLite may hand a deleted top id to the next insert: look again from the lowest deleted id.
-            self._cursor.turn = min(self._cursor.turn, min(deleted_turns) - 1)
-            self._dense_cursor.turn = min(self._dense_cursor.turn, min(deleted_turns) - 1)
+            # SQLite hands the next insert the highest stored id + 1, which may be a deleted id, also one deleted in
+            # an earlier catch-up (each delete syncs): look again from below both the lowest deleted and the top stored id.
+            again = min(min(deleted_turns) - 1, self.store.max_ids()["turn"])
+            self._cursor.turn = min(self._cursor.turn, again)
+            self._dense_cursor.turn = min(self._dense_cursor.turn, again)
 
     def _drop_user_files(self, user_id: str) -> None:
         self._users.pop(user_id, None)

@@ -59,8 +59,8 @@ def seed_two_people(agent, user="researcher"):
         NewTurn("user", "Wow Caroline, that's huge. I painted a lake sunrise last week.", "Melanie", T0 + timedelta(minutes=2)),
         NewTurn("user", "Love it Melanie! I am going to a pride parade next month.", "Caroline", T0 + timedelta(minutes=3)),
     ]
-    agent.store.ingest_sessions(user, [NewSession("conv", turns, T0)])
-    agent.retriever.sync()
+    agent.memory.ingest(user, [NewSession("conv", turns, T0)])
+    assert agent.memory.flush(60)
 
 
 def ask(make_agent, question: str, **settings):

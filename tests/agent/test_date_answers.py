@@ -39,8 +39,8 @@ def test_short_answer_to_when_is_the_memory_date_without_a_model_call(make_agent
         NewSession("history", [NewTurn("user", "My sister Emma got married in Lisbon.", "user", SAID + timedelta(days=40))],
                    SAID + timedelta(days=40)),
     ]
-    agent.store.ingest_sessions("alice", sessions)
-    agent.retriever.sync()
+    agent.memory.ingest("alice", sessions)
+    assert agent.memory.flush(60)
     at = SAID + timedelta(days=100)
     reply = agent.chat("When did I run the charity 5K?", user="alice", at=at, options=TurnOptions(short_answer=True, remember=False))
     assert reply.text == "8 June 2023" and not reply.abstained

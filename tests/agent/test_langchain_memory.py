@@ -1,4 +1,4 @@
-"""The memory-side LangChain adapters on the real store (SQLite), retriever and embedder:
+"""The memory-side LangChain adapters on a real Memory (SQLite, the real indexes and embedder):
 the langchain-tests standard suites for the retriever, vector store and embeddings, plus
 isolation, provenance and history round trips the suites do not cover."""
 
@@ -18,10 +18,8 @@ from memstream.langchain import (
     MemstreamRetriever,
     MemstreamVectorStore,
 )
+from memstream.memory import Memory, open_memory
 from memstream.memory.model import NewSession, NewTurn
-from memstream.memory.store import MemoryStore
-from memstream.retrieval.embedder import EmbedderCache
-from memstream.retrieval.retriever import Retriever
 
 ALICE_TURNS = [
     ("user", "My cat Miso only eats salmon-flavoured food.", datetime(2023, 5, 2, 9, 0)),
@@ -34,29 +32,16 @@ ALICE_TURNS = [
 
 
 @pytest.fixture(scope="module")
-def embedders() -> EmbedderCache:
-    """One loaded embedder for the whole module (loading takes seconds)."""
-    return EmbedderCache()
-
-
-def open_memory(directory, embedders: EmbedderCache) -> Retriever:
-    settings = load_settings(home=str(directory))
-    store = MemoryStore(f"sqlite:///{directory / 'memstream.db'}")
-    return Retriever.from_settings(settings, store, embedders=embedders)
-
-
-@pytest.fixture(scope="module")
-def alice_memory(tmp_path_factory, embedders) -> Retriever:
+def alice_memory(tmp_path_factory, embedders) -> Memory:
     """Alice's memory (one conversation, two sessions) and Bob's, which Alice must never see."""
-    retriever = open_memory(tmp_path_factory.mktemp("alice"), embedders)
-    turns = [NewTurn(role, text, role, when) for role, text, when in ALICE_TURNS]
-    retriever.store.ingest_sessions(
-        "alice", [NewSession("chat", turns[:4], started_at=turns[0].event_time), NewSession("chat", turns[4:], started_at=turns[4].event_time)]
-    )
-    retriever.store.ingest_sessions("bob", [NewSession("chat", [NewTurn("user", "My cat eats salmon too, and my password is hunter2.")])])
-    retriever.sync()
-    yield retriever
-    retriever.store.close()
+    directory = tmp_path_factory.mktemp("alice")
+    settings = load_settings(db_url=f"sqlite:///{directory / 'memstream.db'}", home=str(directory))
+    with open_memory(settings, embedders=embedders) as memory:
+        turns = [NewTurn(role, text, role, when) for role, text, when in ALICE_TURNS]
+        memory.ingest("alice", [NewSession("chat", turns[:4], started_at=turns[0].event_time), NewSession("chat", turns[4:], started_at=turns[4].event_time)])
+        memory.ingest("bob", [NewSession("chat", [NewTurn("user", "My cat eats salmon too, and my password is hunter2.")])])
+        assert memory.flush(60)
+        yield memory
 
 
 # -- standard suites --------------------------------------------------------------------------
@@ -65,7 +50,7 @@ def alice_memory(tmp_path_factory, embedders) -> Retriever:
 class TestMemstreamRetrieverStandard(RetrieversIntegrationTests):
     @pytest.fixture(autouse=True)
     def _memory(self, alice_memory):
-        self._params = {"retriever": alice_memory, "user_id": "alice"}
+        self._params = {"memory": alice_memory, "user_id": "alice"}
 
     @property
     def retriever_constructor(self) -> type[MemstreamRetriever]:
@@ -84,10 +69,8 @@ class TestMemstreamVectorStoreStandard(VectorStoreIntegrationTests):
     """The suite's fake embeddings are not used: the store embeds with memstream's real embedder."""
 
     @pytest.fixture
-    def vectorstore(self, tmp_path, embedders):
-        retriever = open_memory(tmp_path, embedders)
-        yield MemstreamVectorStore(retriever, user_id="carol")
-        retriever.store.close()
+    def vectorstore(self, make_memory):
+        return MemstreamVectorStore(make_memory(), user_id="carol")
 
 
 class TestMemstreamEmbeddingsStandard(EmbeddingsIntegrationTests):
@@ -108,7 +91,7 @@ class TestMemstreamEmbeddingsStandard(EmbeddingsIntegrationTests):
 
 
 def test_retriever_documents_carry_provenance_and_scores(alice_memory):
-    docs = MemstreamRetriever(retriever=alice_memory, user_id="alice", k=2).invoke("Which city does my sister live in?")
+    docs = MemstreamRetriever(memory=alice_memory, user_id="alice", k=2).invoke("Which city does my sister live in?")
     assert docs[0].page_content == "My sister Ines lives in Lisbon."
     meta = docs[0].metadata
     assert meta["user_id"] == "alice" and meta["conversation_id"] == "chat"
@@ -119,28 +102,28 @@ def test_retriever_documents_carry_provenance_and_scores(alice_memory):
 
 def test_retriever_never_returns_another_users_memory(alice_memory):
     for user, forbidden in (("alice", "hunter2"), ("bob", "Miso")):
-        docs = MemstreamRetriever(retriever=alice_memory, user_id=user, k=10).invoke("cat salmon password")
+        docs = MemstreamRetriever(memory=alice_memory, user_id=user, k=10).invoke("cat salmon password")
         assert docs and all(d.metadata["user_id"] == user for d in docs)
         assert not any(forbidden in d.page_content for d in docs)
 
 
 def test_retriever_time_window_resolves_against_now(alice_memory):
-    retriever = MemstreamRetriever(retriever=alice_memory, user_id="alice", k=1, mode="memstream")
+    retriever = MemstreamRetriever(memory=alice_memory, user_id="alice", k=1, mode="memstream")
     docs = retriever.invoke("what did I tell you last June?", now=datetime(2024, 1, 15))
     assert docs[0].page_content == "I started a new job at the observatory in June."
 
 
 def test_retriever_for_a_user_with_no_memory_returns_nothing(alice_memory):
-    assert MemstreamRetriever(retriever=alice_memory, user_id="nobody").invoke("anything") == []
+    assert MemstreamRetriever(memory=alice_memory, user_id="nobody").invoke("anything") == []
 
 
 # -- vector store ---------------------------------------------------------------------------
 
 
-def test_vectorstore_is_per_user_and_shares_the_users_memory(tmp_path, embedders):
-    retriever = open_memory(tmp_path, embedders)
-    ada = MemstreamVectorStore(retriever, user_id="ada")
-    bea = MemstreamVectorStore(retriever, user_id="bea")
+def test_vectorstore_is_per_user_and_shares_the_users_memory(make_memory):
+    memory = make_memory()
+    ada = MemstreamVectorStore(memory, user_id="ada")
+    bea = MemstreamVectorStore(memory, user_id="bea")
     ada.add_texts(["The boiler was serviced in March 2024."], metadatas=[{"room": "cellar"}], ids=["boiler"])
     bea.add_texts(["Bea's bike has a flat tyre."], ids=["bike"])
     assert bea.get_by_ids(["boiler"]) == [] and bea.similarity_search("boiler service", k=5)[0].id == "bike"
@@ -149,33 +132,30 @@ def test_vectorstore_is_per_user_and_shares_the_users_memory(tmp_path, embedders
     relevance = ada.similarity_search_with_relevance_scores("when was the boiler serviced?", k=1)[0][1]
     assert relevance == pytest.approx((score + 1) / 2)
     # The documents are memories: memstream's own search (as the agent uses it) finds them too.
-    hits = retriever.search("ada", "boiler", k=1).hits
+    hits = memory.search("ada", "boiler", k=1).hits
     assert hits[0].turn.source_id == "boiler"
-    retriever.store.close()
 
 
-def test_vectorstore_rejects_foreign_embeddings_and_bad_options(tmp_path, embedders):
+def test_vectorstore_rejects_foreign_embeddings_and_bad_options(make_memory):
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
-    retriever = open_memory(tmp_path, embedders)
+    memory = make_memory()
     with pytest.raises(ValueError, match="memstream's embedder"):
-        MemstreamVectorStore.from_texts(["x"], DeterministicFakeEmbedding(size=4), retriever=retriever, user_id="ada")
-    store = MemstreamVectorStore.from_texts(["x marks the spot"], retriever=retriever, user_id="ada")
+        MemstreamVectorStore.from_texts(["x"], DeterministicFakeEmbedding(size=4), memory=memory, user_id="ada")
+    store = MemstreamVectorStore.from_texts(["x marks the spot"], memory=memory, user_id="ada")
     with pytest.raises(ValueError, match="unknown search option"):
         store.similarity_search("x", k=1, filter={"a": 1})
     with pytest.raises(ValueError, match="counts must match"):
         store.add_texts(["a", "b"], ids=["1"])
-    retriever.store.close()
 
 
 # -- chat history ---------------------------------------------------------------------------
 
 
-def test_history_round_trips_messages_and_clears_one_conversation(tmp_path, embedders):
-    retriever = open_memory(tmp_path, embedders)
-    store = retriever.store
-    history = MemstreamChatMessageHistory(store, "ada", "trip", retriever=retriever)
-    other = MemstreamChatMessageHistory(store, "ada", "work")
+def test_history_round_trips_messages_and_clears_one_conversation(make_memory):
+    memory = make_memory()
+    history = MemstreamChatMessageHistory(memory, "ada", "trip")
+    other = MemstreamChatMessageHistory(memory, "ada", "work")
     messages = [
         SystemMessage("You plan trips."),
         HumanMessage("We fly to Reykjavik on 3 March.", name="ada"),
@@ -184,43 +164,42 @@ def test_history_round_trips_messages_and_clears_one_conversation(tmp_path, embe
     history.add_messages(messages)
     other.add_user_message("The quarterly report is due Friday.")
     assert history.messages == messages
-    assert [t.role for t in store.list_turns("ada", conversation_id="trip")] == ["system", "user", "assistant"]
-    # Written through a retriever: searchable at once.
-    assert retriever.search("ada", "Reykjavik flight", k=1, mode="hybrid").hits[0].turn.text == "We fly to Reykjavik on 3 March."
-    assert MemstreamChatMessageHistory(store, "bea", "trip").messages == []
+    assert [t.role for t in memory.list_turns("ada", "trip")] == ["system", "user", "assistant"]
+    # Written through the memory: found by keyword at once, and by meaning once embedded.
+    assert memory.search("ada", "Reykjavik flight", k=1, mode="bm25").hits[0].turn.text == "We fly to Reykjavik on 3 March."
+    assert memory.search("ada", "Reykjavik flight", k=1, mode="hybrid", wait_s=30).hits[0].turn.text == "We fly to Reykjavik on 3 March."
+    assert MemstreamChatMessageHistory(memory, "bea", "trip").messages == []
     history.clear()
     assert history.messages == []
     assert [m.content for m in other.messages] == ["The quarterly report is due Friday."]
-    assert all("Reykjavik" not in h.turn.text for h in retriever.search("ada", "Reykjavik flight", k=5).hits)
-    store.close()
+    assert all("Reykjavik" not in h.turn.text for h in memory.search("ada", "Reykjavik flight", k=5).hits)
 
 
-def test_history_rejects_non_messages(tmp_path):
-    store = MemoryStore(f"sqlite:///{tmp_path / 'm.db'}")
-    history = MemstreamChatMessageHistory(store, "ada", "c")
+def test_history_rejects_non_messages(make_memory):
+    memory = make_memory(index=False)
+    history = MemstreamChatMessageHistory(memory, "ada", "c")
     with pytest.raises(TypeError, match="not a LangChain BaseMessage"):
         history.add_messages(["hello"])  # type: ignore[list-item]
+    assert memory.count_turns() == 0
     with pytest.raises(ValueError, match="user id"):
-        MemstreamChatMessageHistory(store, "", "c")
-    store.close()
+        MemstreamChatMessageHistory(memory, "", "c")
 
 
-def test_vectorstore_documents_survive_a_reopen(tmp_path, embedders):
-    retriever = open_memory(tmp_path, embedders)
-    MemstreamVectorStore(retriever, user_id="ada").add_documents([Document("Keys are under the mat.", metadata={"n": 1})], ids=["keys"])
-    retriever.store.close()
-    reopened = MemstreamVectorStore(open_memory(tmp_path, embedders), user_id="ada")
+def test_vectorstore_documents_survive_a_reopen(make_memory):
+    first = make_memory()
+    MemstreamVectorStore(first, user_id="ada").add_documents([Document("Keys are under the mat.", metadata={"n": 1})], ids=["keys"])
+    first.close()
+    reopened = MemstreamVectorStore(make_memory(first.settings), user_id="ada")
     assert reopened.get_by_ids(["keys"]) == [Document("Keys are under the mat.", metadata={"n": 1}, id="keys")]
     assert reopened.similarity_search("where are the keys?", k=1)[0].id == "keys"
-    reopened.store.close()
 
 
 def test_retriever_rejects_bad_construction(alice_memory):
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="user id must be a non-empty string"):
-        MemstreamRetriever(retriever=alice_memory, user_id=" ")
+        MemstreamRetriever(memory=alice_memory, user_id=" ")
     with pytest.raises(ValidationError, match="unknown search mode 'fuzzy'"):
-        MemstreamRetriever(retriever=alice_memory, user_id="alice", mode="fuzzy")
+        MemstreamRetriever(memory=alice_memory, user_id="alice", mode="fuzzy")
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
-        MemstreamRetriever(retriever=alice_memory, user_id="alice", k=0)
+        MemstreamRetriever(memory=alice_memory, user_id="alice", k=0)

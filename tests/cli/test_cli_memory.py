@@ -6,10 +6,16 @@ import pytest
 from typer.testing import CliRunner
 
 from memstream.cli import app
-from memstream.memory.store import MemoryStore
+from memstream.config import load_settings
+from memstream.memory import open_memory
 from tests.conftest import LOCOMO_DEV, LONGMEMEVAL_SAMPLE
 
 runner = CliRunner()
+
+
+def rows_of(url: str):
+    """The database the CLI wrote, opened for reading its rows (no model, no index)."""
+    return open_memory(load_settings(db_url=url), index=False)
 
 
 def run(*args: str):
@@ -41,8 +47,8 @@ def test_ingest_list_export_import_forget(sqlite_url, tmp_path):
 
     result = run("memory", "forget", "--user", "a", "--yes", "--db", sqlite_url)
     assert result.exit_code == 0, result.output
-    store = MemoryStore(sqlite_url)
-    assert store.count_turns("a") == 0 and store.count_turns("b") == 48 and store.count_turns("a2") == 2760
+    with rows_of(sqlite_url) as memory:
+        assert memory.count_turns("a") == 0 and memory.count_turns("b") == 48 and memory.count_turns("a2") == 2760
     # Nothing of a is visible as b through the CLI.
     b_listing = run("memory", "list", "--user", "b", "--limit", "1000", "--json", "--db", sqlite_url).output
     assert "Caroline" not in b_listing
@@ -71,7 +77,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sqlite_url, tmp_path, s
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
-    assert MemoryStore(sqlite_url).count_turns() == 0
+    with rows_of(sqlite_url) as memory:
+        assert memory.count_turns() == 0
 
 
 def test_unopenable_database_url(tmp_path):

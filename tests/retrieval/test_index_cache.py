@@ -145,3 +145,20 @@ def test_faiss_threads_setting_applies_and_search_is_unchanged(planted, settings
         assert ranking == default_ranking
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_ids_reused_after_deletes_in_separate_catch_ups_are_indexed(settings, bare_store, make_retriever):
+    """SQLite gives a new turn the highest stored id + 1: once the top turns are deleted, one catch-up each (as
+    Memory.delete_turn does), the next turns reuse their ids and must still be indexed."""
+    retriever = make_retriever(settings, bare_store, cache_dir=None)
+    first = bare_store.add_turns("ann", "c1", [NewTurn("user", "The red bicycle is in the garage."), NewTurn("user", "I bake bread on Sundays.")])
+    retriever.sync(save=False)
+    for turn in first:
+        bare_store.delete_turn("ann", turn.id)
+        retriever.sync(save=False)
+    again = bare_store.add_turns("ann", "c1", [NewTurn("user", "My sister lives in Lisbon."), NewTurn("user", "The cat sleeps on the sofa.")])
+    assert [t.id for t in again] == [t.id for t in first]  # the premise: the ids were handed out again
+    retriever.sync(save=False)
+    assert retriever.indexed_turns("ann") == 2
+    for query, text in (("Where does my sister live?", "My sister lives in Lisbon."), ("Where does the cat sleep?", "The cat sleeps on the sofa.")):
+        assert retriever.search("ann", query, k=1, mode="dense").hits[0].turn.text == text
