@@ -549,7 +549,7 @@ def main() -> None:
         old = json.loads(previous.read_text())
         results = {**{k: old[k] for k in ("fuzz", "faults", "load", "soak", "http", "isolation", "pip_audit") if k in old}, **results}
     rows = summary_rows(results)
-    write_report("reliability", results, rows, title="Reliability and security", notes="Sizes: see each section in reliability.json. Tests asserting the same properties: tests/reliability/.")
+    write_report("reliability", results, rows, title="Reliability and security", notes="Sizes: see each section in reliability.json. Rerun a section: `python benchmarks/reliability.py --only isolation` (fuzz, faults, load, soak, http, isolation). Tests asserting the same properties: tests/reliability/ (isolation: also tests/server). The machine was shared with other jobs.")
 
 
 if __name__ == "__main__":
