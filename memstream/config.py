@@ -155,6 +155,27 @@ class ServerSettings(BaseModel):
     """How often a server process catches its index up with turns written by other processes."""
     memory: bool = True
     """Serve the memory routes and memory-augmented chat (opens the database and loads the embedder at start)."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of every chat request, queue wait included: past it the request ends with 504 (what the memory
+    path committed stays committed) and its generation stops at the next token."""
+    chat_workers: int = Field(64, ge=1, le=1024)
+    """Chats (plain or with memory) running at once: their store and retrieval work, and the calls to a remote
+    backend, run concurrently on this many threads. The local model still generates one request at a time."""
+    max_queue: int = Field(256, ge=0)
+    """Chats that may wait for a worker (or the local model) beyond those running; past it: 503 with Retry-After."""
+    max_queue_per_key: int = Field(64, ge=1)
+    """Chats one API key (a keyless server: one client address) may have running or waiting; past it: 429."""
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    """Requests per minute per API key (or client address) on the /v1 routes; past it: 429 with Retry-After. None: off."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not sent a request's complete headers within this time is closed (408)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request body that stalls this long between pieces is answered 408 and the connection closed."""
+    max_connections: int = Field(1024, ge=1)
+    """Open connections at once; past it a new connection gets 503 and is closed."""
+    allowed_hosts: list[str] | None = None
+    """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
+    server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""
 
 
 ENV_PREFIX = "MEMSTREAM_"
