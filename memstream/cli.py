@@ -371,6 +371,41 @@ def bench_longmemeval(
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
 
 
+@bench_app.command("beam")
+def bench_beam(
+    data: Path = typer.Option(..., "--data", help="BEAM data: a chat folder, a tier folder (chats/100K) or the dataset root."),
+    out: Path = typer.Option(Path("bench-beam"), "--out", "-o", help="Output directory (results.json, report.md)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N chats."),
+    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable): memstream, hybrid, bm25, dense."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted); its tokenizer counts tokens."),
+    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="Judge backend kind (default: the answer backend's)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model: answers are generated and judged on each rubric. Without it: retrieval only."),
+) -> None:
+    """Run BEAM: evidence recall@5/@10 per ability for each retriever, token counts, and with --judge-model rubric scores.
+
+    Example: memstream bench beam --data BEAM/chats/100K --out runs/beam
+    """
+    with user_errors():
+        if not data.exists():
+            raise CliError(f"{data}: no such file or folder")
+        from memstream.benchmarks.commands import beam_run
+
+        results = beam_run(
+            data, out, systems=system, limit=limit, backend=backend, model=model, judge_backend=judge_backend,
+            judge_model=judge_model, progress=lambda message: typer.echo(message, err=True),
+        )
+        if results["mode"] == "retrieval-only":
+            typer.echo("no --judge-model: retrieval and model-free metrics only, no answers scored")
+        for name, summary in results["systems"].items():
+            judged = f"  judge {summary['judge']}" if "judge" in summary else ""
+            typer.echo(
+                f"{name:<10} recall_any@5 {summary['recall_any@5']:.3f}  recall_any@10 {summary['recall_any@10']:.3f}  "
+                f"evidence tokens {summary['evidence_tokens']}{judged}"
+            )
+        typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
 @bench_app.command("report")
 def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (holds predictions.jsonl).")) -> None:
     """Rebuild results.json, report.md and the plots of a run from its predictions.

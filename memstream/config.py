@@ -133,9 +133,18 @@ class AgentSettings(BaseModel):
     max_reply_tokens: int = Field(256, ge=1)
     min_score: float = Field(0.0, ge=0.0)
     """Fused-score floor under which retrieved memories are dropped (abstention)."""
-    attribution_margin: float | None = Field(0.005, ge=0.0)
-    """When a question names one person and the best memory is someone else's, ahead of that person's best by more
-    than this fused (RRF) score, reply that nothing says that person did it. None: never. Picked on the LoCoMo dev set."""
+    attribution_check: bool = True
+    """When a question names one person and every signal of the evidence says it is someone else's, reply that
+    nothing says that person did it (memstream/agent/attribution.py). False: never."""
+    attribution_own_rank: int = Field(3, ge=1)
+    """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
+    attribution_own_ratio: float = Field(0.8, ge=0.0)
+    """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
+    attribution_mention_counts: bool = True
+    """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
+    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
+    """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
+    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out (reports/locomo_loco.md)."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True

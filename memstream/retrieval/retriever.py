@@ -37,7 +37,9 @@ from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
 from memstream.retrieval.embedder import Embedder, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
+from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
+from memstream.retrieval.provenance import prefer_own_statements
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
@@ -383,6 +385,7 @@ class Retriever:
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
             index.note_fact(fact.id, fact.source_turn_ids)
+            index.events.note(fact.id, fact_window(fact))
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
             if fact.id > dense_known:
@@ -571,6 +574,8 @@ class Retriever:
             hits.append(
                 Hit(turn, best_dense.get(turn_id), best_lexical.get(turn_id), fused[turn_id], len(hits) + 1, via[turn_id][1])
             )
+        if mode == "memstream":
+            hits = prefer_own_statements(hits)  # provenance: a statement above the assistant reply that restates it
         timings["total"] = _ms(started)
         return SearchResult(query, hits, window, mode, timings)
 
