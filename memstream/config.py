@@ -103,6 +103,8 @@ class AttentionSettings(BaseModel):
     """Prompt positions kept per KV head after prefill (snapkv)."""
     observation_window: int = Field(32, ge=1)
     pool_kernel: int = Field(7, ge=1)
+    prefill_chunk: int = Field(1024, ge=1)
+    """Prompt tokens per prefill pass; each chunk attends through the policy (sparse from the first token)."""
     use_triton: bool | None = None
     """None: Triton kernels on CUDA, torch references elsewhere."""
 

@@ -159,11 +159,11 @@ def make_backend(settings: BackendSettings, attention: AttentionSettings | None 
         from memstream.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(settings)
-    from memstream.backends.kernels import AttentionParams
+    from memstream.backends.kernels import policy_from_settings
     from memstream.backends.local import LocalBackend
 
     attention = attention or AttentionSettings()
     spec = resolve_model(settings.model)
     local = load_cached(str(spec.path), spec.gguf_file, settings.dtype, settings.device, spec.name)
-    return LocalBackend(local, policy=attention.policy, params=AttentionParams.from_settings(attention),
+    return LocalBackend(local, policy=policy_from_settings(attention),
                         context_limit=settings.context_window, prompt_cache_slots=settings.prompt_cache_slots)

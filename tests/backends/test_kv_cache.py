@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memstream.backends.attention import attend_decode, dense_sdpa
+from memstream.backends.kernels import make_policy
+from memstream.backends.kernels.dense import dense_sdpa
 from memstream.backends.kernels import AttentionParams, dense_reference
 from memstream.backends.kv_cache import PagedKVCache
 
@@ -51,7 +52,7 @@ def test_dense_sdpa_matches_the_kernels_reference():
     q = torch.randn(1, 3 * H_KV, DH)  # GQA group of 3
     expected = dense_reference(q, cache.k(0), cache.v(0), cache.block_table, cache.seq_lens)
     assert torch.allclose(dense_sdpa(q, cache, 0), expected, atol=1e-5)
-    assert torch.allclose(attend_decode("dense", q, cache, 0, AttentionParams(block_size=4)), expected, atol=1e-5)
+    assert torch.allclose(make_policy("dense", AttentionParams(block_size=4)).attend_decode(q, cache, 0, None), expected, atol=1e-5)
 
 
 def test_truncate_and_copy_prefix_keep_the_first_tokens():

@@ -34,7 +34,7 @@ def prompt_64(local_backend):
 
 def fresh_cache(backend: LocalBackend, tokens: int = 128) -> PagedKVCache:
     a = backend.local.args
-    return PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, backend.params.block_size, tokens)
+    return PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, backend.policy.params.block_size, tokens)
 
 
 def test_logits_match_transformers(local_backend, hf_model, prompt_64, record_property):
