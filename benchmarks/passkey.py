@@ -132,6 +132,18 @@ def summarize(records: list[dict], meta: dict) -> dict:
     return {**meta, "rows": table}
 
 
+def kv_allocations(model, contexts: list[int]) -> dict:
+    """MB of KV cache each policy's cache allocates for each context (what new_cache reserves; no forward pass)."""
+    a = model.args
+    per_token = a.n_layers * a.n_kv_heads * a.head_dim * 2 * model.output.weight.element_size()
+    out = {}
+    for policy in ORDER:
+        p = make_policy(policy, PARAMS)
+        out[policy] = {c: round(-(-p.cache_tokens(c + DECODE_TOKENS + 1) // PARAMS.block_size) * PARAMS.block_size
+                                * per_token / 2**20) for c in contexts}
+    return out
+
+
 def write_reports(result: dict, out_dir: Path, planned: list[tuple[int, int, str]], done: set) -> None:
     (out_dir / "passkey.json").write_text(json.dumps(result, indent=2))
     lines = [
@@ -154,6 +166,14 @@ def write_reports(result: dict, out_dir: Path, planned: list[tuple[int, int, str
         lines.append(f"| {row['context']} | {row['policy']} | {row['trials']} | {row['accuracy']:.2f} | "
                      f"{row['prefill_s_median']:.1f} | {row['peak_rss_mb_max']} | {row['kv_cache_mb']} | "
                      f"{', '.join(map(str, row['depths_failed'])) or '-'} |")
+    alloc = result.get("kv_cache_mb_allocated", {})
+    if alloc:
+        contexts = sorted({int(c) for sizes in alloc.values() for c in sizes})
+        lines += ["", "KV cache each policy allocates per sequence (MB, float32; sink_window evicts into a bounded pool, "
+                  "block_topk keeps every block, here in the same CPU memory):", "",
+                  "| policy | " + " | ".join(map(str, contexts)) + " |", "|---|" + "---:|" * len(contexts)]
+        for policy, sizes in alloc.items():
+            lines.append(f"| {policy} | " + " | ".join(str(sizes[c]) for c in contexts) + " |")
     missing = [job for job in planned if job not in done]
     if missing:
         by = {}
@@ -175,6 +195,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--jsonl", type=Path, default=None, help="trial log (default: <out>/passkey.jsonl)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the reports from the trial log, run nothing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,10 +210,11 @@ def main() -> None:
     meta = {"model": spec.name, "trained_window": trained, "params": PARAMS.settings(),
             "command": "nice -n 10 python benchmarks/passkey.py " + " ".join(
                 f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(args).items() if v is not None and k not in ("out", "jsonl"))}
+                for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "jsonl", "report_only"))}
     meta["params"].pop("use_triton")
+    meta["kv_cache_mb_allocated"] = kv_allocations(local.model, args.contexts)
     planned = plan(args.contexts, args.trials, args.long_trials, args.dense_max, args.long_from)
-    for index, context, policy in planned:
+    for index, context, policy in [] if args.report_only else planned:
         if (index, context, policy) in done:
             continue
         key, depth = trial_setup(args.seed, context, index, args.trials if context < args.long_from else args.long_trials)

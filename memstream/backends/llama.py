@@ -230,7 +230,8 @@ class Transformer(nn.Module):
         assert self.rope_cos is not None, "call setup_rope() after loading weights"
         if decode and tokens.shape[1] != 1:
             raise ValueError(f"decode takes one token per sequence, got {tokens.shape[1]}")
-        if int(positions.max()) >= self.rope_cos.shape[0]:
+        # Checked on prefill only: on CUDA the check is a host sync, which a decode step must not pay.
+        if not decode and int(positions.max()) >= self.rope_cos.shape[0]:
             raise ValueError(f"position {int(positions.max())} is past the RoPE tables ({self.rope_cos.shape[0]} positions): "
                              "call setup_rope(max_positions=...) for a longer context")
         policy = policy or DensePolicy()

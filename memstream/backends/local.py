@@ -307,7 +307,8 @@ class LocalBackend:
     """Built from the config by kernels.policy_from_settings (models.make_backend)."""
     seed: int | None = None
     context_limit: int | None = None
-    """Use fewer tokens than the model's window (BackendSettings.context_window)."""
+    """Use fewer tokens than the model's window (BackendSettings.context_window); with a policy that keeps
+    distances in range (`AttentionPolicy.reads_past_window`: sink_window, block_topk), more."""
     prompt_cache_slots: int = 2
     """KV caches of recent generations kept to reuse a shared prompt prefix (dense policy only); 0: off."""
     last_stats: GenerationStats = field(default_factory=GenerationStats)
@@ -318,7 +319,14 @@ class LocalBackend:
         if not isinstance(self.policy, AttentionPolicy):
             raise TypeError(f"policy must be an AttentionPolicy (kernels.make_policy), got {self.policy!r}")
         self.name = self.local.name
-        self.context_window = min(self.context_limit or self.local.context_window, self.local.context_window)
+        trained = self.local.context_window
+        if self.policy.reads_past_window and self.context_limit:
+            self.context_window = self.context_limit
+            if self.context_window > self.local.model.rope_cos.shape[0]:
+                # Longer tables only add positions; the ones other backends use keep their values.
+                self.local.model.setup_rope(self.local.device, max_positions=self.context_window)
+        else:
+            self.context_window = min(self.context_limit or trained, trained)
         self.generator = torch.Generator(device=self.local.device)
         if self.seed is not None:
             self.generator.manual_seed(self.seed)

@@ -33,6 +33,7 @@ PENDING = "pending_queries"
 
 class BlockTopkPolicy(AttentionPolicy):
     name = "block_topk"
+    reads_past_window = True
 
     def check_params(self) -> None:
         bt.check_budget(self.params.sinks, self.params.window, self.params.topk)

@@ -42,7 +42,8 @@ class Rope:
         """x [..., Dh] rotated by `delta` positions (int tensor broadcastable to x.shape[:-1])."""
         delta = delta.to(device=x.device, dtype=torch.long)
         mag = delta.abs()
-        if int(mag.max()) >= self.cos.shape[0]:
+        # On CUDA the check would be a host sync per call; indexing past the table fails there anyway.
+        if not mag.is_cuda and int(mag.max()) >= self.cos.shape[0]:
             raise ValueError(f"RoPE tables hold {self.cos.shape[0]} positions; a shift of {int(mag.max())} needs more")
         cos = self.cos[mag].to(torch.float32)
         # R(-a) x = x cos(a) - rotate_half(x) sin(a): the same tables with the sine negated.
@@ -57,6 +58,8 @@ class AttentionPolicy:
     name: ClassVar[str] = ""
     reuses_prefix: ClassVar[bool] = False
     """Whether a finished cache holds exactly its tokens' keys/values in order (the prompt cache may reuse it)."""
+    reads_past_window: ClassVar[bool] = False
+    """Whether no query ever sees a distance past the budget, so the context may exceed the trained window."""
 
     def __init__(self, params: AttentionParams | None = None):
         self.params = (params or AttentionParams()).validate()

@@ -209,6 +209,7 @@ class SinkWindowPolicy(AttentionPolicy):
     """
 
     name = "sink_window"
+    reads_past_window = True
 
     def check_params(self) -> None:
         check_budget(self.params.sinks, self.params.window)
