@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from memstream.backends.kernels import AttentionParams, Rope, make_policy
-from memstream.backends.kernels.snapkv import OBS_QUERIES
 from memstream.backends.llama import apply_rope
 from memstream.backends.local import decode_one, new_cache, prefill
 from memstream.backends.models import DEFAULT_MODEL, load_cached, resolve_model

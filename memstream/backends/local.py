@@ -376,7 +376,7 @@ class LocalBackend:
         truncated in place (a concurrent generation no longer sees it); otherwise its prefix is
         copied and it stays kept, so one short shared header does not destroy a long history.
         """
-        args, local = self.local.args, self.local
+        local = self.local
         if self.reuses_prompts:
             with self._lock:
                 best, reused = None, 0

@@ -126,3 +126,30 @@ def test_positions_past_the_rope_tables_name_the_fix():
     cache = new_cache(ours, tokens=600)
     with pytest.raises(ValueError, match="setup_rope"):
         prefill(ours, torch.randint(0, 128, (1, 520)), cache)
+
+
+def test_decode_n_feeds_each_token_and_stops_when_the_callback_says_so():
+    from memstream.backends.local import decode_n, decode_tokens
+
+    _, ours = tiny_pair(ROPES["default"])
+    tokens = torch.randint(0, 128, (1, 12))
+    greedy = lambda logits: logits.argmax(dim=-1)  # noqa: E731
+    cache = new_cache(ours)
+    first = int(prefill(ours, tokens, cache).argmax())
+    full = decode_n(ours, first, 6, cache, greedy)
+    assert len(full) == 6 and cache.lengths == [12 + 6]  # first token and five more were fed
+    # The same loop by hand: feed, take the argmax, repeat.
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    token, by_hand = first, []
+    for _ in range(6):
+        token = int(decode_one(ours, torch.tensor([[token]]), cache).argmax())
+        by_hand.append(token)
+    assert full == by_hand
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    seen = []
+    assert decode_n(ours, first, 6, cache, greedy, callback=lambda t: seen.append(t) or len(seen) < 3) == full[:3]
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    assert list(decode_tokens(ours, first, 4, cache, greedy)) == [first] + full[:3]
