@@ -96,11 +96,12 @@ def trial(local, ids: list[int], key: int, policy_name: str) -> dict:
             "peak_rss_mb": round(rss.peak / 2**20), "kv_cache_mb": round(kv_bytes / 2**20)}
 
 
-def plan(contexts: list[int], trials: int, long_trials: int, dense_max: int, long_from: int) -> list[tuple[int, int, str]]:
+def plan(contexts: list[int], trials: int, long_trials: int, dense_max: int, long_from: int,
+         policies: tuple[str, ...] = ORDER) -> list[tuple[int, int, str]]:
     """(trial index, context, policy) in round order."""
     jobs = []
     for index in range(trials):
-        for policy in ORDER:  # round 0 gives block_topk at every length first: the issue's target
+        for policy in [p for p in ORDER if p in policies]:  # round 0 gives block_topk at every length first: the issue's target
             for context in contexts:
                 if index >= (long_trials if context >= long_from else trials):
                     continue
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--jsonl", type=Path, default=None, help="trial log (default: <out>/passkey.jsonl)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--policies", type=lambda s: tuple(s.split(",")), default=ORDER,
+                        help="run only these (e.g. one per process, each with its own --jsonl; merge the logs after)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the reports from the trial log, run nothing")
     args = parser.parse_args()
     if args.threads:
@@ -210,10 +213,10 @@ def main() -> None:
     meta = {"model": spec.name, "trained_window": trained, "params": PARAMS.settings(),
             "command": "nice -n 10 python benchmarks/passkey.py " + " ".join(
                 f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "jsonl", "report_only"))}
+                for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "jsonl", "report_only", "policies"))}
     meta["params"].pop("use_triton")
     meta["kv_cache_mb_allocated"] = kv_allocations(local.model, args.contexts)
-    planned = plan(args.contexts, args.trials, args.long_trials, args.dense_max, args.long_from)
+    planned = plan(args.contexts, args.trials, args.long_trials, args.dense_max, args.long_from, args.policies)
     for index, context, policy in [] if args.report_only else planned:
         if (index, context, policy) in done:
             continue

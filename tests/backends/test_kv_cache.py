@@ -83,3 +83,19 @@ def test_an_evicted_cache_has_no_reusable_prefix():
     for keep in (cache.truncate, lambda n: cache.copy_prefix(n, 8)):
         with pytest.raises(ValueError, match="evicted"):
             keep(2)
+
+
+def test_a_pooled_cache_recycles_released_blocks_and_names_a_full_pool():
+    cache = PagedKVCache(1, 1, 4, 4, max_tokens=40, pool_tokens=8)  # 10 logical blocks, 2 physical
+    assert cache.pooled and cache.k_cache.shape[1] == 2
+    for _ in range(2):
+        cache.begin_write(4)
+        cache.write(0, torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4))
+        cache.end_write()
+    assert sorted(cache.block_table[0, :2].tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="pool of 2 blocks is full"):
+        cache.begin_write(1)
+    cache.release(0, [0])
+    cache.begin_write(1)  # logical block 2 takes block 0's physical slot
+    cache.end_write()
+    assert int(cache.block_table[0, 2]) == int(cache.block_table[0, 0]) and cache.lengths == [9]

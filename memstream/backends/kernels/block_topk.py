@@ -25,9 +25,12 @@ than a separate reduction launch; reports/block_topk_variants.md has the measure
 Clamps: topk larger than the number of distant blocks selects them all (the policy then equals
 dense attention); window or sinks larger than the sequence shrink to it.
 
-Positions: keys are cached after RoPE at their true positions and distant blocks are attended
-at their true distances (InfLLM's single shared distance for distant memory would need
-un-rotated keys in the cache); see reports/passkey.md for where that breaks.
+Positions: keys are cached after RoPE at their true positions. Without `far` every token is
+attended at its true distance. With `far` (FarPositions, what BlockTopkPolicy passes) the sinks
+and selected blocks farther than far.distance are scored at that distance, as InfLLM places
+its memory: the kernel rotates each such key back to position 0 from the RoPE tables (an extra
+read of the key's other half and of two table rows) and scores it with the query rotated at
+far.distance; the representatives are then stored at position 0 too.
 
 Memory traffic per step ~= scores: n_blocks * R * D reads of representatives, then
 2 * (sinks + topk * block_size + window) * D per KV head: independent of L but for the scores.
