@@ -79,7 +79,8 @@ class BackendSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     context_window: int | None = Field(None, ge=128)
-    """Override the model's context window (tokens)."""
+    """Override the model's context window (tokens); a local model reads past its trained window only under
+    attention policies that keep distances in range (sink_window, block_topk)."""
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     prompt_cache_slots: int = Field(2, ge=0)
