@@ -93,7 +93,8 @@ class BackendSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     context_window: int | None = Field(None, ge=128)
-    """Override the model's context window (tokens)."""
+    """Override the model's context window (tokens); a local model reads past its trained window only under
+    attention policies that keep distances in range (sink_window, block_topk)."""
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     weights_cache: Path | None = None
@@ -120,6 +121,8 @@ class AttentionSettings(BaseModel):
     """Prompt positions kept per KV head after prefill (snapkv)."""
     observation_window: int = Field(32, ge=1)
     pool_kernel: int = Field(7, ge=1)
+    prefill_chunk: int = Field(1024, ge=1)
+    """Prompt tokens per prefill pass; each chunk attends through the policy (sparse from the first token)."""
     use_triton: bool | None = None
     """None: Triton kernels on CUDA, torch references elsewhere."""
 
