@@ -148,6 +148,9 @@ class AgentSettings(BaseModel):
     extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out (reports/locomo_loco.md)."""
+    chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
+    """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
+    number) are answered with that span instead of generated text; [] lets the model always write."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True
