@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from memstream.backends.base import ChatBackend
-from memstream.config import ConfigError, Settings
+from memstream.config import ConfigError, ServerSettings, Settings
 from memstream.retrieval.embedder import EmbedderCache
 from memstream.server.body import BodyLimitMiddleware
 from memstream.server.errors import install_error_handlers
@@ -158,7 +158,9 @@ class ServerThread:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
-        protocol = http_protocol(app.state.settings.server)
+        # A memstream app carries its settings; another ASGI app (the MCP server's) gets the default limits.
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        protocol = http_protocol(settings.server if settings is not None else ServerSettings())
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", http=protocol))
         self.thread = threading.Thread(target=self.server.run, name="memstream-server", daemon=True)
         self.host = host
