@@ -96,6 +96,7 @@ def ingest(
     user: str = UserOption,
     fmt: str = typer.Option("auto", "--format", "-f", help="auto|locomo|longmemeval|jsonl"),
     embed: bool = typer.Option(False, "--embed", help="Also embed and index now (otherwise done on first search)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip sessions of the file already stored (an interrupted run)."),
     db: Optional[str] = DbOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -111,7 +112,7 @@ def ingest(
         sessions = load_file(path, fmt)  # parse everything first: a bad file writes nothing
         settings = settings_from(db)
         with open_store(settings, embed=embed) as memory, _progress(sum(len(s.turns) for s in sessions), as_json) as advance:
-            results = memory.ingest(user, sessions, progress=advance)
+            results = memory.ingest(user, sessions, resume=resume, progress=advance)
         counts = {
             "user": user,
             "conversations": len({s.conversation_id for s in sessions}),
@@ -368,6 +369,41 @@ def bench_longmemeval(
         for line in summary_lines(results):
             typer.echo(line)
         typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
+
+
+@bench_app.command("beam")
+def bench_beam(
+    data: Path = typer.Option(..., "--data", help="BEAM data: a chat folder, a tier folder (chats/100K) or the dataset root."),
+    out: Path = typer.Option(Path("bench-beam"), "--out", "-o", help="Output directory (results.json, report.md)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N chats."),
+    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable): memstream, hybrid, bm25, dense."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted); its tokenizer counts tokens."),
+    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="Judge backend kind (default: the answer backend's)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model: answers are generated and judged on each rubric. Without it: retrieval only."),
+) -> None:
+    """Run BEAM: evidence recall@5/@10 per ability for each retriever, token counts, and with --judge-model rubric scores.
+
+    Example: memstream bench beam --data BEAM/chats/100K --out runs/beam
+    """
+    with user_errors():
+        if not data.exists():
+            raise CliError(f"{data}: no such file or folder")
+        from memstream.benchmarks.commands import beam_run
+
+        results = beam_run(
+            data, out, systems=system, limit=limit, backend=backend, model=model, judge_backend=judge_backend,
+            judge_model=judge_model, progress=lambda message: typer.echo(message, err=True),
+        )
+        if results["mode"] == "retrieval-only":
+            typer.echo("no --judge-model: retrieval and model-free metrics only, no answers scored")
+        for name, summary in results["systems"].items():
+            judged = f"  judge {summary['judge']}" if "judge" in summary else ""
+            typer.echo(
+                f"{name:<10} recall_any@5 {summary['recall_any@5']:.3f}  recall_any@10 {summary['recall_any@10']:.3f}  "
+                f"evidence tokens {summary['evidence_tokens']}{judged}"
+            )
+        typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
 
 
 @bench_app.command("report")

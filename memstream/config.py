@@ -93,7 +93,8 @@ class BackendSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     context_window: int | None = Field(None, ge=128)
-    """Override the model's context window (tokens)."""
+    """Override the model's context window (tokens); a local model reads past its trained window only under
+    attention policies that keep distances in range (sink_window, block_topk)."""
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     weights_cache: Path | None = None
@@ -120,6 +121,8 @@ class AttentionSettings(BaseModel):
     """Prompt positions kept per KV head after prefill (snapkv)."""
     observation_window: int = Field(32, ge=1)
     pool_kernel: int = Field(7, ge=1)
+    prefill_chunk: int = Field(1024, ge=1)
+    """Prompt tokens per prefill pass; each chunk attends through the policy (sparse from the first token)."""
     use_triton: bool | None = None
     """None: Triton kernels on CUDA, torch references elsewhere."""
 
@@ -133,9 +136,18 @@ class AgentSettings(BaseModel):
     max_reply_tokens: int = Field(256, ge=1)
     min_score: float = Field(0.0, ge=0.0)
     """Fused-score floor under which retrieved memories are dropped (abstention)."""
-    attribution_margin: float | None = Field(0.005, ge=0.0)
-    """When a question names one person and the best memory is someone else's, ahead of that person's best by more
-    than this fused (RRF) score, reply that nothing says that person did it. None: never. Picked on the LoCoMo dev set."""
+    attribution_check: bool = True
+    """When a question names one person and every signal of the evidence says it is someone else's, reply that
+    nothing says that person did it (memstream/agent/attribution.py). False: never."""
+    attribution_own_rank: int = Field(3, ge=1)
+    """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
+    attribution_own_ratio: float = Field(0.8, ge=0.0)
+    """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
+    attribution_mention_counts: bool = True
+    """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
+    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
+    """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
+    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out (reports/locomo_loco.md)."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True
@@ -155,6 +167,27 @@ class ServerSettings(BaseModel):
     """How often a server process catches its index up with turns written by other processes."""
     memory: bool = True
     """Serve the memory routes and memory-augmented chat (opens the database and loads the embedder at start)."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of every chat request, queue wait included: past it the request ends with 504 (what the memory
+    path committed stays committed) and its generation stops at the next token."""
+    chat_workers: int = Field(64, ge=1, le=1024)
+    """Chats (plain or with memory) running at once: their store and retrieval work, and the calls to a remote
+    backend, run concurrently on this many threads. The local model still generates one request at a time."""
+    max_queue: int = Field(256, ge=0)
+    """Chats that may wait for a worker (or the local model) beyond those running; past it: 503 with Retry-After."""
+    max_queue_per_key: int = Field(64, ge=1)
+    """Chats one API key (a keyless server: one client address) may have running or waiting; past it: 429."""
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    """Requests per minute per API key (or client address) on the /v1 routes; past it: 429 with Retry-After. None: off."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not sent a request's complete headers within this time is closed (408)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request body that stalls this long between pieces is answered 408 and the connection closed."""
+    max_connections: int = Field(1024, ge=1)
+    """Open connections at once; past it a new connection gets 503 and is closed."""
+    allowed_hosts: list[str] | None = None
+    """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
+    server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""
 
 
 ENV_PREFIX = "MEMSTREAM_"

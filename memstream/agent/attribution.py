@@ -6,13 +6,23 @@ afterwards instead, to check that the best-matching memory comes from the person
 When the question says "What did Caroline realize after her charity race?" and the memory that
 fits it best is something Melanie said, with nothing as close from Caroline, the honest answer is
 that nothing says Caroline did it; answering with Melanie's story would put words in Caroline's mouth.
+
+The decision reads several signals of the evidence and abstains only when all of them point away from the
+person asked about (a wrong "not mentioned" on an answerable question costs a user more than a borrowed
+answer costs a benchmark):
+- who says the best memory (a role, or the person asked about: answer);
+- where the person's own first turn ranks (within `own_rank`: answer);
+- how their best own turn scores against the best one (at least `own_ratio` of it: answer);
+- whether the top evidence names them at all (with `mention_counts`, a top turn said to or about them: answer).
+The parameters are chosen by leave-one-conversation-out on the LoCoMo dev set
+(memstream/benchmarks/attribution_tuning.py, reports/attribution_loco.md).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 ROLE_NAMES = frozenset({"user", "assistant", "system", "tool"})
 
@@ -44,19 +54,77 @@ def strip_names(query: str, names: Sequence[str]) -> str:
     return stripped if re.search(r"\w", stripped) else query
 
 
-def check_attribution(asked_about: str, hits: Sequence, min_margin: float) -> Misattribution | None:
-    """A Misattribution when the best hit is someone else's and beats `asked_about`'s best by more than `min_margin`.
+@dataclass(frozen=True)
+class AttributionParams:
+    own_rank: int = 3
+    """The person's own turn within the top this many counts as their presence: answer."""
+    own_ratio: float = 0.8
+    """Their best own turn scoring at least this share of the best hit's fused score: answer."""
+    mention_counts: bool = True
+    """A top-`own_rank` turn by someone else that names them (said to or about them) counts as their presence."""
 
-    `hits` are retrieval hits, best first, with `.turn.speaker` and `.fused_score`. A person with no hit
+
+@dataclass(frozen=True)
+class EvidenceHit:
+    """What the decision reads of one retrieval hit (benchmarks save these to tune without re-retrieving)."""
+
+    speaker: str | None
+    fused: float
+    names: tuple[str, ...] = ()
+    """Which of the question's named people its text names."""
+
+    @classmethod
+    def of(cls, hit: Any, people: Sequence[str]) -> "EvidenceHit":
+        return cls(hit.turn.speaker, float(hit.fused_score), tuple(named_people(hit.turn.text, people)))
+
+
+def attribution_params(agent_settings: Any) -> AttributionParams:
+    """The decision's parameters from AgentSettings."""
+    return AttributionParams(agent_settings.attribution_own_rank, agent_settings.attribution_own_ratio, agent_settings.attribution_mention_counts)
+
+
+def _is_person(speaker: str | None) -> bool:
+    return bool(speaker) and speaker.lower() not in ROLE_NAMES
+
+
+def decide_attribution(asked_about: str, hits: Sequence[EvidenceHit], params: AttributionParams) -> Misattribution | None:
+    """A Misattribution when every signal says the evidence is someone else's; None (answer) otherwise."""
+    if not hits:
+        return None
+    best = hits[0]
+    if not _is_person(best.speaker) or best.speaker == asked_about:
+        return None
+    top = hits[: params.own_rank]
+    if any(h.speaker == asked_about for h in top):
+        return None
+    if params.mention_counts and any(asked_about in h.names for h in top):
+        return None
+    own = [h.fused for h in hits if h.speaker == asked_about]
+    if own and best.fused > 0 and max(own) >= params.own_ratio * best.fused:
+        return None
+    margin = best.fused - (max(own) if own else hits[-1].fused)
+    return Misattribution(asked_about, best.speaker, margin)
+
+
+def check_attribution(asked_about: str, hits: Sequence, params: AttributionParams) -> Misattribution | None:
+    """The decision on retrieval hits (`.turn.speaker`, `.turn.text`, `.fused_score`), best first."""
+    return decide_attribution(asked_about, [EvidenceHit.of(h, [asked_about]) for h in hits], params)
+
+
+def check_attribution_margin(asked_about: str, hits: Sequence, min_margin: float) -> Misattribution | None:
+    """The single-margin rule the decision replaced (kept for the tuning report's comparison): a Misattribution
+    when the best hit is someone else's and beats `asked_about`'s best by more than `min_margin`.
+
+    `hits` are EvidenceHits, best first. A person with no hit
     at all is scored as the last hit, so the margin stays on the scale of the list.
     """
     if not hits:
         return None
     best = hits[0]
-    if best.turn.speaker in (None, asked_about) or best.turn.speaker.lower() in ROLE_NAMES:
+    if best.speaker in (None, asked_about) or best.speaker.lower() in ROLE_NAMES:
         return None
-    own = [h.fused_score for h in hits if h.turn.speaker == asked_about]
-    margin = best.fused_score - (max(own) if own else hits[-1].fused_score)
+    own = [h.fused for h in hits if h.speaker == asked_about]
+    margin = best.fused - (max(own) if own else hits[-1].fused)
     if margin <= min_margin:
         return None
-    return Misattribution(asked_about, best.turn.speaker, margin)
+    return Misattribution(asked_about, best.speaker, margin)

@@ -80,12 +80,13 @@ def resolve_relative(expression: str, said_at: datetime) -> str | None:
     return None
 
 
-def date_answer(turn: Turn) -> str:
+def date_answer(turn: Turn, event_label: str | None = None) -> str:
     """The date a memory points at: its first relative expression resolved against when it was said
-    ("last week", said 9 June 2023 -> "the week before 9 June 2023"), else the day it was said."""
+    ("last week", said 9 June 2023 -> "the week before 9 June 2023"), else the event time stored for it
+    ("last May", "on 12 June 2020": agent/event_time.py), else the day it was said."""
     match = RELATIVE.search(turn.text)
     resolved = resolve_relative(match.group(0), turn.event_time) if match else None
-    return resolved or day(turn.event_time)
+    return resolved or event_label or day(turn.event_time)
 
 
 def annotate_relative_dates(text: str, said_at: datetime) -> str:
@@ -106,6 +107,8 @@ def evidence_line(turn: Turn, max_chars: int = 600) -> str:
     if len(text) > max_chars:
         text = text[:max_chars] + "..."
     who = quote(turn.speaker or turn.role)  # speakers come from imported files too: quote them like the text
+    if turn.role == "assistant":
+        who = f"{who} (assistant reply)" if who.lower() != "assistant" else "assistant (earlier reply)"  # provenance, marked
     return f"[{day(turn.event_time)}] {who}: {quote(text)}"
 
 

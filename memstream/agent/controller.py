@@ -21,10 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from memstream.agent import prompts
-from memstream.agent.attribution import check_attribution, named_people, strip_names
+from memstream.agent.attribution import attribution_params, check_attribution, named_people, strip_names
 from memstream.agent.chain import ChainResult, manager_messages, run_workers
 from memstream.agent.compose import build_messages, chunk_lines, date_answer, day, evidence_lines, memory_block, quote, truncate_for_model
 from memstream.agent.enrich import EnrichJob, Enricher
+from memstream.agent.event_time import event_date_answer
+from memstream.agent.extract import extract_answer
 from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, WHEN_QUESTION, Plan, plan_turn
 from memstream.backends.base import BackendError, ChatBackend
 from memstream.config import Settings, load_settings
@@ -232,6 +234,7 @@ class MemoryAgent:
         mark = time.perf_counter()
         hits = []
         asked_about = None
+        people: list[str] = []
         if plan.needs_memory:
             if options.plan:
                 # The people's own names match nearly every turn ("Thanks, Caroline!"): search without them.
@@ -261,16 +264,22 @@ class MemoryAgent:
         if plan.needs_memory and not hits and refers_to_personal_past(text):
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
             abstain_text = prompts.ABSTAIN_REPLY
-        elif asked_about and agent_settings.attribution_margin is not None:
-            wrong = check_attribution(asked_about, hits, agent_settings.attribution_margin)
+        elif asked_about and agent_settings.attribution_check:
+            wrong = check_attribution(asked_about, hits, attribution_params(agent_settings))
             if wrong is not None:
-                reply.notes.append(f"best memory is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
+                reply.notes.append(f"the evidence is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
                 abstain_text = prompts.MISATTRIBUTED_REPLY.format(asked_about=wrong.asked_about, speaker=wrong.speaker)
         direct_text = None
         if abstain_text is None and hits and options.short_answer and options.plan and WHEN_QUESTION.search(text):
             # A short answer to "when" is a date: the best memory's, resolved here (a small model picks a wrong one).
-            direct_text = date_answer(hits[0].turn)
+            direct_text = date_answer(hits[0].turn, event_date_answer(self.memory, user, hits[0].turn))
             reply.notes.append("answered with the date of the best memory")
+        elif abstain_text is None and hits and options.short_answer and options.plan and agent_settings.extract_kinds:
+            # A short answer read from the evidence (agent/extract.py); the model writes only when this finds nothing.
+            found = extract_answer(text, [h.turn.text for h in hits], people, agent_settings.extract_kinds)
+            if found is not None:
+                direct_text = found.text
+                reply.notes.append(f"extracted a {found.kind} answer from memory {found.rank}")
         if abstain_text is not None or direct_text is not None:
             reply.abstained = abstain_text is not None
             reply.text = abstain_text or direct_text

@@ -1,4 +1,4 @@
-"""Background enrichment: session summaries and facts, off the write path.
+"""Background enrichment: session summaries, facts and event times, off the write path.
 
 A single worker thread drains a queue. A failing job is counted and logged, never raised into
 the chat turn, and never loses the turn (which is committed before the job is queued).
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from memstream.backends.base import ChatBackend
+from memstream.agent.event_time import event_facts
 from memstream.agent.facts import extract_facts
 from memstream.memory.core import Memory
 from memstream.agent.summaries import summarize_session
@@ -51,6 +52,10 @@ def enrich_turns(store: Memory, job: EnrichJob, backend: ChatBackend | None = No
     for turn in store.get_turns(job.user_id, job.turn_ids):
         for fact in extract_facts(turn, backend):
             store.add_fact(job.user_id, fact.subject, fact.text, [turn.id], valid_from=turn.event_time, conversation_id=turn.conversation_id)
+            facts_added += 1
+        for subject, text, metadata in event_facts(turn):
+            # Relative dates resolved against when the turn was said: the event's own time (agent/event_time.py).
+            store.add_fact(job.user_id, subject, text, [turn.id], valid_from=turn.event_time, conversation_id=turn.conversation_id, metadata=metadata)
             facts_added += 1
     if job.session_id is not None:
         count = store.count_turns(job.user_id, session_id=job.session_id)

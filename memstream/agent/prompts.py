@@ -81,3 +81,8 @@ JUDGE_ABSTENTION = (
     "The question cannot be answered from the conversation history. "
     "Does the response say the information is unknown or was never mentioned? Reply yes or no."
 )
+# BEAM rubric judge: one rubric item at a time, one word, parsed leniently.
+JUDGE_RUBRIC = (
+    "Question: {question}\nResponse: {response}\nRequirement: {item}\n"
+    "Does the response meet the requirement? Reply yes or no."
+)

@@ -299,17 +299,17 @@ def make_backend(settings: BackendSettings, attention: AttentionSettings | None 
         from memstream.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(settings)
-    from memstream.backends.kernels import AttentionParams
+    from memstream.backends.kernels import policy_from_settings
 
     attention = attention or AttentionSettings()
-    params = AttentionParams.from_settings(attention)  # bad attention settings fail here, not in the loader thread
+    policy = policy_from_settings(attention)  # bad attention settings fail here, not in the loader thread
     spec = resolve_model(settings.model)
     if background:
         from memstream.backends.background import BackgroundBackend
 
         _import_loaders()
-        return BackgroundBackend(spec.name, lambda: _local_backend(settings, attention.policy, params, spec))
-    return _local_backend(settings, attention.policy, params, spec)
+        return BackgroundBackend(spec.name, lambda: _local_backend(settings, policy, spec))
+    return _local_backend(settings, policy, spec)
 
 
 def _import_loaders() -> None:
@@ -330,9 +330,9 @@ def _import_loaders() -> None:
         importlib.import_module(module)
 
 
-def _local_backend(settings: BackendSettings, policy: str, params, spec: ModelSpec) -> ChatBackend:
+def _local_backend(settings: BackendSettings, policy, spec: ModelSpec) -> ChatBackend:
     from memstream.backends.local import LocalBackend
 
     local = load_cached(str(spec.path), spec.gguf_file, settings.dtype, settings.device, spec.name, weights_cache_dir(settings))
-    return LocalBackend(local, policy=policy, params=params, context_limit=settings.context_window,
+    return LocalBackend(local, policy=policy, context_limit=settings.context_window,
                         prompt_cache_slots=settings.prompt_cache_slots)

@@ -86,3 +86,43 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if problems:
         lines.append(f"{problems} data item(s) skipped (see problems.json)")
     return lines
+
+
+def beam_run(
+    data: Path,
+    out: Path,
+    systems: list[str] | None = None,
+    limit: int | None = None,
+    backend: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    judge_backend: str | None = None,
+    judge_model: str | None = None,
+    progress=None,
+) -> dict[str, Any]:
+    """`memstream bench beam`: retrieval-only without --judge-model, answers judged on the rubric with one.
+
+    Token counts use the answer model's tokenizer either way (the configured backend)."""
+    from memstream.backends.models import make_backend
+    from memstream.benchmarks.beam_eval import SYSTEMS, BeamRunConfig, evaluate_beam, write_results
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    settings = bench_settings(out, **{"backend.kind": backend, "backend.model": model, "backend.base_url": base_url})
+    answer_backend = make_backend(settings.backend, settings.attention)
+    judge = None
+    judge_name = None
+    if judge_model and (judge_backend or "") not in JUDGE_OFF:
+        judge_settings = settings.backend.model_copy(update={"kind": judge_backend or settings.backend.kind, "model": judge_model})
+        judge = make_backend(judge_settings, settings.attention)
+        judge_name = f"{judge_settings.kind}:{judge_settings.model}"
+    config = BeamRunConfig(
+        data=str(data), systems=tuple(systems or SYSTEMS), limit=limit, judge=judge_name,
+        backend=f"{settings.backend.kind}:{settings.backend.model}",
+    )
+    results, rows = evaluate_beam(
+        config, settings, out / "work", count_tokens=answer_backend.count_tokens,
+        answer_backend=answer_backend if judge else None, judge_backend=judge, progress=progress,
+    )
+    write_results(results, rows, out)
+    return results

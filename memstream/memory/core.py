@@ -29,7 +29,7 @@ from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.store import ConversationInfo, MemoryStore
-from memstream.memory.validate import check_row_id, check_time
+from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time
 from memstream.retrieval.embedder import Embedder, EmbedderCache
 from memstream.retrieval.results import SearchResult, SessionHit
 from memstream.retrieval.retriever import Retriever
@@ -73,11 +73,22 @@ class Memory:
         return self.store.new_session(user, conversation, started_at=started_at, external_id=external_id)
 
     def ingest(
-        self, user: str, sessions: Sequence[NewSession], *, atomic: bool = False, progress: Callable[[int], None] | None = None
+        self, user: str, sessions: Sequence[NewSession], *, atomic: bool = False, resume: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> list[tuple[int, list[int]]]:
         """Bulk load sessions (dataset importers, `memstream ingest`): committed and indexed in batches of about
         INGEST_BATCH_TURNS turns, so a long import neither holds one huge transaction nor re-indexes per session.
-        `atomic`: one transaction for everything. `progress(n)` is called with the turns stored so far."""
+        `atomic`: one transaction for everything. `progress(n)` is called with the turns stored so far.
+        `resume`: sessions with an external id already stored for this user and conversation are skipped, so an
+        interrupted import run again stores only what is missing (their ids are not returned).
+
+        Everything is validated before the first write: invalid input stores nothing."""
+        sessions = list(sessions)
+        check_id("user id", user)
+        check_sessions(sessions)
+        if resume:
+            stored = {(s.conversation_id, s.external_id) for s in self.store.sessions(user) if s.external_id is not None}
+            sessions = [s for s in sessions if s.external_id is None or (s.conversation_id, s.external_id) not in stored]
         results: list[tuple[int, list[int]]] = []
         if atomic:
             with self._write_lock:

@@ -96,10 +96,13 @@ def check_record(number: int, record: Any, sessions: set, turns: set) -> dict[st
             raise InvalidInputError(f"{where}: missing field {field!r}")
         return record[field]
 
-    try:
-        conversation = check_id("conversation id", need("conversation_id")) if kind != "fact" or record.get("conversation_id") is not None else None
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"{where}: {exc}") from None
+    conversation = None
+    if kind != "fact" or record.get("conversation_id") is not None:
+        given = need("conversation_id")  # names the record itself; check_id does not
+        try:
+            conversation = check_id("conversation id", given)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
     if kind == "session":
         own = _ref(where, "id", need("id"))
         sessions.add(own)

@@ -114,3 +114,16 @@ def check_turn_fields(role: Any, text: Any, speaker: Any, event_time: Any, metad
         "metadata": check_metadata(f"{where}: metadata", metadata),
     }
 
+
+
+def check_sessions(sessions) -> None:
+    """Every field of every session and turn, before a bulk load writes anything (a bad row in the last batch
+    must not leave the first batches stored)."""
+    for number, session in enumerate(sessions, 1):
+        where = f"session {number}"
+        check_id(f"{where}: conversation id", session.conversation_id)
+        check_time(f"{where}: start", session.started_at)
+        check_text(f"{where}: external id", session.external_id, limit=MAX_ID_LENGTH, optional=True)
+        check_metadata(f"{where}: metadata", session.metadata)
+        for position, turn in enumerate(session.turns, 1):
+            check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata, f"{where}, turn {position}")

@@ -9,8 +9,11 @@ waited, is dropped instead of resurrecting a key.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -70,3 +73,63 @@ def embed_jobs(embedder: Embedder, dim: int, jobs: Sequence[DenseJob]) -> tuple[
             except (RuntimeError, ValueError, TypeError, IndexError) as one:
                 failed[p] = f"{type(one).__name__}: {str(one)[:200]}"
     return vectors, failed
+
+
+class DenseQueue:
+    """The dense keys waiting for vectors, in order, and the condition searches and the indexer wait on.
+
+    Shares the retriever's lock, so a batch leaves the queue, is embedded outside it, and lands in the index
+    while `pending()` counts it the whole time (a search that waits for a user's keys sees them land)."""
+
+    def __init__(self, lock: threading.RLock):
+        self._jobs: deque[DenseJob] = deque()
+        self._in_flight: list[DenseJob] = []
+        self._users: Counter[str] = Counter()
+        self.settled = threading.Condition(lock)
+
+    def put(self, jobs: Iterable[DenseJob]) -> None:
+        """Caller holds the lock."""
+        jobs = list(jobs)
+        self._jobs.extend(jobs)
+        self._users.update(job.user_id for job in jobs)
+        self.settled.notify_all()
+
+    def take(self, max_keys: int) -> list[DenseJob]:
+        with self.settled:
+            self._in_flight = [self._jobs.popleft() for _ in range(min(max_keys, len(self._jobs)))]
+            return self._in_flight
+
+    def done(self, batch: list[DenseJob]) -> None:
+        with self.settled:
+            self._in_flight = []
+            for job in batch:
+                self._users[job.user_id] -= 1
+                if self._users[job.user_id] <= 0:
+                    del self._users[job.user_id]
+            self.settled.notify_all()
+
+    def pending(self, user_id: str | None = None) -> int:
+        with self.settled:
+            return self._users.get(user_id, 0) if user_id is not None else sum(self._users.values())
+
+    def resume_point(self, facts: bool, cursor: int) -> int:
+        """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
+        waiting = [job.origin - 1 for job in (*self._jobs, *self._in_flight) if (job.kind == "fact") == facts]
+        return min([cursor, *waiting])
+
+    def wait_until_empty(self, user_id: str | None, timeout_s: float) -> bool:
+        """Block until this user's (None: everyone's) keys are in the index, or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        with self.settled:
+            while self._users.get(user_id, 0) if user_id is not None else self._users:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.settled.wait(left)
+            return True
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        with self.settled:
+            if not self._jobs:
+                self.settled.wait(timeout_s)
+            return bool(self._jobs)

@@ -18,14 +18,11 @@ time window as extra restricted rankings, or as a filter).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import shutil
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,23 +32,26 @@ import numpy as np
 
 from memstream.memory.model import Fact, Turn
 from memstream.memory.validate import check_id, utcnow
-from memstream.retrieval.dense_jobs import DenseJob, embed_jobs
+from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, embed_jobs
+from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
 from memstream.retrieval.embedder import Embedder, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
+from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
+from memstream.retrieval.provenance import prefer_own_statements
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
-from memstream.retrieval.vector_index import IndexFileError, VectorIndex
+from memstream.retrieval.vector_index import IndexFileError
 
 log = logging.getLogger(__name__)
 
 MODES = ("memstream", "hybrid", "bm25", "dense")
 MAX_K = 1000
 MAX_QUERY_CHARS = 20_000
-CACHE_VERSION = 1
 SYNC_BATCH = 4096
+MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monologue's statement key
 CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
 # RRF weight of each ranked list: (retriever, key kind). Raw turn keys are the precise
 # ones; round keys add context; statements and facts add paraphrases. Tuned on the LoCoMo
@@ -139,10 +139,7 @@ class Retriever:
         self._query_cache: dict[str, np.ndarray] = {}
         # Dense keys waiting for the background indexer (background=True); inline otherwise.
         self.background = False
-        self._pending: deque[DenseJob] = deque()
-        self._in_flight: list[DenseJob] = []
-        self._pending_users: Counter[str] = Counter()
-        self._settled = threading.Condition(self._lock)
+        self.queue = DenseQueue(self._lock)
         self.skipped: dict[str, str] = {}
         """Rows that could not be indexed ("turn 12" -> reason): skipped, reported, never retried in this process."""
         if check_model:
@@ -159,46 +156,22 @@ class Retriever:
 
     # -- the cache on disk ------------------------------------------------------------------
 
-    def _meta_path(self) -> Path | None:
-        return self.cache_dir / "metadata.json" if self.cache_dir else None
-
-    def _user_dir(self, user_id: str) -> Path:
-        assert self.cache_dir is not None
-        return self.cache_dir / "users" / hashlib.sha1(user_id.encode()).hexdigest()[:20]
-
     def _load_cache(self) -> None:
         """Load the persisted dense indexes when they match this database and model; otherwise start empty."""
-        meta_path = self._meta_path()
-        if meta_path is None or not meta_path.exists():
+        if self.cache_dir is None:
             return
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if (
-                meta.get("version") != CACHE_VERSION
-                or meta.get("model") != self.model_name
-                or meta.get("round_neighbours") != self.round_neighbours
-                or (self.dim is not None and meta.get("dim") != self.dim)
-            ):
-                raise IndexFileError("index cache was built with other settings")
-            self.dim = int(meta["dim"])
-            current = self.store.max_ids()
-            if meta["turn_cursor"] > current["turn"] or meta["deletion_seq"] > current["deletion"] or meta["fact_cursor"] > current["fact"]:
-                raise IndexFileError("index cache is ahead of the database (the database was replaced)")
-            users: dict[str, UserIndex] = {}
-            for user_id, counts in meta["users"].items():
-                index = UserIndex(user_id, self.dim, self.ann_threshold, self._tokenizer)
-                for kind, count in counts.items():
-                    if kind not in keymod.KINDS:
-                        raise IndexFileError(f"unknown key kind {kind!r} in the index metadata")
-                    index.dense[kind] = VectorIndex.load(self._user_dir(user_id) / f"{kind}.faiss", self.dim, self.ann_threshold, expected_count=count)
-                users[user_id] = index
+            loaded = index_cache.read(self.cache_dir, self.model_name, self.dim, self.round_neighbours, self.ann_threshold,
+                                      self._tokenizer, self.store.max_ids())
         except (OSError, ValueError, KeyError, TypeError, IndexFileError) as exc:
             log.warning("rebuilding the retrieval index from the database: %s", exc)
             self._reset_cache_dir()
             return
-        self._users = users
-        self._dense_cursor = _Cursor(meta["turn_cursor"], meta["fact_cursor"], meta["deletion_seq"])
-        self._cursor = _Cursor(0, 0, meta["deletion_seq"])
+        if loaded is None:
+            return
+        self._users, self.dim = loaded.users, loaded.dim
+        self._dense_cursor = _Cursor(loaded.turn_cursor, loaded.fact_cursor, loaded.deletion_seq)
+        self._cursor = _Cursor(0, 0, loaded.deletion_seq)
 
     def _reset_cache_dir(self) -> None:
         self._users = {}
@@ -212,36 +185,13 @@ class Retriever:
         if self.cache_dir is None or self.dim is None:
             return
         with self._lock:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            users_meta: dict[str, dict[str, int]] = {}
-            for user_id, index in self._users.items():
-                user_dir = self._user_dir(user_id)
-                counts = {}
-                for kind, vectors in index.dense.items():
-                    vectors.save(user_dir / f"{kind}.faiss")
-                    counts[kind] = int(vectors._index.ntotal)
-                users_meta[user_id] = counts
-            meta = {
-                "version": CACHE_VERSION,
-                "model": self.model_name,
-                "dim": self.dim,
-                "round_neighbours": self.round_neighbours,
-                "turn_cursor": self._saved_cursor("turn"),
-                "fact_cursor": self._saved_cursor("fact"),
-                "deletion_seq": self._cursor.deletion,
-                "users": users_meta,
-                "saved_at": utcnow().isoformat(),
-            }
-            tmp = self._meta_path().with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            os.replace(tmp, self._meta_path())
+            index_cache.write(
+                self.cache_dir, self.model_name, self.dim, self.round_neighbours, self._users,
+                turn_cursor=self.queue.resume_point(False, self._cursor.turn),
+                fact_cursor=self.queue.resume_point(True, self._cursor.fact),
+                deletion_seq=self._cursor.deletion,
+            )
             self._dirty = False
-
-    def _saved_cursor(self, what: str) -> int:
-        # A dense key still waiting for its vector is not in the saved index: resume from the batch that queued it.
-        waiting = [job.origin - 1 for job in (*self._pending, *self._in_flight) if (job.kind == "fact") == (what == "fact")]
-        cursor = self._cursor.fact if what == "fact" else self._cursor.turn
-        return min([cursor, *waiting])
 
     # -- catching up with the database ----------------------------------------------------
 
@@ -317,8 +267,8 @@ class Retriever:
 
     def _drop_user_files(self, user_id: str) -> None:
         self._users.pop(user_id, None)
-        if self.cache_dir is not None and self._user_dir(user_id).exists():
-            shutil.rmtree(self._user_dir(user_id))
+        if self.cache_dir is not None and index_cache.user_dir(self.cache_dir, user_id).exists():
+            shutil.rmtree(index_cache.user_dir(self.cache_dir, user_id))
         self._dirty = True
 
     def add_turns_to_index(self, turns: Sequence[Turn]) -> int:
@@ -379,8 +329,15 @@ class Retriever:
         speaker lies further back than that (a monologue)."""
         by_id = {t.id: t for t in fresh}
         lookback = 2 * self.round_neighbours + CONTEXT_LOOKBACK
-        before = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)
-        since = self.store.list_turns(user_id, session_id=session_id, after_id=fresh[0].id - 1)
+        # One read in the live case (the fresh turns are the session's newest, nothing interleaved): them and the
+        # `lookback` turns before them. Otherwise two: the turns before, and everything from the first fresh one on.
+        newest = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[-1].id + 1, limit=lookback + len(fresh), newest_first=True)
+        split = next((n for n, t in enumerate(newest) if t.id < fresh[0].id), len(newest))
+        if split == len(fresh) and {t.id for t in newest[:split]} == set(by_id):
+            before, since = newest[split:], list(reversed(newest[:split]))
+        else:
+            before = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)
+            since = self.store.list_turns(user_id, session_id=session_id, after_id=fresh[0].id - 1)
         context = [by_id.get(t.id, t) for t in reversed(before)] + [by_id.get(t.id, t) for t in since]
         if len(before) < lookback:
             return context  # the session from its start
@@ -389,7 +346,10 @@ class Retriever:
             i = positions.get(turn.id)
             distance = keymod.other_speaker_distance(context, i) if i is not None else None
             if distance is None or distance > i:
-                return [by_id.get(t.id, t) for t in self.store.list_turns(user_id, session_id=session_id)]
+                # A monologue: look further back for the other speaker, but never read the whole session per turn
+                # (a note-taking user's one session can hold thousands of turns).
+                older = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=MONOLOGUE_LOOKBACK, newest_first=True)
+                return [by_id.get(t.id, t) for t in reversed(older)] + context[len(before):]
         return context
 
     def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int) -> None:
@@ -425,6 +385,7 @@ class Retriever:
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
             index.note_fact(fact.id, fact.source_turn_ids)
+            index.events.note(fact.id, fact_window(fact))
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
             if fact.id > dense_known:
@@ -442,15 +403,11 @@ class Retriever:
         if not self.background:
             self._embed_and_add(jobs)
             return
-        self._pending.extend(jobs)
-        self._pending_users.update(job.user_id for job in jobs)
-        self._settled.notify_all()
+        self.queue.put(jobs)
 
     def embed_pending(self, max_keys: int = 256) -> int:
         """Embed up to `max_keys` queued dense keys (the model runs outside the lock) and add them; returns how many."""
-        with self._lock:
-            batch = [self._pending.popleft() for _ in range(min(max_keys, len(self._pending)))]
-            self._in_flight = batch
+        batch = self.queue.take(max_keys)
         if not batch:
             return 0
         try:
@@ -458,13 +415,7 @@ class Retriever:
             with self._lock:
                 self._add_vectors(batch, vectors, failed)
         finally:
-            with self._lock:
-                self._in_flight = []
-                for job in batch:
-                    self._pending_users[job.user_id] -= 1
-                    if self._pending_users[job.user_id] <= 0:
-                        del self._pending_users[job.user_id]
-                self._settled.notify_all()
+            self.queue.done(batch)
         self._store_vectors(batch, vectors, failed)
         return len(batch)
 
@@ -504,25 +455,13 @@ class Retriever:
 
     def pending(self, user_id: str | None = None) -> int:
         """Dense keys still waiting for their vectors (of one user, or of all)."""
-        with self._lock:
-            return self._pending_users.get(user_id, 0) if user_id is not None else sum(self._pending_users.values())
+        return self.queue.pending(user_id)
 
     def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
-        """Block until this user's (None: everyone's) queued dense keys are in the index, or the timeout passes."""
-        deadline = time.monotonic() + timeout_s
-        with self._settled:
-            while (self._pending_users.get(user_id, 0) if user_id is not None else self._pending_users):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._settled.wait(left)
-            return True
+        return self.queue.wait_until_empty(user_id, timeout_s)
 
     def wait_for_work(self, timeout_s: float) -> bool:
-        with self._settled:
-            if not self._pending:
-                self._settled.wait(timeout_s)
-            return bool(self._pending)
+        return self.queue.wait_for_work(timeout_s)
 
     def _skip(self, what: str, reason: BaseException | str) -> None:
         if what not in self.skipped:
@@ -635,6 +574,8 @@ class Retriever:
             hits.append(
                 Hit(turn, best_dense.get(turn_id), best_lexical.get(turn_id), fused[turn_id], len(hits) + 1, via[turn_id][1])
             )
+        if mode == "memstream":
+            hits = prefer_own_statements(hits)  # provenance: a statement above the assistant reply that restates it
         timings["total"] = _ms(started)
         return SearchResult(query, hits, window, mode, timings)
 

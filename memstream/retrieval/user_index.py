@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from memstream.retrieval import keys as keymod
+from memstream.retrieval.event_windows import EventWindows, merge_turn_ids
 from memstream.retrieval.lexical import LexicalIndex, Tokenizer
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import VectorIndex
@@ -31,6 +32,7 @@ class UserIndex:
         self.speaker_turns: Counter[str] = Counter()
         self.fact_turns: dict[int, list[int]] = {}
         self.turn_facts: dict[int, set[int]] = {}  # the reverse of fact_turns
+        self.events = EventWindows()  # event-time facts' windows: time-aware search by when things happened
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def dense_index(self, kind: str) -> VectorIndex:
@@ -78,6 +80,7 @@ class UserIndex:
 
     def drop_fact(self, fact_id: int) -> None:
         self._forget_fact_sources(fact_id)
+        self.events.drop(fact_id)
         key = keymod.key_id(fact_id, "fact")
         self.lexical["fact"].remove([key])
         if "fact" in self.dense:
@@ -104,6 +107,13 @@ class UserIndex:
             mask &= (times >= int(window.start.timestamp())) & (times < int(window.end.timestamp()))
         if conversation_id is not None:
             mask &= conversations == conversation_id
+        if window is not None and len(self.events):
+            # Turns that talk about the window, whenever they were said.
+            extra = {t for t in self.events.turns_in(window, self.fact_turns) if t in self.turn_time}
+            if conversation_id is not None:
+                extra = {t for t in extra if self.turn_conversation[t] == conversation_id}
+            if extra:
+                return np.array(merge_turn_ids(ids[mask].tolist(), extra), dtype=np.int64)
         return ids[mask]
 
     def allowed_keys(self, kind: str, turns: np.ndarray | None) -> np.ndarray | None:

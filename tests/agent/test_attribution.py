@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from memstream.agent import prompts
-from memstream.agent.attribution import check_attribution, named_people, strip_names
+from memstream.agent.attribution import AttributionParams, EvidenceHit, check_attribution_margin, decide_attribution, named_people, strip_names
 from memstream.agent.controller import TurnOptions
 from memstream.backends.scripted import ScriptedBackend
 from memstream.memory.model import NewSession, NewTurn
@@ -14,19 +13,12 @@ from memstream.memory.model import NewSession, NewTurn
 T0 = datetime(2023, 5, 8, 14, 0)
 
 
-@dataclass
-class _Turn:
-    speaker: str | None
+def hits(*rows):
+    """(speaker, fused score[, names in the text]) -> EvidenceHits, best first."""
+    return [EvidenceHit(row[0], row[1], tuple(row[2]) if len(row) > 2 else ()) for row in rows]
 
 
-@dataclass
-class _Hit:
-    turn: _Turn
-    fused_score: float
-
-
-def hits(*pairs):
-    return [_Hit(_Turn(speaker), score) for speaker, score in pairs]
+PARAMS = AttributionParams(own_rank=3, own_ratio=0.8, mention_counts=True)
 
 
 def test_named_people_are_whole_words_and_never_roles():
@@ -42,23 +34,47 @@ def test_strip_names_keeps_the_question_and_never_empties_it():
     assert strip_names("Caroline", ["Caroline"]) == "Caroline"
 
 
-def test_check_attribution_needs_someone_else_clearly_ahead():
-    assert check_attribution("Ann", hits(("Bob", 0.05), ("Ann", 0.03)), 0.005).speaker == "Bob"
-    assert check_attribution("Ann", hits(("Bob", 0.05), ("Ann", 0.048)), 0.005) is None  # too close to call
-    assert check_attribution("Ann", hits(("Ann", 0.05), ("Bob", 0.01)), 0.005) is None
-    # Nothing from Ann at all: measured against the last hit of the list.
-    assert check_attribution("Ann", hits(("Bob", 0.05), ("Bob", 0.02)), 0.005).margin == 0.05 - 0.02
-    assert check_attribution("Ann", hits(("assistant", 0.05), ("Ann", 0.01)), 0.005) is None
-    assert check_attribution("Ann", [], 0.005) is None
+def test_the_old_margin_rule_and_the_decision_on_the_same_evidence():
+    # Ann's own turn is second, well behind Bob's: the margin rule said "not mentioned"; Ann's turn is right there.
+    evidence = hits(("Bob", 0.05), ("Ann", 0.03), ("Bob", 0.02))
+    assert check_attribution_margin("Ann", evidence, 0.005) is not None
+    assert decide_attribution("Ann", evidence, PARAMS) is None
+    # Nothing from Ann in the top three, but Bob's best turn is about her ("Ann told me she..."): answer.
+    about_her = hits(("Bob", 0.05, ["Ann"]), ("Bob", 0.04), ("Cy", 0.03), ("Ann", 0.01))
+    assert check_attribution_margin("Ann", about_her, 0.005) is not None
+    assert decide_attribution("Ann", about_her, PARAMS) is None
+    assert decide_attribution("Ann", about_her, AttributionParams(3, 0.8, mention_counts=False)) is not None
+    # Ann's own best is close in score though lower in rank: answer.
+    close = hits(("Bob", 0.050), ("Bob", 0.049), ("Bob", 0.048), ("Ann", 0.045))
+    assert check_attribution_margin("Ann", close, 0.004) is not None
+    assert decide_attribution("Ann", close, PARAMS) is None
+
+
+def test_the_decision_abstains_only_when_every_signal_agrees():
+    clear = hits(("Bob", 0.05), ("Bob", 0.04), ("Bob", 0.03), ("Ann", 0.01))
+    wrong = decide_attribution("Ann", clear, PARAMS)
+    assert wrong is not None and (wrong.speaker, wrong.asked_about) == ("Bob", "Ann") and abs(wrong.margin - 0.04) < 1e-9
+    # No Ann at all: still abstains, margin against the last hit.
+    assert decide_attribution("Ann", hits(("Bob", 0.05), ("Bob", 0.02)), PARAMS).margin == 0.05 - 0.02
+    assert decide_attribution("Ann", hits(("Ann", 0.05), ("Bob", 0.01)), PARAMS) is None
+    assert decide_attribution("Ann", hits(("assistant", 0.05), ("Bob", 0.04)), PARAMS) is None  # a role is nobody
+    assert decide_attribution("Ann", [], PARAMS) is None
+    # A shallower look at the top abstains where a deeper one sees Ann.
+    ann_fourth = hits(("Bob", 0.05), ("Bob", 0.045), ("Bob", 0.04), ("Ann", 0.02))
+    assert decide_attribution("Ann", ann_fourth, AttributionParams(3, 0.8, False)) is not None
+    assert decide_attribution("Ann", ann_fourth, AttributionParams(5, 0.8, False)) is None
 
 
 def seed_two_people(agent, user="researcher"):
-    turns = [
-        NewTurn("user", "Thanks, Caroline! The charity race was thought-provoking; I realized self-care is really important.", "Melanie", T0),
-        NewTurn("user", "That's great, Melanie! I've been researching adoption agencies for my family.", "Caroline", T0 + timedelta(minutes=1)),
-        NewTurn("user", "Wow Caroline, that's huge. I painted a lake sunrise last week.", "Melanie", T0 + timedelta(minutes=2)),
-        NewTurn("user", "Love it Melanie! I am going to a pride parade next month.", "Caroline", T0 + timedelta(minutes=3)),
+    said = [
+        ("Melanie", "The charity race was thought-provoking; I realized self-care is really important."),
+        ("Caroline", "That's great, Melanie! I've been researching adoption agencies for my family."),
+        ("Melanie", "After the charity race I realized how much I love running with friends."),
+        ("Caroline", "Love it Melanie! I am going to a pride parade next month."),
+        ("Melanie", "Running that race for charity made me realize that support matters."),
+        ("Caroline", "My new painting of a sunflower field is almost done."),
     ]
+    turns = [NewTurn("user", text, speaker, T0 + timedelta(minutes=i)) for i, (speaker, text) in enumerate(said)]
     agent.memory.ingest(user, [NewSession("conv", turns, T0)])
     assert agent.memory.flush(60)
 
@@ -86,5 +102,5 @@ def test_a_question_about_the_right_person_is_answered(make_agent):
 
 
 def test_attribution_check_can_be_switched_off(make_agent):
-    reply, _ = ask(make_agent, "What did Caroline realize after her charity race?", agent={"attribution_margin": None})
+    reply, _ = ask(make_agent, "What did Caroline realize after her charity race?", agent={"attribution_check": False})
     assert not reply.abstained

@@ -1,11 +1,13 @@
 """Server fixtures: a real uvicorn server on 127.0.0.1 (free port, in a thread) over a temp SQLite
-store, the real retriever (one embedder load per session) and a scripted backend that answers
+database, the real indexes (the session's one MiniLM, root conftest) and a scripted backend that answers
 from the memory block of its prompt, so a test sees whether a fact reached the prompt."""
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
+import httpx
 import pytest
 
 from memstream.agent import prompts
@@ -29,11 +31,20 @@ def answer_from_memory(messages: Sequence[Message]) -> str:
     return "I have nothing about that."
 
 
-@pytest.fixture(scope="session")
-def shared_embedder():
-    from memstream.retrieval.embedder import EmbedderCache
+def rows_of(settings: Settings):
+    """The server's database opened for its rows only (no model, no index): what a test checks was stored."""
+    from memstream.memory import open_memory
 
-    return EmbedderCache()
+    return open_memory(settings, index=False)
+
+
+def wait_until_embedded(server, timeout_s: float = 60.0) -> None:
+    """Poll /ready until the background indexer has embedded every queued key: from then on search finds the
+    stored turns by meaning too (they are found by keyword at once)."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{server.url}/ready", timeout=30).json()["index"]["pending_keys"] > 0:
+        assert time.monotonic() < deadline, f"the server's indexer did not catch up within {timeout_s}s"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -47,7 +58,7 @@ def server_settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def start_server(shared_embedder):
+def start_server(embedders):
     """start_server(settings, backend) -> a running ServerThread; stopped after the test."""
     from memstream.server.app import ServerThread, create_app
 
@@ -55,7 +66,7 @@ def start_server(shared_embedder):
 
     def start(settings: Settings, backend=None):
         backend = backend or ScriptedBackend(respond=answer_from_memory)
-        server = ServerThread(create_app(settings, backend, embedders=shared_embedder)).start(timeout_s=120)
+        server = ServerThread(create_app(settings, backend, embedders=embedders)).start(timeout_s=120)
         servers.append(server)
         return server
 

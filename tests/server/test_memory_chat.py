@@ -9,8 +9,7 @@ import openai
 import pytest
 
 from memstream.backends.scripted import ScriptedBackend
-from memstream.memory.store import MemoryStore
-from tests.server.conftest import KEY_ACME, answer_from_memory
+from tests.server.conftest import KEY_ACME, answer_from_memory, rows_of
 
 FACT = "I live in Lisbon, next to the old tram depot."
 QUESTION = [{"role": "user", "content": "Where do I live?"}]
@@ -61,12 +60,12 @@ def test_a_fact_told_by_alice_is_used_later_and_bob_never_sees_it(memory_server,
         assert all("Lisbon" not in m["text"] for m in bob_info["memories"])
 
     # Every turn pair was remembered, under the tenant's namespace, never under the bare name.
-    with MemoryStore(server_settings.database_url) as store:
-        assert store.users() == ["acme/alice", "acme/bob"]
-        alice = store.list_turns("acme/alice")
+    with rows_of(server_settings) as rows:
+        assert rows.users() == ["acme/alice", "acme/bob"]
+        alice = rows.list_turns("acme/alice")
         assert [t.role for t in alice] == ["user", "assistant"] * 3
         assert alice[0].text == FACT and alice[2].conversation_id == "next-day"
-        assert store.count_turns("acme/bob") == 4
+        assert rows.count_turns("acme/bob") == 4
 
 
 def test_memory_switched_on_by_header_and_user_header(memory_server):
@@ -99,8 +98,8 @@ def test_bad_memory_chat_requests_are_4xx_and_store_nothing(memory_server, serve
                           headers={"Authorization": f"Bearer {KEY_ACME}", **headers}, timeout=60)
     assert response.status_code == status, problem
     assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
-    with MemoryStore(server_settings.database_url) as store:
-        assert store.count_turns() == 0
+    with rows_of(server_settings) as rows:
+        assert rows.count_turns() == 0
 
 
 def test_backend_failure_is_a_502_and_the_user_turn_is_kept(start_server, server_settings):
@@ -108,8 +107,8 @@ def test_backend_failure_is_a_502_and_the_user_turn_is_kept(start_server, server
     with pytest.raises(openai.APIStatusError) as failed:
         client_for(server).chat.completions.create(model="memstream/scripted", messages=[{"role": "user", "content": FACT}], user="erin")
     assert failed.value.status_code == 502 and "saved" in failed.value.message
-    with MemoryStore(server_settings.database_url) as store:
-        assert [t.text for t in store.list_turns("acme/erin")] == [FACT]
+    with rows_of(server_settings) as rows:
+        assert [t.text for t in rows.list_turns("acme/erin")] == [FACT]
 
 
 def test_shutdown_finishes_the_request_in_flight_and_keeps_its_turns(start_server, server_settings):
@@ -131,5 +130,5 @@ def test_shutdown_finishes_the_request_in_flight_and_keeps_its_turns(start_serve
     ask.join(30)
     server.stop()
     assert result["reply"].choices[0].message.content
-    with MemoryStore(server_settings.database_url) as store:
-        assert [t.role for t in store.list_turns("acme/frank")] == ["user", "assistant"]
+    with rows_of(server_settings) as rows:
+        assert [t.role for t in rows.list_turns("acme/frank")] == ["user", "assistant"]

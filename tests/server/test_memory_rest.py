@@ -6,8 +6,7 @@ import json
 
 import httpx
 
-from memstream.memory.store import MemoryStore
-from tests.server.conftest import BODY_LIMIT, KEY_ACME, KEY_GLOBEX
+from tests.server.conftest import BODY_LIMIT, KEY_ACME, KEY_GLOBEX, rows_of, wait_until_embedded
 
 ACME = {"Authorization": f"Bearer {KEY_ACME}"}
 GLOBEX = {"Authorization": f"Bearer {KEY_GLOBEX}"}
@@ -20,8 +19,8 @@ TURNS = [
 
 
 def snapshot(settings) -> tuple:
-    with MemoryStore(settings.database_url) as store:
-        return tuple((user, tuple((t.id, t.text) for t in store.list_turns(user))) for user in store.users())
+    with rows_of(settings) as rows:
+        return tuple((user, tuple((t.id, t.text) for t in rows.list_turns(user))) for user in rows.users())
 
 
 def add(server, user="alice", turns=TURNS, headers=ACME, conversation="history"):
@@ -35,8 +34,8 @@ def test_every_memory_route_over_http(memory_server, server_settings):
     assert added.status_code == 201, added.text
     ids = [m["id"] for m in added.json()["data"]]
     assert added.json()["data"][3]["speaker"] == "Alice" and added.json()["data"][0]["user"] == "alice"
-    with MemoryStore(server_settings.database_url) as store:
-        stored = store.list_turns("acme/alice")
+    with rows_of(server_settings) as rows:
+        stored = rows.list_turns("acme/alice")
         assert [t.id for t in stored] == ids and stored[2].text == TURNS[2]["text"]
         assert stored[0].event_time.isoformat() == "2023-05-02T10:00:00"
 
@@ -46,7 +45,8 @@ def test_every_memory_route_over_http(memory_server, server_settings):
     assert [m["id"] for m in page1["data"] + page2["data"]] == ids
     assert page1["has_more"] and not page2["has_more"] and page2["next_offset"] is None
 
-    # search: text, time, score, source; a time window filters
+    # search: text, time, score, source; a time window filters (once embedded, by meaning as well as by keyword)
+    wait_until_embedded(memory_server)
     found = httpx.post(f"{url}/v1/memories/search", json={"user": "alice", "query": "what is my dog called?", "k": 2}, headers=ACME).json()
     best = found["data"][0]
     assert best["text"] == TURNS[0]["text"] and best["time"].startswith("2023-05-02")
@@ -61,8 +61,8 @@ def test_every_memory_route_over_http(memory_server, server_settings):
     # delete one memory: gone from the store and from search
     deleted = httpx.delete(f"{url}/v1/memories/{ids[0]}", params={"user": "alice"}, headers=ACME)
     assert deleted.json() == {"id": ids[0], "deleted": True}
-    with MemoryStore(server_settings.database_url) as store:
-        assert store.get_turn("acme/alice", ids[0]) is None and store.count_turns("acme/alice") == 3
+    with rows_of(server_settings) as rows:
+        assert rows.get_turn("acme/alice", ids[0]) is None and rows.count_turns("acme/alice") == 3
     again = httpx.post(f"{url}/v1/memories/search", json={"user": "alice", "query": "greyhound Pepper", "k": 5}, headers=ACME).json()
     assert ids[0] not in [m["id"] for m in again["data"]]
 
@@ -75,16 +75,16 @@ def test_every_memory_route_over_http(memory_server, server_settings):
     assert "acme" not in "".join(lines)  # the tenant prefix never leaves the server
     imported = httpx.post(f"{url}/v1/users/alice-copy/import", content="\n".join(lines), headers=ACME)
     assert imported.status_code == 201 and imported.json()["turns"] == 3
-    with MemoryStore(server_settings.database_url) as store:
-        assert [t.text for t in store.list_turns("acme/alice-copy")] == [t["text"] for t in TURNS[1:]]
+    with rows_of(server_settings) as rows:
+        assert [t.text for t in rows.list_turns("acme/alice-copy")] == [t["text"] for t in TURNS[1:]]
     copy = httpx.post(f"{url}/v1/memories/search", json={"user": "alice-copy", "query": "cello", "k": 1}, headers=ACME).json()
     assert copy["data"][0]["text"] == TURNS[3]["text"]
 
     # forget: every row of the user is gone; the user is then unknown
     forgotten = httpx.delete(f"{url}/v1/users/alice", headers=ACME).json()
     assert forgotten == {"user": "alice", "turns": 3, "facts": 0, "sessions": 1}
-    with MemoryStore(server_settings.database_url) as store:
-        assert not store.has_user("acme/alice") and store.has_user("acme/alice-copy")
+    with rows_of(server_settings) as rows:
+        assert not rows.has_user("acme/alice") and rows.has_user("acme/alice-copy")
     assert httpx.post(f"{url}/v1/memories/search", json={"user": "alice", "query": "cello"}, headers=ACME).status_code == 404
 
 
@@ -126,7 +126,11 @@ BAD = [
     ("oversized import", "POST", "/v1/users/alice/import", {"content": b"{}\n" * BODY_LIMIT}, 413, "max_body_bytes"),
     ("bad import line", "POST", "/v1/users/alice/import", {"content": b'{"type": "session", "id": 1, "conversation_id": "c"}\nnot json'},
      400, "line 2"),
-    ("bad import record", "POST", "/v1/users/alice/import", {"content": b'{"type": "turn", "session": 7}'}, 400, "session 7"),
+    ("import record missing a field", "POST", "/v1/users/alice/import", {"content": b'{"type": "turn", "session": 7}'}, 400,
+     "record 1 (turn): missing field 'conversation_id'"),
+    ("import record of no session", "POST", "/v1/users/alice/import",
+     {"content": b'{"type": "turn", "session": 7, "conversation_id": "c", "role": "user", "text": "x", "event_time": "2023-01-01T00:00:00"}'},
+     400, "refers to session 7"),
     ("wrong key", "POST", "/v1/memories", {"json": {"user": "alice", "turns": TURNS}, "headers": {"Authorization": "Bearer nope"}},
      401, "invalid API key"),
     ("no key", "DELETE", "/v1/users/alice", {"headers": {"Authorization": ""}}, 401, "missing API key"),
@@ -154,5 +158,5 @@ def test_bad_input_gets_the_documented_4xx_and_changes_nothing(memory_server, se
     assert snapshot(server_settings) == before
     # The server kept serving, and the other tenant's 'alice' is a different user.
     assert add(memory_server, headers=GLOBEX).status_code == 201
-    with MemoryStore(server_settings.database_url) as store:
-        assert store.users() == ["acme/alice", "globex/alice"]
+    with rows_of(server_settings) as rows:
+        assert rows.users() == ["acme/alice", "globex/alice"]

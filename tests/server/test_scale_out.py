@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from memstream.server.memory_service import claim_cache_dir
+from memstream.memory.index_files import claim_cache_dir
 from memstream.server.process import ServerProcess, server_env
 from tests.conftest import PG_URL, reset_postgres
 

@@ -1,6 +1,6 @@
-"""Fixtures for the terminal app: a real SQLite store in a temp dir, the real retriever and
-index (MiniLM, loaded once per session), and a scripted chat backend; times are fixed so
-screens are reproducible."""
+"""Fixtures for the terminal app: a real Memory on a SQLite file in a temp dir (the real indexes,
+with the session's one MiniLM from the root conftest), and a scripted chat backend; times are fixed
+so screens are reproducible."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from memstream.agent.controller import MemoryAgent
 from memstream.backends.scripted import ScriptedBackend
 from memstream.config import Settings, load_settings
+from memstream.memory import open_memory
 from memstream.memory.model import NewSession, NewTurn
-from memstream.memory.store import MemoryStore
 
 NOW = datetime(2024, 5, 8, 14, 0)
 SEEN = datetime(2024, 4, 20, 9, 30)
@@ -27,14 +27,6 @@ SEED_TURNS = [
     ("user", "me", "We hiked the Rota Vicentina trail in Portugal in April."),
     ("user", "me", "I'm learning to bake sourdough bread on Sundays."),
 ]
-
-
-@pytest.fixture(scope="session")
-def embedders():
-    """One MiniLM for the whole session: loading it is the slowest part of a test."""
-    from memstream.retrieval.embedder import EmbedderCache
-
-    return EmbedderCache()
 
 
 @pytest.fixture
@@ -49,23 +41,24 @@ def seed(settings: Settings, user: str = "me", conversation: str = "trip") -> No
         NewTurn(role, text, speaker, SEEN + timedelta(minutes=i), {"source_id": f"D1:{i + 1}"})
         for i, (role, speaker, text) in enumerate(SEED_TURNS)
     ]
-    with MemoryStore(settings.database_url) as store:
-        store.ingest_sessions(user, [NewSession(conversation, turns, started_at=SEEN)])
+    with open_memory(settings, index=False) as memory:  # written before the app starts: it indexes them on open
+        memory.ingest(user, [NewSession(conversation, turns, started_at=SEEN)])
 
 
 @pytest.fixture
-def make_app(settings, embedders) -> Callable:
-    """make_app(backend, **app_kwargs) -> a MemstreamApp whose agent uses the real store and index."""
-    from memstream.retrieval.retriever import Retriever
+def make_app(settings, make_memory) -> Callable:
+    """make_app(backend, **app_kwargs) -> a MemstreamApp whose agent uses a real Memory."""
     from memstream.tui.app import MemstreamApp
 
     built: list[MemoryAgent] = []
 
     def factory_for(backend):
         def factory(app_settings: Settings) -> MemoryAgent:
-            store = MemoryStore.from_settings(app_settings)
-            retriever = Retriever.from_settings(app_settings, store, embedders=embedders)
-            agent = MemoryAgent(store, retriever, backend, app_settings, enrich=False)
+            memory = make_memory(app_settings)
+            # The app is "ready" once the seeded history is embedded too, so a first question is answered
+            # from the same evidence on every run (a real start answers at once, by keyword until then).
+            assert memory.flush(120), "the seeded history was not embedded in time"
+            agent = MemoryAgent(memory, backend, app_settings, enrich=False)
             built.append(agent)
             return agent
 
@@ -79,7 +72,7 @@ def make_app(settings, embedders) -> Callable:
     yield make
     for agent in built:
         agent.close()
-        agent.store.close()
+        agent.memory.close()
 
 
 async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

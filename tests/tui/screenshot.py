@@ -14,7 +14,7 @@ from pathlib import Path
 from memstream.agent.controller import MemoryAgent
 from memstream.backends.scripted import ScriptedBackend
 from memstream.config import load_settings
-from memstream.memory.store import MemoryStore
+from memstream.memory import open_memory
 from tests.tui.conftest import NOW, seed, send, wait_ready
 
 ANSWER = (
@@ -26,7 +26,6 @@ ANSWER = (
 
 
 async def capture(target: Path) -> None:
-    from memstream.retrieval.retriever import Retriever
     from memstream.tui.app import MemstreamApp
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,8 +35,9 @@ async def capture(target: Path) -> None:
         backend = ScriptedBackend(replies=["Hi! What would you like to remember today?", ANSWER])
 
         def factory(app_settings):
-            store = MemoryStore.from_settings(app_settings)
-            return MemoryAgent(store, Retriever.from_settings(app_settings, store), backend, app_settings, enrich=False)
+            memory = open_memory(app_settings)
+            memory.flush(120)  # the seeded history embedded, as in the tests: the same evidence every run
+            return MemoryAgent(memory, backend, app_settings, enrich=False, owns_memory=True)
 
         app = MemstreamApp(settings, user="me", conversation="default", agent_factory=factory, clock=lambda: NOW)
         async with app.run_test(size=(130, 36)) as pilot:

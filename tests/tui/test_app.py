@@ -7,7 +7,8 @@ from textual import events
 
 from memstream.backends.scripted import ScriptedBackend
 from memstream.config import BackendSettings, load_settings
-from memstream.memory.store import DatabaseUnavailableError, MemoryStore
+from memstream.memory import open_memory
+from memstream.memory.store import DatabaseUnavailableError
 from memstream.tui.screens import BackendScreen, ConfirmScreen, ErrorScreen, HelpScreen, MemoryScreen, SearchScreen, SummaryScreen
 from memstream.tui.widgets.chat_message import AssistantMessage, UserMessage
 from memstream.tui.widgets.memory_list import MemoryList
@@ -16,9 +17,14 @@ from tests.tui.conftest import GatedBackend, send, seed, wait_for, wait_ready
 CAT_ANSWER = "Your cat is called **Miso**, a grey cat who loves the windowsill."
 
 
+def stored(settings):
+    """The app's database opened beside it for its rows only (no model, no index)."""
+    return open_memory(settings, index=False)
+
+
 def rows(settings, user: str = "me", conversation: str | None = None):
-    with MemoryStore(settings.database_url) as store:
-        return store.list_turns(user, conversation_id=conversation)
+    with stored(settings) as memory:
+        return memory.list_turns(user, conversation)
 
 
 def notifications(app, severity: str | None = None) -> list[str]:
@@ -193,13 +199,13 @@ async def test_pin_and_unpin_a_memory_from_the_inspector(settings, make_app):
         turn_id = card.turn.id
         await pilot.press("p")
         await pilot.pause()
-        with MemoryStore(settings.database_url) as store:
-            assert store.get_turn("me", turn_id).pinned
+        with stored(settings) as memory:
+            assert memory.get_turn("me", turn_id).pinned
         assert "pinned" in static_text(card.query_one(".head")) and card.has_class("-pinned")
         await pilot.press("p")
         await pilot.pause()
-        with MemoryStore(settings.database_url) as store:
-            assert not store.get_turn("me", turn_id).pinned
+        with stored(settings) as memory:
+            assert not memory.get_turn("me", turn_id).pinned
         assert not card.has_class("-pinned")
 
 
@@ -215,11 +221,11 @@ async def test_forget_a_memory_removes_it_from_store_index_and_screen(settings, 
         await pilot.press("d")
         await wait_for(pilot, lambda: len(app.inspector.memories.cards) == before - 1, what="the card to go")
         assert turn_id not in [c.turn.id for c in app.inspector.memories.cards]
-        hits = app.agent.retriever.search("me", "grey cat Miso windowsill", k=20).hits
+        hits = app.agent.memory.search("me", "grey cat Miso windowsill", k=20).hits
         assert turn_id not in [h.turn.id for h in hits]
         assert any(f"#{turn_id}" in n for n in notifications(app))
-    with MemoryStore(settings.database_url) as store:
-        assert store.get_turn("me", turn_id) is None
+    with stored(settings) as memory:
+        assert memory.get_turn("me", turn_id) is None
 
 
 async def test_forget_everything_asks_first(settings, make_app):
@@ -303,9 +309,9 @@ async def test_help_screen_lists_the_keys(settings, make_app):
 
 async def test_session_summary(settings, make_app):
     seed(settings)
-    with MemoryStore(settings.database_url) as store:
-        session = store.sessions("me", "trip")[0]
-        store.set_session_summary("me", session.id, "Talked about Miso the cat, Ana in Lisbon and a hike in Portugal.")
+    with stored(settings) as memory:
+        session = memory.sessions("me", "trip")[0]
+        memory.set_session_summary("me", session.id, "Talked about Miso the cat, Ana in Lisbon and a hike in Portugal.")
     app = make_app(conversation="trip")
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ready(pilot)

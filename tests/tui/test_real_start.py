@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from memstream.memory.store import MemoryStore
+from memstream.config import load_settings
+from memstream.memory import open_memory
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -50,8 +51,8 @@ def test_memstream_chat_starts_answers_and_quits_in_a_terminal(tmp_path, isolate
         child.close(force=True)
     assert child.exitstatus == 0, child.before
 
-    with MemoryStore(db_url) as store:
-        turns = store.list_turns("pty")
+    with open_memory(load_settings(db_url=db_url), index=False) as memory:
+        turns = memory.list_turns("pty")
     assert [t.role for t in turns] == ["user", "assistant"]
     assert turns[0].text == "Hello! Please say hi back."
     answer = turns[1].text

@@ -1,0 +1,118 @@
+"""Leave-one-conversation-out for the model-free answer steps on a LoCoMo QA run: the attribution decision and
+which question kinds the extractive step answers.
+
+Each row holds a question's retrieval signals, the top records' texts and the model's answer with both steps
+off (`attribution_tuning.collect_signals` with an answer backend). A step's effect on a question is then
+computed offline: the attribution decision replaces the answer with "not mentioned"; the extractive step
+replaces it with the span it finds. So every fold's choice is scored on its held-out conversation without
+asking the model again. Attribution parameters are fitted on all the training conversations' questions
+(`signals`, retrieval only); the extraction kinds on the training rows of the QA run (mean F1).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from memstream.agent.attribution import AttributionParams
+from memstream.agent.extract import KINDS, extract_answer
+from memstream.agent.prompts import MISATTRIBUTED_REPLY
+from memstream.benchmarks.answers import clean_prediction
+from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains
+from memstream.benchmarks.attribution_tuning import fit as fit_attribution
+from memstream.benchmarks.scoring import LOCOMO_CATEGORIES, locomo_f1
+from memstream.benchmarks.tuning import leave_one_group_out, pick_best
+
+
+@dataclass(frozen=True)
+class AnswerParams:
+    attribution: AttributionParams | None
+    extract_kinds: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"attribution": asdict(self.attribution) if self.attribution else None, "extract_kinds": list(self.extract_kinds)}
+
+
+def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, str]:
+    """(prediction, prompt tokens, which step answered: attribution | extract | model)."""
+    if abstains(row, params.attribution):
+        text = MISATTRIBUTED_REPLY.format(asked_about=row["asked_about"], speaker=row["hits"][0]["speaker"])
+        return clean_prediction(text, row.get("choices")), 0, "attribution"
+    if params.extract_kinds and row["texts"] and row.get("answered_by", "model") == "model":
+        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds)
+        if found is not None:
+            return clean_prediction(found.text, row.get("choices")), 0, "extract"
+    return row["prediction"], row["prompt_tokens"], "model"
+
+
+def score(pairs: Sequence[tuple[dict[str, Any], AnswerParams]]) -> dict[str, Any]:
+    scored = []
+    for row, params in pairs:
+        prediction, tokens, step = final_answer(row, params)
+        scored.append((row, locomo_f1(row["code"], prediction, row["gold"]), tokens, step, prediction))
+    out: dict[str, Any] = {"n": len(scored)}
+    out["f1"] = round(sum(f for _, f, _, _, _ in scored) / len(scored), 4) if scored else None
+    per = {}
+    for code, name in LOCOMO_CATEGORIES.items():
+        subset = [f for r, f, _, _, _ in scored if r["code"] == code]
+        if subset:
+            per[name] = {"n": len(subset), "f1": round(sum(subset) / len(subset), 4)}
+    out["per_category"] = per
+    answerable = [(r, step) for r, _, _, step, _ in scored if r["code"] in ANSWERABLE]
+    false_nm = sum(1 for (r, f, _, step, p) in scored if r["code"] in ANSWERABLE and "not mentioned" in p.lower())
+    out["false_not_mentioned_rate"] = round(false_nm / len(answerable), 4) if answerable else None
+    out["false_not_mentioned_by_attribution"] = sum(1 for r, step in answerable if step == "attribution")
+    out["prompt_tokens"] = round(sum(t for _, _, t, _, _ in scored) / len(scored), 1) if scored else None
+    out["answered_by"] = {step: sum(1 for *_, s, _ in scored if s == step) for step in ("attribution", "extract", "model")}
+    return out
+
+
+def kind_subsets() -> list[tuple[str, ...]]:
+    """Every subset of the extraction kinds, fewest first (ties keep the model writing)."""
+    return [combo for size in range(len(KINDS) + 1) for combo in itertools.combinations(KINDS, size)]
+
+
+def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -> dict[str, Any]:
+    """LOCO over the QA rows; attribution fitted on the training conversations' `signals` rows."""
+
+    def fit(train: list[dict[str, Any]]) -> AnswerParams:
+        conversations = {r["conversation"] for r in train}
+        attribution = fit_attribution([s for s in signals if s["conversation"] in conversations])
+
+        def objective(kinds: tuple[str, ...]) -> tuple:
+            return (score([(r, AnswerParams(attribution, kinds)) for r in train])["f1"],)
+
+        return AnswerParams(attribution, pick_best(kind_subsets(), objective))
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in qa_rows:
+        groups.setdefault(row["conversation"], []).append(row)
+    result = leave_one_group_out(groups, fit, score)
+    baselines = {
+        "model only (both steps off)": score([(r, AnswerParams(None, ())) for r in qa_rows]),
+        "all extraction kinds, attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
+    }
+    return {"loco": result.to_dict(lambda p: p.describe()), "fixed": baselines}
+
+
+def extraction_alone(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Model-free view of the extractive step over retrieval-only rows: per question kind, how often it finds a
+    span and that span's F1 against the gold answer (answerable questions only; no model answer to compare)."""
+    from memstream.agent.extract import question_kind
+
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        asked = [r for r in rows if r["code"] in ANSWERABLE and question_kind(r["question"]) == kind]
+        fired = []
+        for r in asked:
+            found = extract_answer(r["question"], r["texts"], r["people"], (kind,)) if r["texts"] else None
+            if found is not None:
+                fired.append((r, locomo_f1(r["code"], clean_prediction(found.text), r["gold"])))
+        per = {}
+        for code, name in LOCOMO_CATEGORIES.items():
+            subset = [f for r, f in fired if r["code"] == code]
+            if subset:
+                per[name] = {"n": len(subset), "f1": round(sum(subset) / len(subset), 4)}
+        out[kind] = {"questions": len(asked), "fired": len(fired), "f1_where_fired": round(sum(f for _, f in fired) / len(fired), 4) if fired else None, "per_category": per}
+    return out

@@ -1,0 +1,168 @@
+"""Tuning the attribution decision by leave-one-conversation-out, without generating a word.
+
+The decision reads retrieval only (who speaks in the evidence and how it scores), so the signals of every LoCoMo
+question are computed once, with the agent's own planning and retrieval steps (names found and dropped from the
+query, memstream retrieval, top k), and saved. Parameters are then chosen offline: for each dev conversation, on
+the other four, and scored on it. Two figures per choice:
+
+- false "not mentioned": share of answerable questions (categories 1-4) on which the decision abstains;
+- adversarial caught: share of adversarial questions (category 5) on which it abstains (their right answer).
+
+The fit keeps the false-"not mentioned" rate of the training conversations at or under `MAX_FALSE_NM` and,
+within that, catches the most adversarial questions; the candidate list is ordered from most to least
+inclined to answer, so ties err towards answering.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from memstream.agent.attribution import AttributionParams, EvidenceHit, decide_attribution, named_people, strip_names
+from memstream.benchmarks.tuning import leave_one_group_out, pick_best
+
+MAX_FALSE_NM = 0.02
+ANSWERABLE = (1, 2, 3, 4)
+
+
+def collect_signals(
+    data_path: Path,
+    work_dir: Path,
+    embedders=None,
+    progress: Callable[[str], None] | None = None,
+    answer_backend=None,
+    answer_for: set[str] | None = None,
+    sink: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per LoCoMo question: what the agent's retrieval returns for it (k = agent.top_k).
+
+    With `answer_backend`, the questions in `answer_for` are also answered by the agent as the benchmark asks them,
+    with the attribution decision and the extractive step off (both are applied offline, per fold), and the row
+    gets the model's `prediction` and `prompt_tokens`. `sink` receives each row as it is made."""
+    from memstream.agent.controller import TurnOptions
+    from memstream.agent.planner import plan_turn
+    from memstream.backends.scripted import ScriptedBackend
+    from memstream.benchmarks.questions import load_benchmark
+    from memstream.benchmarks.runner import bench_settings, build_parts, replay
+    from memstream.benchmarks.systems import agent_answer
+
+    say = progress or (lambda message: None)
+    data = load_benchmark("locomo", data_path)
+    settings = bench_settings(work_dir, **{"agent.attribution_check": False, "agent.extract_kinds": []})
+    parts = build_parts(settings, backend=answer_backend or ScriptedBackend(), embedders=embedders)
+    agent = parts.agent
+    rows = []
+    try:
+        replay(parts, data, list(data.histories), work_dir / "state", facts=True)
+        say(f"replayed {len(data.histories)} conversations; collecting signals for {len(data.questions)} questions")
+        options = TurnOptions(retrieval_mode="memstream", plan=True, remember=False, short_answer=True)
+        for question in data.questions:
+            # The agent's steps 2-3 (controller.stream), without composing or generating.
+            plan = plan_turn(question.question, [], question.asked_at, None, False, settings.retrieval.time_expansion)
+            people = named_people(plan.query, agent.memory.speakers(question.namespace))
+            asked_about = people[0] if len(people) == 1 else None
+            plan.query = strip_names(plan.query, people)
+            hits = agent._retrieve(question.namespace, plan, question.asked_at, options, flash=set(), exclude=set())[0] if plan.needs_memory else []
+            row = {
+                "qid": question.qid,
+                "conversation": question.namespace,
+                "code": question.code,
+                "asked_about": asked_about,
+                "people": people,
+                "query": plan.query,
+                "evidence": question.evidence,
+                "retrieved": [h.source_id or str(h.turn.id) for h in hits],
+                "hits": [asdict(EvidenceHit.of(h, people)) for h in hits],
+                "question": question.question,
+                "gold": question.gold,
+                "choices": question.choices,
+                "texts": [h.turn.text for h in hits],
+            }
+            if answer_backend is not None and answer_for is not None and question.qid in answer_for:
+                answer = agent_answer(agent, "memstream", question, settings.agent.top_k, 32)
+                row.update(prediction=answer.prediction, prompt_tokens=answer.prompt_tokens, latency_s=round(answer.latency_s, 3))
+            rows.append(row)
+            if sink is not None:
+                sink(row)
+    finally:
+        agent.close()
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def hits_of(row: dict[str, Any]) -> list[EvidenceHit]:
+    return [EvidenceHit(**h) for h in row["hits"]]
+
+
+def abstains(row: dict[str, Any], params: AttributionParams | None) -> bool:
+    """Would the decision reply "not mentioned" to this question? (None: the decision is off.)"""
+    if params is None or not row["asked_about"]:
+        return False
+    return decide_attribution(row["asked_about"], hits_of(row), params) is not None
+
+
+def abstains_old_rule(row: dict[str, Any], margin: float) -> bool:
+    """The single-margin rule this decision replaces (kept here to report what it did)."""
+    from memstream.agent.attribution import check_attribution_margin
+
+    return bool(row["asked_about"]) and check_attribution_margin(row["asked_about"], hits_of(row), margin) is not None
+
+
+def outcome(pairs: Sequence[tuple[dict[str, Any], Any]], decide: Callable[[dict[str, Any], Any], bool] = abstains) -> dict[str, Any]:
+    answerable = [(r, p) for r, p in pairs if r["code"] in ANSWERABLE]
+    adversarial = [(r, p) for r, p in pairs if r["code"] == 5]
+    false_nm = sum(decide(r, p) for r, p in answerable)
+    caught = sum(decide(r, p) for r, p in adversarial)
+    return {
+        "answerable": len(answerable),
+        "adversarial": len(adversarial),
+        "false_not_mentioned": false_nm,
+        "false_not_mentioned_rate": round(false_nm / len(answerable), 4) if answerable else None,
+        "adversarial_caught": caught,
+        "adversarial_caught_rate": round(caught / len(adversarial), 4) if adversarial else None,
+    }
+
+
+def candidates() -> list[AttributionParams]:
+    """The grid, most inclined to answer first (so `pick_best` ties err towards answering): a deeper own_rank,
+    a lower own_ratio and counting mentions each make the decision answer more often."""
+    return [
+        AttributionParams(own_rank=own_rank, own_ratio=own_ratio, mention_counts=mention)
+        for own_rank in (10, 5, 3, 2, 1)
+        for own_ratio in (0.8, 0.85, 0.9, 0.93, 0.96, 1.01)
+        for mention in (True, False)
+    ]
+
+
+def fit(rows: list[dict[str, Any]], grid: Sequence[AttributionParams] | None = None) -> AttributionParams:
+    grid = list(grid or candidates())
+    answerable = [r for r in rows if r["code"] in ANSWERABLE]
+    adversarial = [r for r in rows if r["code"] == 5]
+
+    def objective(params: AttributionParams) -> tuple:
+        false_rate = sum(abstains(r, params) for r in answerable) / max(1, len(answerable))
+        caught = sum(abstains(r, params) for r in adversarial)
+        within = false_rate <= MAX_FALSE_NM
+        return (within, caught if within else -false_rate)
+
+    return pick_best(grid, objective)
+
+
+def tune(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["conversation"], []).append(row)
+    result = leave_one_group_out(groups, fit, outcome)
+    old = {str(m): outcome([(r, m) for r in rows], abstains_old_rule) for m in (0.005,)}
+    return {"loco": result.to_dict(lambda p: asdict(p)), "old_rule_in_sample": old, "max_false_not_mentioned": MAX_FALSE_NM}
