@@ -321,7 +321,6 @@ def _import_loaders() -> None:
     import importlib
 
     import safetensors.torch  # noqa: F401
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast  # noqa: F401
 
     import memstream.backends.local  # noqa: F401
@@ -329,7 +328,6 @@ def _import_loaders() -> None:
     for module in ("transformers.models.llama.configuration_llama", "transformers.models.llama.modeling_llama",
                    "transformers.modeling_gguf_pytorch_utils", "transformers.integrations.ggml"):
         importlib.import_module(module)
-    _ = transformers.__version__
 
 
 def _local_backend(settings: BackendSettings, policy, spec: ModelSpec) -> ChatBackend:

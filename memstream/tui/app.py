@@ -72,12 +72,16 @@ COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C", "copy the
 
 
 def build_agent(settings: Settings) -> MemoryAgent:
-    """The chat model starts loading in a background thread first (a missing model fails here, at once), then
-    the memory opens while it loads; the agent is usable before the model is, its first answer waits for it."""
+    """The memory first, so a broken database URL fails in milliseconds, before the chat model loads; then the
+    model loads in a background thread: the agent is ready as soon as the memory is, its first answer waits."""
     from memstream.backends.models import make_backend
 
-    backend = make_backend(settings.backend, settings.attention, background=True)
     memory = open_memory(settings)
+    try:
+        backend = make_backend(settings.backend, settings.attention, background=True)
+    except BaseException:
+        memory.close()
+        raise
     return MemoryAgent(memory, backend, settings, owns_memory=True)
 
 

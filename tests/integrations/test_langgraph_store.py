@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from langgraph.store.base import InvalidNamespaceError, MatchCondition  # noqa: E402
+from langgraph.store.base import InvalidNamespaceError  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from memstream.langgraph import MemstreamStore  # noqa: E402

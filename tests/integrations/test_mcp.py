@@ -17,7 +17,6 @@ from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 from memstream.mcp import MemoryOpener, build_server, stdio_server  # noqa: E402
 from memstream.mcp.http import http_app, http_user_for  # noqa: E402
 from memstream.mcp.server import FORGET_CONFIRMATION  # noqa: E402
-from memstream.server.app import ServerThread  # noqa: E402
 
 TOOLS = {"remember", "search_memory", "list_memories", "forget_memory", "forget_user"}
 
@@ -149,10 +148,25 @@ async def test_recent_memories_resources(settings, memory):
 
 @pytest.fixture
 def http_server(settings, memory):
+    """The ASGI app `memstream mcp --transport http` runs, served by uvicorn on a free loopback port."""
+    import threading
+    import time
+
+    import uvicorn
+
     keyed = settings.model_copy(update={"server": settings.server.model_copy(update={"api_keys": {"key-acme": "acme", "key-globex": "globex"}})})
     app = http_app(build_server(Shared(memory), http_user_for("me")), keyed, "127.0.0.1")
-    with ServerThread(app) as thread:
-        yield f"{thread.url}{settings.mcp.path}"
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the MCP HTTP server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}{settings.mcp.path}"
+    server.should_exit = True
+    thread.join(10)
 
 
 def keyed_client(url: str, key: str) -> Client:
