@@ -173,22 +173,25 @@ def write_reports(result: dict, out_dir: Path) -> None:
             lines.append(f"| {row['budget']} | {row['context']} | {policy} | {s['mean']:.4f} | {s['median']:.4f} | "
                          f"{s['max']:.4f} | {s['logits_rel_error']:.4f} | {'yes' if s['top1_matches_dense'] else 'no'} |")
     lines += ["", "An error of 0 means the budget covers the context (the policy is dense there).",
-              "", f"Rerun: `python benchmarks/kernel_quality.py --contexts {','.join(map(str, result['contexts']))}`"]
+              "", f"Rerun: `python benchmarks/kernel_quality.py --contexts {','.join(map(str, result['contexts']))} "
+              f"--budgets {','.join(result['budgets'])}`"]
     (out_dir / "kernel_quality.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[1024, 2048, 4096])
+    parser.add_argument("--budgets", type=lambda s: s.split(","), default=list(BUDGETS), help="which of: " + ", ".join(BUDGETS))
     parser.add_argument("--out", type=Path, default=REPORTS)
     args = parser.parse_args()
+    budgets = {name: BUDGETS[name] for name in args.budgets}
     spec = resolve_model(DEFAULT_MODEL)
     local = load_cached(str(spec.path), spec.gguf_file, "float32", "cpu", spec.name)
     ids = local.tokenizer(conversation_text(LOCOMO), add_special_tokens=False)["input_ids"]
     result = {
         "model": spec.name,
         "text": "LoCoMo sample conversations (shared data), first N tokens",
-        "budgets": {name: {k: v for k, v in b.settings().items() if k != "use_triton"} for name, b in BUDGETS.items()},
+        "budgets": {name: {k: v for k, v in b.settings().items() if k != "use_triton"} for name, b in budgets.items()},
         "contexts": [], "rows": [], "chunked_rows": [],
     }
     with torch.inference_mode():
@@ -198,7 +201,7 @@ def main() -> None:
                 continue
             tokens = torch.tensor([ids[:context]])
             result["contexts"].append(context)
-            for name, budget in BUDGETS.items():
+            for name, budget in budgets.items():
                 params = dataclasses.replace(budget, use_triton=False)
                 errors = measure_decode(local.model, tokens, params)
                 result["rows"].append({"budget": name, "context": context, "errors": errors})
