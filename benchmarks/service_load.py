@@ -1,16 +1,19 @@
-"""HTTP load on `memstream serve`: N concurrent clients doing memory-augmented chat and memory search
-on loopback, against 1 server process (SQLite) and 2 processes on one PostgreSQL database.
-Reports requests/s, p50/p95/p99 latency and errors to reports/service_load.json (+ .md).
+"""HTTP load on `memstream serve` with a remote (OpenAI-compatible) backend: concurrent memory chats,
+memory search, the queue cap, and (with a PostgreSQL URL) 2 server processes on one database.
+Writes reports/service_load.json (+ .md).
 
-    python benchmarks/service_load.py [--clients 8] [--seconds 20] [--pg-url postgresql+psycopg://...]
+    python benchmarks/service_load.py                          # 1, 8, 32, 64 clients, 60 s each
+    python benchmarks/service_load.py --seconds 20 --levels 1,8,32,64 [--pg-url postgresql+psycopg://...]
 
-The chat backend is the scripted one (no model time), so the numbers are the service's own cost:
-HTTP, auth, storing each turn, index catch-up, retrieval (embedding the query), prompt building.
-Without --pg-url (or MEMSTREAM_TEST_PG_URL) the 2-process run is skipped. The PostgreSQL database
-is not wiped: each run writes under its own tenant.
+The backend is `openai`, pointed at benchmarks/stub_upstream.py (its own process on loopback) that
+answers every chat after a fixed --delay-ms (300 ms): what is measured is memstream's own work per
+memory chat (HTTP, auth, admission, storing both turns, retrieval with a query embedding, the prompt,
+the upstream call) and how much of it overlaps between clients. Each client is one memory user asking
+non-streamed memory chats back to back (`--stream` streams them); `search` runs 8 clients doing memory
+search only; `overload` sends 64 clients at a server whose queue holds fewer (server.chat_workers 16,
+server.max_queue 16): everything past the cap must be 429/503 at once, with admitted latency bounded.
 
-Other scripts can drive load on servers they started: `run_load(urls, api_key, clients, seconds,
-stream=True, pids=[...])` returns the same numbers plus the servers' RSS over time.
+`run_load(urls, api_key, clients, seconds, ...)` is the client loop (reliability.py drives it too).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,15 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_report  # noqa: E402
 
 from memstream.server.app import is_loopback  # noqa: E402
-from memstream.server.process import ServerProcess, server_env  # noqa: E402
+from memstream.server.process import ServerProcess, free_port, server_env  # noqa: E402
 
-CLIENTS = 8
-SECONDS = 20.0
-MAX_CLIENTS = 64
-MAX_SECONDS = 300.0
-USERS = 8
+LEVELS = (1, 8, 32, 64)
+SECONDS = 60.0
+SEARCH_CLIENTS = 8
+DELAY_MS = 300.0
+MAX_CLIENTS = 256
+MAX_SECONDS = 600.0
+USERS = 64
 KEY = "bench-key-" + "0" * 12
 TOPICS = "hiking cello sourdough chess kayaking pottery astronomy gardening salsa climbing".split()
+REFUSED = (429, 503)
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Samples:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"chat": [], "search": []})
     first_piece: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)
+    refused_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, kind: str, seconds: float) -> None:
@@ -58,6 +67,11 @@ class Samples:
     def error(self, message: str) -> None:
         with self.lock:
             self.errors.append(message)
+
+    def refuse(self, status: int, seconds: float) -> None:
+        with self.lock:
+            self.refused[status] = self.refused.get(status, 0) + 1
+            self.refused_ms.append(seconds * 1000)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -78,18 +92,27 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def seed_memories(url: str, api_key: str | None, users: int) -> None:
     """A few remembered facts per user, so searches and chats have something to find."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    for u in range(users):
-        turns = [{"role": "user", "text": f"I took up {topic} in {2015 + i}."} for i, topic in enumerate(TOPICS)]
-        response = httpx.post(f"{url}/v1/memories", json={"user": f"user{u}", "conversation": "seed", "turns": turns},
-                              headers=headers, timeout=120)
-        response.raise_for_status()
+    with httpx.Client(headers=headers, timeout=300) as http:
+        for u in range(users):
+            turns = [{"role": "user", "text": f"I took up {topic} in {2015 + i}."} for i, topic in enumerate(TOPICS)]
+            response = http.post(f"{url}/v1/memories", json={"user": f"user{u}", "conversation": "seed", "turns": turns})
+            response.raise_for_status()
 
 
 def _client(index: int, urls: list[str], api_key: str | None, deadline: float, stop_after: int | None, stream: bool,
-            search_every: int, users: int, samples: Samples) -> None:
+            search_every: int, users: int, model: str, samples: Samples) -> None:
     rng = random.Random(index)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     user = f"user{index % users}"
@@ -101,42 +124,52 @@ def _client(index: int, urls: list[str], api_key: str | None, deadline: float, s
             started = time.perf_counter()
             try:
                 if search_every and done % search_every == search_every - 1:
+                    kind = "search"
                     response = http.post(f"{url}/v1/memories/search", json={"user": user, "query": f"when did I start {topic}?", "k": 5})
-                    response.raise_for_status()
-                    samples.add("search", time.perf_counter() - started)
                 else:
-                    body = {"model": "memstream/scripted", "user": user, "stream": stream, "max_tokens": 32,
+                    kind = "chat"
+                    body = {"model": model, "user": user, "stream": stream, "max_tokens": 32,
                             "messages": [{"role": "user", "content": f"When did I take up {topic}?"}]}
                     chat_headers = {"X-Memstream-Conversation": f"c{index}"}
                     if stream:
                         with http.stream("POST", f"{url}/v1/chat/completions", json=body, headers=chat_headers) as response:
-                            response.raise_for_status()
-                            first = None
-                            for line in response.iter_lines():
-                                if first is None and '"content": "' in line and '"content": ""' not in line:
-                                    first = time.perf_counter() - started
-                                if line.startswith('data: {"error"'):
-                                    raise RuntimeError(line[6:200])
-                            if first is not None:
-                                with samples.lock:
-                                    samples.first_piece.append(first)
+                            if response.status_code == 200:
+                                first = None
+                                for line in response.iter_lines():
+                                    if first is None and '"content": "' in line and '"content": ""' not in line:
+                                        first = time.perf_counter() - started
+                                    if line.startswith('data: {"error"'):
+                                        raise RuntimeError(line[6:200])
+                                if first is not None:
+                                    with samples.lock:
+                                        samples.first_piece.append(first)
+                            else:
+                                response.read()
                     else:
-                        http.post(f"{url}/v1/chat/completions", json=body, headers=chat_headers).raise_for_status()
-                    samples.add("chat", time.perf_counter() - started)
+                        response = http.post(f"{url}/v1/chat/completions", json=body, headers=chat_headers)
+                elapsed = time.perf_counter() - started
+                if response.status_code in REFUSED:
+                    samples.refuse(response.status_code, elapsed)
+                    time.sleep(min(2.0, float(response.headers.get("retry-after", "1"))) * rng.uniform(0.5, 1.0))
+                elif response.status_code >= 400:
+                    samples.error(f"HTTP {response.status_code}: {response.text[:200]}")
+                else:
+                    samples.add(kind, elapsed)
             except (httpx.HTTPError, RuntimeError) as exc:
                 samples.error(f"{type(exc).__name__}: {str(exc)[:200]}")
             done += 1
 
 
-def run_load(urls: list[str], api_key: str | None, clients: int = CLIENTS, seconds: float = SECONDS, *, stream: bool = True,
+def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: float = 20.0, *, stream: bool = True,
              search_every: int = 2, users: int = USERS, max_requests_per_client: int | None = None,
-             pids: list[int] | None = None, rss_every_s: float = 1.0, seed: bool = True) -> dict:
+             pids: list[int] | None = None, rss_every_s: float = 1.0, seed: bool = True, model: str = "memstream/scripted") -> dict:
     """Drive `clients` concurrent clients for `seconds` against memstream servers at `urls` (loopback only).
 
     Each client alternates memory chat (streamed when `stream`) with memory search (every
-    `search_every`-th request; 0: chat only) as one of `users` users, spreading requests over the urls.
-    `pids`: server processes whose RSS is sampled every `rss_every_s` (memory growth under load).
-    Returns requests/s, p50/p95/p99 per kind (ms), time to first streamed piece, errors, RSS samples.
+    `search_every`-th request; 0: chat only; 1: search only) as one of `users` users, spreading requests
+    over the urls. `pids`: server processes whose RSS is sampled every `rss_every_s`.
+    Returns requests/s, p50/p95/p99 per kind (ms) of answered requests, refusals (429/503) apart from
+    errors (any other failure), time to first streamed piece, RSS samples.
     """
     if not 1 <= clients <= MAX_CLIENTS:
         raise ValueError(f"clients must be 1..{MAX_CLIENTS}, got {clients}")
@@ -147,13 +180,14 @@ def run_load(urls: list[str], api_key: str | None, clients: int = CLIENTS, secon
         if not is_loopback(host):
             raise ValueError(f"load is only sent to loopback servers, not {url}")
     if seed:
-        seed_memories(urls[0], api_key, users)
+        seed_memories(urls[0], api_key, min(users, clients))
     samples = Samples()
     rss: list[tuple[float, list[float | None]]] = []
+    cpu_before = [cpu_seconds(pid) for pid in pids or []]
     start = time.monotonic()
     deadline = start + seconds
-    threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every, users, samples))
-               for i in range(clients)]
+    threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every,
+                                                      users, model, samples)) for i in range(clients)]
     for thread in threads:
         thread.start()
     while any(t.is_alive() for t in threads):
@@ -172,54 +206,206 @@ def run_load(urls: list[str], api_key: str | None, clients: int = CLIENTS, secon
     every = samples.latencies["chat"] + samples.latencies["search"]
     result.update({
         "requests": total, "rps": round(total / elapsed, 2), "errors": len(samples.errors), "error_examples": samples.errors[:5],
+        "refused": {str(k): v for k, v in sorted(samples.refused.items())},
+        "refused_p99_ms": None if not samples.refused_ms else round(percentile(samples.refused_ms, 0.99), 1),
         **{f"p{int(q * 100)}_ms": None if percentile(every, q) is None else round(percentile(every, q) * 1000, 1) for q in (0.5, 0.95, 0.99)},
         "first_piece_p50_ms": None if not samples.first_piece else round(percentile(samples.first_piece, 0.5) * 1000, 1),
     })
     if pids:
+        used = [None if a is None or b is None else b - a for a, b in zip(cpu_before, (cpu_seconds(pid) for pid in pids))]
+        if total and all(u is not None for u in used):
+            # What a request costs the server processes in CPU, whatever else the machine runs.
+            result["server_cpu_ms_per_request"] = round(sum(used) * 1000 / total, 1)
+            result["server_cpu_cores_used"] = round(sum(used) / elapsed, 2)
         result["rss_mb"] = rss
+        sampled = [mb[0] for _, mb in rss if mb and mb[0] is not None]
+        result["rss_peak_mb"] = round(max(sampled), 1) if sampled else None
     return result
 
 
-def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: float, home: Path) -> dict:
-    env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, MEMSTREAM_AGENT__ENRICH="false")
+# -- servers --------------------------------------------------------------------------------------
+
+
+class StubUpstream:
+    """benchmarks/stub_upstream.py in its own process on a free loopback port."""
+
+    def __init__(self, delay_ms: float):
+        self.port = free_port()
+        self.delay_ms = delay_ms
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "StubUpstream":
+        script = Path(__file__).resolve().parent / "stub_upstream.py"
+        self.proc = subprocess.Popen([sys.executable, str(script), "--port", str(self.port), "--delay-ms", str(self.delay_ms)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("the stub upstream did not start")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def remote_env(db_url: str, home: Path, upstream: str, tenant: str, **server: str) -> dict[str, str]:
+    """A server with the openai backend on the stub, API key KEY for `tenant`, enrichment off."""
+    extra = {f"MEMSTREAM_SERVER__{name.upper()}": value for name, value in server.items()}
+    return server_env(db_url, home, {KEY: tenant}, index_refresh_s=1.0, backend="openai", MEMSTREAM_AGENT__ENRICH="false",
+                      MEMSTREAM_BACKEND__BASE_URL=upstream, MEMSTREAM_BACKEND__MODEL="stub", MEMSTREAM_BACKEND__MAX_RETRIES="0",
+                      **extra)
+
+
+def _serve(env: dict[str, str], processes: int, work) -> dict:
     servers = [ServerProcess(env).launch() for _ in range(processes)]
     try:
         for server in servers:
             server.wait_ready(300)
-        result = run_load([s.url for s in servers], KEY, clients, seconds, pids=[s.proc.pid for s in servers])
+        return work([s.url for s in servers], [s.proc.pid for s in servers])
     finally:
         for server in servers:
             server.stop()
+
+
+def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: float, home: Path) -> dict:
+    """Mixed streamed chat + search with the scripted backend (no model time): reliability.py's HTTP section."""
+    env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, MEMSTREAM_AGENT__ENRICH="false")
+    result = _serve(env, processes, lambda urls, pids: run_load(urls, KEY, clients, seconds, pids=pids))
     return {"config": name, "processes": processes, **result}
+
+
+def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float, stream: bool, processes: int = 1,
+                  name: str = "1 process, SQLite") -> list[dict]:
+    """One server (or `processes`), each level in turn: memory chats only, then (level 'search') searches only."""
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}")
+
+    def work(urls, pids):
+        runs = []
+        seed_memories(urls[0], KEY, USERS)
+        for clients in levels:
+            result = run_load(urls, KEY, clients, seconds, stream=stream, search_every=0, pids=pids, seed=False, model="memstream/stub")
+            runs.append({"config": name, "kind": "memory chat", **result})
+            print(f"{name}: {clients} clients, {result['chat']['rps']} chats/s, p99 {result['chat']['p99_ms']} ms, "
+                  f"{result['errors']} errors", flush=True)
+        result = run_load(urls, KEY, SEARCH_CLIENTS, seconds, search_every=1, pids=pids, seed=False)
+        runs.append({"config": name, "kind": "memory search", **result})
+        print(f"{name}: search {SEARCH_CLIENTS} clients, {result['search']['rps']} req/s", flush=True)
+        return runs
+
+    return _serve(env, processes, work)
+
+
+def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: float) -> dict:
+    """More clients than the server admits: only 429/503 past the cap, admitted latency bounded."""
+    caps = {"chat_workers": "16", "max_queue": "16", "max_queue_per_key": "64"}
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", **caps)
+    result = _serve(env, 1, lambda urls, pids: run_load(urls, KEY, clients, seconds, stream=False, search_every=0, pids=pids,
+                                                         model="memstream/stub"))
+    return {"config": "1 process, SQLite, queue cap 16 running + 16 waiting", "kind": "memory chat (overload)", "caps": caps, **result}
+
+
+def local_interference(db_url: str, home: Path, seconds: float) -> dict:
+    """The local model: memory-search latency idle, then while another client runs long generations back to back."""
+    env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, backend="local",
+                     MEMSTREAM_AGENT__ENRICH="false", MEMSTREAM_SERVER__MAX_TOKENS_LIMIT="2048")
+
+    def work(urls, pids):
+        seed_memories(urls[0], KEY, 2)
+        idle = run_load(urls, KEY, 1, seconds, search_every=1, users=2, seed=False)
+        stop = threading.Event()
+        generated = {"chats": 0}
+
+        def generate() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=600) as http:
+                while not stop.is_set():
+                    body = {"model": "smollm2-135m-instruct", "max_tokens": 512, "stream": True,
+                            "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]}
+                    with http.stream("POST", f"{urls[0]}/v1/chat/completions", json=body) as response:
+                        for _ in response.iter_lines():
+                            if stop.is_set():
+                                break
+                    generated["chats"] += 1
+
+        thread = threading.Thread(target=generate)
+        thread.start()
+        time.sleep(3)  # the generation is under way
+        busy = run_load(urls, KEY, 1, seconds, search_every=1, users=2, seed=False)
+        stop.set()
+        thread.join(120)
+        return {"config": "1 process, SQLite, local model", "kind": "memory search beside a long generation",
+                "idle": idle["search"], "during_generation": busy["search"], "long_generations": generated["chats"],
+                "p95_ratio": round(busy["search"]["p95_ms"] / idle["search"]["p95_ms"], 2)
+                if idle["search"]["p95_ms"] and busy["search"]["p95_ms"] else None}
+
+    return _serve(env, 1, work)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=CLIENTS)
-    parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent memory-chat clients per level")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="per level")
+    parser.add_argument("--delay-ms", type=float, default=DELAY_MS, help="the stub upstream's answer time")
+    parser.add_argument("--stream", action="store_true", help="clients stream their memory chats")
+    parser.add_argument("--overload-clients", type=int, default=64, help="0: skip the queue-cap run")
     parser.add_argument("--pg-url", default=os.environ.get("MEMSTREAM_TEST_PG_URL"), help="PostgreSQL URL for the 2-process run")
+    parser.add_argument("--local", action="store_true", help="also measure search beside a local-model generation")
+    parser.add_argument("--note", default="", help="appended to the report's notes (e.g. how loaded the machine was)")
     args = parser.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp:
-        runs.append(_run_config("1 process, SQLite", f"sqlite:///{Path(tmp) / 'load.db'}", 1, args.clients, args.seconds, Path(tmp) / "home1"))
-        print(runs[-1]["config"], runs[-1]["rps"], "req/s", runs[-1]["errors"], "errors", flush=True)
+    levels = [int(x) for x in args.levels.split(",") if x]
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp, StubUpstream(args.delay_ms) as stub:
+        tmp = Path(tmp)
+        runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream)
+        if args.overload_clients:
+            runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds))
+            print(f"overload: {runs[-1]['chat']['rps']} chats/s, refused {runs[-1]['refused']}, errors {runs[-1]['errors']}", flush=True)
         if args.pg_url:
-            runs.append(_run_config("1 process, PostgreSQL", args.pg_url, 1, args.clients, args.seconds, Path(tmp) / "home2"))
-            print(runs[-1]["config"], runs[-1]["rps"], "req/s", runs[-1]["errors"], "errors", flush=True)
-            runs.append(_run_config("2 processes, PostgreSQL", args.pg_url, 2, args.clients, args.seconds, Path(tmp) / "home3"))
-            print(runs[-1]["config"], runs[-1]["rps"], "req/s", runs[-1]["errors"], "errors", flush=True)
-    rows = [{"config": r["config"], "clients": r["clients"], "requests": r["requests"], "req/s": r["rps"],
-             "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "p99 ms": r["p99_ms"],
-             "chat p50/p95 ms": f"{r['chat']['p50_ms']} / {r['chat']['p95_ms']}",
-             "search p50/p95 ms": f"{r['search']['p50_ms']} / {r['search']['p95_ms']}",
-             "first piece p50 ms": r["first_piece_p50_ms"], "errors": r["errors"]} for r in runs]
-    notes = (f"{args.clients} concurrent clients for {args.seconds:.0f}s each, loopback; each alternates a streamed "
-             "memory-augmented chat (scripted backend: no model time) and a memory search. Memory chats run one at a "
-             "time per process (the generation worker), searches concurrently.")
+            runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2,
+                                  name="2 processes, PostgreSQL")
+    local = None
+    if args.local:
+        with tempfile.TemporaryDirectory(prefix="memstream-local-") as tmp:
+            local = local_interference(f"sqlite:///{Path(tmp) / 'local.db'}", Path(tmp) / "home", args.seconds)
+        print(f"local model: search p95 idle {local['idle']['p95_ms']} ms, during generation {local['during_generation']['p95_ms']} ms",
+              flush=True)
+    for run in runs:
+        run.pop("rss_mb", None)  # the peak is kept; the series would swamp the report
+    rows = [{"config": r["config"], "kind": r["kind"], "clients": r["clients"],
+             "req/s": (r["search"] if r["kind"] == "memory search" else r["chat"])["rps"],
+             **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
+             "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
+             "server cores": r.get("server_cpu_cores_used"), "RSS MB": r.get("rss_peak_mb")} for r in runs]
+    chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"].startswith("1 process")}
+    speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
+    notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
+             f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
+             f"level, loopback, SQLite, enrichment off. Throughput relative to 1 client: {speedup}. Search: "
+             f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
+             "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
+             "Rerun: `python benchmarks/service_load.py --seconds N`.")
+    if local is not None:
+        notes += (f" Local model (SmolLM2-135M on CPU): memory-search p50/p95 {local['idle']['p50_ms']}/{local['idle']['p95_ms']} ms "
+                  f"idle vs {local['during_generation']['p50_ms']}/{local['during_generation']['p95_ms']} ms while another client "
+                  f"generates 512-token replies (p95 ratio {local['p95_ratio']}).")
     if not args.pg_url:
-        notes += " The 2-process run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
-    write_report("service_load", {"clients": args.clients, "seconds": args.seconds, "runs": runs}, rows,
-                 title="Service load: memory chat + search over HTTP", notes=notes)
+        notes += " The 2-process PostgreSQL run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
+    load = os.getloadavg()
+    notes += (f" Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores, "
+              "shared with other jobs: 'server cores' is how much CPU the server process got, 'server CPU ms/req' what a "
+              "request cost it.")
+    if args.note:
+        notes += " " + args.note
+    write_report("service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
+                                  "runs": runs, "local_model": local}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Ingest synthetic turns into a fresh SQLite store (no embeddings) and report turns/s and database size.
+"""Ingest synthetic turns into a fresh SQLite database (no embeddings: a Memory opened with index=False)
+and report turns/s and database size. Modes: "batch" is `Memory.ingest` of everything (it commits about
+INGEST_BATCH_TURNS turns per transaction); "per_session" is one `Memory.ingest` call, so one transaction,
+per session (the crash-safe live default).
 
     python benchmarks/store_ingest.py [--turns 100000]
 """
@@ -16,8 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_report  # noqa: E402
 
+from memstream.config import load_settings  # noqa: E402
+from memstream.memory import open_memory  # noqa: E402
+from memstream.memory.core import INGEST_BATCH_TURNS  # noqa: E402
 from memstream.memory.model import NewSession, NewTurn  # noqa: E402
-from memstream.memory.store import MemoryStore  # noqa: E402
 
 WORDS = "the a my we went to park dinner trip work job sister painted race charity school moved city dog cat book music".split()
 
@@ -47,21 +52,22 @@ def main() -> None:
     for mode in ("batch", "per_session"):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
-            store = MemoryStore(f"sqlite:///{path}")
+            memory = open_memory(load_settings(db_url=f"sqlite:///{path}", home=tmp), index=False)
             started = time.perf_counter()
             if mode == "batch":
-                for i in range(0, len(sessions), 250):  # 5,000 turns per transaction
-                    store.ingest_session_batch("bench", sessions[i : i + 250])
+                memory.ingest("bench", sessions)  # INGEST_BATCH_TURNS turns per transaction
             else:
-                store.ingest_sessions("bench", sessions)  # one transaction per session: the crash-safe default
+                for session in sessions:  # one transaction per session: the crash-safe default
+                    memory.ingest("bench", [session])
             elapsed = time.perf_counter() - started
-            count = store.count_turns("bench")
+            count = memory.count_turns("bench")
             size = sum(p.stat().st_size for p in path.parent.glob("bench.db*"))
-            store.close()
+            memory.close()
             results[mode] = {"turns": count, "seconds": round(elapsed, 3), "turns_per_s": round(count / elapsed), "database_bytes": size}
             rows.append({"mode": mode, "turns": count, "seconds": elapsed, "turns/s": count / elapsed, "db MB": size / 1e6})
             print(mode, results[mode])
-    write_report("store_ingest", {"results": results, "target_turns_per_s": 20_000}, rows, "Store ingest (SQLite WAL, no embeddings)")
+    write_report("store_ingest", {"results": results, "batch_turns": INGEST_BATCH_TURNS, "target_turns_per_s": 20_000}, rows,
+                 "Store ingest (SQLite WAL, no embeddings)")
 
 
 if __name__ == "__main__":

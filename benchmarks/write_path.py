@@ -131,7 +131,6 @@ def measure_add(root: Path, embedder, sizes, adds: int) -> tuple[list[dict], lis
                 add_ms.append((time.perf_counter() - t0) * 1000)
                 if i % 10 == 0:  # every 10th: when is it found densely, and is it found by keyword at once?
                     keyword_hits += any(h.turn.id == stored[0].id for h in memory.search("alice", f"note {i}", k=5, mode="bm25").hits)
-                    t1 = time.perf_counter()
                     memory.retriever.wait_until_embedded("alice", 30)
                     visible_ms.append((time.perf_counter() - t0) * 1000)
                     dense = memory.search("alice", text, k=1, mode="dense")
@@ -234,6 +233,32 @@ def embedding_throughput(inner, texts: list[str]) -> dict:
             "int8_cosine_to_fp32_mean": float(cosine.mean()), "int8_cosine_to_fp32_p5": float(np.percentile(cosine, 5))}
 
 
+def int8_recall_check(root: Path, inner) -> dict:
+    """LoCoMo dev retrieval-only recall_any@10 with the fp32 model and with its int8 copy (the faster path is kept
+    only if recall moves by at most 0.005)."""
+    import copy
+
+    import torch
+
+    from memstream.benchmarks.retrieval_eval import evaluate_locomo_retrieval
+
+    out = {}
+    for label in ("fp32", "int8"):
+        embedder = inner
+        if label == "int8":
+            embedder = copy.copy(inner)
+            embedder._model = torch.ao.quantization.quantize_dynamic(inner._model, {torch.nn.Linear}, dtype=torch.qint8)
+        cache = EmbedderCache()
+        cache._loaded[(inner.name, None)] = embedder  # the benchmark hands its own model to the evaluation
+        settings = load_settings(home=str(root / f"recall-{label}"))
+        results, _rows = evaluate_locomo_retrieval(LOCOMO_DEV, settings, root / f"recall-{label}", systems=["memstream"],
+                                                   ablation=False, embedders=cache)
+        out[f"{label}_recall_any@10"] = results["systems"]["memstream"]["recall_any@10"]
+    out["delta"] = out["int8_recall_any@10"] - out["fp32_recall_any@10"]
+    out["int8_kept"] = abs(out["delta"]) <= 0.005
+    return out
+
+
 def bulk_ingest(root: Path, inner) -> dict:
     sessions = dev_sessions()
     total = sum(len(s.turns) for s in sessions)
@@ -252,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="sizes 1K/10K, 100 adds, 50 chat turns, 2,000-turn soak")
     parser.add_argument("--mem0-python", help="python of a virtualenv with mem0ai, sentence-transformers, faiss-cpu")
-    parser.add_argument("--parts", default="add,mem0,chat,soak,embed", help="comma-separated subset to run")
+    parser.add_argument("--parts", default="add,mem0,chat,soak,embed,recall", help="comma-separated subset to run")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     sizes, adds, chat_turns, soak_turns = (SIZES[:2], 100, 50, 2_000) if args.quick else (SIZES, ADDS, CHAT_TURNS, SOAK_TURNS)
@@ -297,11 +322,18 @@ def main() -> None:
             sample = [t.text for s in dev_sessions() for t in s.turns][:1000]
             results["embed"] = embedding_throughput(inner, sample)
             results["bulk_ingest"] = bulk_ingest(root, inner)
+            if "recall" in parts:
+                results["int8_recall"] = int8_recall_check(root, inner)
             e, b = results["embed"], results["bulk_ingest"]
             rows.append({"part": "MiniLM fp32 / int8 texts/s", "p50_ms": None, "p99_ms": None,
                          "note": f"{e['fp32_texts_per_s']:.0f} / {e['int8_texts_per_s']:.0f} texts/s; int8 cosine to fp32 {e['int8_cosine_to_fp32_mean']:.3f} (p5 {e['int8_cosine_to_fp32_p5']:.3f})"})
             rows.append({"part": "bulk ingest, 5 dev conversations", "p50_ms": None, "p99_ms": None,
                          "note": f"{b['turns']} turns committed in {b['committed_s']} s, all vectors in after {b['all_vectors_in_s']} s: {b['turns_per_s']:.1f} turns/s (was {BEFORE['bulk_turns_per_s']})"})
+    if "int8_recall" in results:
+        r = results["int8_recall"]
+        rows.append({"part": "int8 recall check (LoCoMo dev, recall_any@10)", "p50_ms": None, "p99_ms": None,
+                     "note": f"fp32 {r['fp32_recall_any@10']:.3f}, int8 {r['int8_recall_any@10']:.3f} (delta {r['delta']:+.3f}): "
+                             + ("int8 within 0.005" if r["int8_kept"] else "int8 moves recall by more than 0.005: fp32 kept")})
     results["config"]["load_average_at_end"] = os.getloadavg()[0]
     notes = ("Rerun: `python benchmarks/write_path.py --mem0-python <venv>/bin/python` (see the module docstring). "
              "The machine has 2 cores; the load average at start and end is in the JSON: read ratios when it is high. "

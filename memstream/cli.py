@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from memstream.config import ConfigError, Settings, load_settings
+from memstream.config import ConfigError, ConfigWarning, Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="memstream: long-term memory for chat agents.")
 memory_app = typer.Typer(no_args_is_help=True, help="Inspect and manage stored memories.")
@@ -441,9 +442,11 @@ def _bench_locomo_retrieval(data: Path, out: Path, limit, categories, systems, a
 
 
 def build_agent(settings: Settings):
+    """The model loads in a background thread while the memory opens (the first answer waits for it)."""
     from memstream.agent.controller import MemoryAgent
+    from memstream.backends.models import make_backend
 
-    return MemoryAgent.from_settings(settings)
+    return MemoryAgent.from_settings(settings, backend=make_backend(settings.backend, settings.attention, background=True))
 
 
 def backend_overrides(backend: str | None, model: str | None, base_url: str | None = None, attention: str | None = None) -> dict:
@@ -588,10 +591,51 @@ def serve(
             overrides["server.api_keys"] = {api_key: "default"}
         settings = settings_from(db, **overrides)
         check_bind(settings, host or settings.server.host)  # fail before loading the model
-        run_server(settings, host, port)
+        from memstream.backends.models import make_backend
+
+        # The model loads while the memory opens and uvicorn starts; requests wait for it, /health answers at once.
+        run_server(settings, host, port, backend=make_backend(settings.backend, settings.attention, background=True))
+
+
+@app.command()
+def mcp(
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Whose memory the tools serve (default: mcp.user, 'me')."),
+    transport: str = typer.Option("stdio", "--transport", "-t", help="stdio (desktop clients) | http (streamable HTTP)."),
+    host: Optional[str] = typer.Option(None, "--host", help="HTTP: interface to bind (default 127.0.0.1; others need --api-key)."),
+    port: Optional[int] = typer.Option(None, "--port", help="HTTP: port (default 8766)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="HTTP: require 'Authorization: Bearer KEY' (or set server.api_keys)."),
+    db: Optional[str] = DbOption,
+) -> None:
+    """Serve memory to MCP clients: tools remember, search_memory, list_memories, forget_memory, forget_user.
+
+    Example: memstream mcp --user alice
+    """
+    with user_errors():
+        try:
+            from memstream.mcp import run_http, run_stdio
+        except ImportError as exc:
+            raise CliError(f"memstream mcp needs the mcp extra: pip install 'memstream[mcp]' ({exc})") from None
+        overrides = {"server.api_keys": {api_key: "default"}} if api_key else {}
+        settings = settings_from(db, **overrides)
+        if transport == "stdio":
+            run_stdio(settings, user)
+        elif transport == "http":
+            run_http(settings, user, host, port)
+        else:
+            raise CliError(f"--transport must be stdio or http, got {transport!r}")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, ConfigWarning):
+        return f"Warning: {message}\n"  # for the user, not a developer: no file and line
+    return _PYTHON_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMAT_WARNING = warnings.formatwarning
 
 
 def main() -> None:
+    warnings.formatwarning = _format_warning
     app()
 
 

@@ -5,14 +5,19 @@ directory, the user config dir, or the path in MEMSTREAM_CONFIG), environment
 variables `MEMSTREAM_*` (nested sections with `__`, e.g.
 `MEMSTREAM_BACKEND__MODEL`), then explicit overrides (CLI flags) passed to
 `load_settings(**overrides)`.
+
+A `MEMSTREAM_*` variable or a `memstream.toml` key that names no setting is ignored with a
+`ConfigWarning` naming the closest real one (a typo must not be silently lost).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, Mapping
 
 import platformdirs
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -26,6 +31,10 @@ else:  # pragma: no cover
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the setting and the fix."""
+
+
+class ConfigWarning(UserWarning):
+    """A variable or file key that names no setting: it is ignored, and the message names the closest real one."""
 
 
 def user_data_dir() -> Path:
@@ -84,9 +93,13 @@ class BackendSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0, le=20)
     context_window: int | None = Field(None, ge=128)
-    """Override the model's context window (tokens)."""
+    """Override the model's context window (tokens); a local model reads past its trained window only under
+    attention policies that keep distances in range (sink_window, block_topk)."""
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    weights_cache: Path | None = None
+    """Local backend: folder for GGUF weights converted to safetensors (keyed by the file's SHA-256), so only the
+    first start converts. Default: `weights/` in the data dir."""
     prompt_cache_slots: int = Field(2, ge=0)
     """Local backend: KV caches of recent generations kept so a new prompt prefills only what it does not
     share with one of them (dense attention only; each costs its memory between generations). 0 turns it off."""
@@ -108,6 +121,8 @@ class AttentionSettings(BaseModel):
     """Prompt positions kept per KV head after prefill (snapkv)."""
     observation_window: int = Field(32, ge=1)
     pool_kernel: int = Field(7, ge=1)
+    prefill_chunk: int = Field(1024, ge=1)
+    """Prompt tokens per prefill pass; each chunk attends through the policy (sparse from the first token)."""
     use_triton: bool | None = None
     """None: Triton kernels on CUDA, torch references elsewhere."""
 
@@ -135,6 +150,9 @@ class AgentSettings(BaseModel):
     fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
     view in reports/attribution_loco.md ("what" spans score no better than the model there); the paired
     leave-one-conversation-out choice is benchmarks/answer_loco.py, not yet run."""
+    chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
+    """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
+    number) are answered with that span instead of generated text; [] lets the model always write."""
     use_llm_planner: bool = False
     """Ask the backend whether memory is needed and to rewrite the query; the heuristic planner is used otherwise and as fallback."""
     enrich: bool = True
@@ -154,6 +172,139 @@ class ServerSettings(BaseModel):
     """How often a server process catches its index up with turns written by other processes."""
     memory: bool = True
     """Serve the memory routes and memory-augmented chat (opens the database and loads the embedder at start)."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of every chat request, queue wait included: past it the request ends with 504 (what the memory
+    path committed stays committed) and its generation stops at the next token."""
+    chat_workers: int = Field(64, ge=1, le=1024)
+    """Chats (plain or with memory) running at once: their store and retrieval work, and the calls to a remote
+    backend, run concurrently on this many threads. The local model still generates one request at a time."""
+    max_queue: int = Field(256, ge=0)
+    """Chats that may wait for a worker (or the local model) beyond those running; past it: 503 with Retry-After."""
+    max_queue_per_key: int = Field(64, ge=1)
+    """Chats one API key (a keyless server: one client address) may have running or waiting; past it: 429."""
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    """Requests per minute per API key (or client address) on the /v1 routes; past it: 429 with Retry-After. None: off."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not sent a request's complete headers within this time is closed (408)."""
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request body that stalls this long between pieces is answered 408 and the connection closed."""
+    max_connections: int = Field(1024, ge=1)
+    """Open connections at once; past it a new connection gets 503 and is closed."""
+    allowed_hosts: list[str] | None = None
+    """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
+    server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""
+
+
+ENV_PREFIX = "MEMSTREAM_"
+ENV_NOT_SETTINGS = frozenset({"MEMSTREAM_CONFIG", "MEMSTREAM_TEST_PG_URL"})
+"""Variables memstream reads outside the settings object (the config file's path; the tests' PostgreSQL)."""
+ALIASES = {
+    "data_dir": "home", "datadir": "home", "dir": "home", "data": "home", "home_dir": "home", "path": "home",
+    "database_url": "db_url", "database": "db_url", "db": "db_url", "url": "db_url", "model": "backend.model",
+    "api_key": "backend.api_key", "base_url": "backend.base_url", "embedding_model": "embedder.model",
+}
+"""Names people reach for that spelling distance would not lead to the real setting."""
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """Settings fields that are nested sections (their keys are checked too)."""
+    return {
+        name: info.annotation
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+
+
+def setting_names() -> list[str]:
+    """Every setting as a dotted path: `db_url`, `backend.model`, ... (dict fields by their own name)."""
+    names: list[str] = []
+    sections = _sections()
+    for name in Settings.model_fields:
+        if name in sections:
+            names += [f"{name}.{sub}" for sub in sections[name].model_fields]
+        else:
+            names.append(name)
+    return names
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    alias = ALIASES.get(name)
+    if alias is not None:
+        return alias
+    matches = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if matches:
+        return matches[0]
+    # A right key in the wrong section (`agent.model`), or a section's key given without it.
+    leaf = name.rpartition(".")[2]
+    same_leaf = [k for k in known if k.rpartition(".")[2] == leaf]
+    return same_leaf[0] if same_leaf else None
+
+
+def _env_name(path: str) -> str:
+    return ENV_PREFIX + path.replace(".", "__").upper()
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> Iterator[tuple[str, str | None]]:
+    """(variable, closest real variable or None) for each MEMSTREAM_* variable that is no setting."""
+    known = setting_names()
+    dict_fields = {name for name, info in Settings.model_fields.items() if name not in _sections() and _is_dict(info.annotation)}
+    sections = _sections()
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in ENV_NOT_SETTINGS:
+            continue
+        parts = upper[len(ENV_PREFIX):].lower().split("__")
+        head = parts[0]
+        if head in dict_fields or (head in sections and len(parts) == 1):
+            continue  # a whole section or a dict setting as JSON, or a dict's own keys
+        if head in sections and len(parts) >= 2:
+            field = sections[head].model_fields.get(parts[1])
+            if field is not None and (len(parts) == 2 or _is_dict(field.annotation)):
+                continue
+        elif len(parts) == 1 and head in Settings.model_fields:
+            continue
+        closest = _closest(".".join(parts), known)
+        yield variable, _env_name(closest) if closest else None
+
+
+def _is_dict(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", annotation) is dict
+
+
+def prune_unknown_keys(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The file's settings without the keys that name no setting, each warned about with the closest real key."""
+    known = setting_names()
+    sections = _sections()
+    pruned: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in sections and isinstance(value, dict):
+            fields = sections[key].model_fields
+            kept = {}
+            for sub, sub_value in value.items():
+                if sub in fields:
+                    kept[sub] = sub_value
+                else:
+                    warn_unknown(f"{where}: key {key}.{sub}", _closest(f"{key}.{sub}", known))
+            pruned[key] = kept
+        elif key in Settings.model_fields:
+            pruned[key] = value  # a section given as a scalar is left for validation to reject
+        else:
+            warn_unknown(f"{where}: key {key}", _closest(key, known))
+    return pruned
+
+
+def warn_unknown(what: str, closest: str | None) -> None:
+    hint = f"; did you mean {closest}?" if closest else " (no setting has a similar name)"
+    warnings.warn(f"{what} is not a memstream setting and is ignored{hint}", ConfigWarning, stacklevel=4)
+
+
+class McpSettings(BaseModel):
+    user: str = "me"
+    """Whose memory `memstream mcp` serves (over HTTP: this user inside each API key's tenant). Tools never take a user."""
+    host: str = "127.0.0.1"
+    port: int = Field(8766, ge=0, le=65535)
+    path: str = "/mcp"
+    """The streamable HTTP endpoint's path."""
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -168,9 +319,10 @@ class _TomlSource(PydanticBaseSettingsSource):
         if self.path is None or not self.path.exists():
             return {}
         try:
-            return tomllib.loads(self.path.read_text(encoding="utf-8"))
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {self.path} is not valid TOML: {exc}") from exc
+        return prune_unknown_keys(data, str(self.path))
 
 
 def config_file_path() -> Path | None:
@@ -205,6 +357,7 @@ class Settings(BaseSettings):
     attention: AttentionSettings = Field(default_factory=AttentionSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @field_validator("db_url")
     @classmethod
@@ -215,6 +368,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        for variable, closest in unknown_env_names(os.environ):
+            warn_unknown(f"environment variable {variable}", closest)
         return (init_settings, env_settings, _TomlSource(settings_cls, config_file_path()))
 
     @property

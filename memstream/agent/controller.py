@@ -15,6 +15,7 @@ and async behave the same.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -132,6 +133,24 @@ def fact_lines(memory: Memory, user: str, hits: list) -> list[str]:
         else:
             lines.append(f"[fact, from {day(fact.valid_from)} until {day(fact.valid_to)}, replaced] {quote(fact.text)}")
     return lines
+
+
+def read_own_answer(question: str, hits: list, people: list[str], kinds: list[str]):
+    """The span answering `question` in the user's own top statements, when they agree on one: "I work at Acme" and
+    a later "I started at Globex" disagree, and a knowledge update is the model's to weigh with the facts."""
+    own = [h.turn.text for h in hits if h.turn.role == "user"][:3]
+    spans = [found for found in (extract_answer(question, [text], people, kinds) for text in own) if found is not None]
+    if not spans or len({s.text.lower() for s in spans}) > 1:
+        return None
+    return extract_answer(question, own, people, kinds)
+
+
+_COMPOUND = re.compile(r"\b(?:and|or|also)\s+(?:when|where|who|what|how|which|why)\b", re.I)
+
+
+def single_question(message: str) -> bool:
+    """One question, not "What is my cat called, and when did I adopt her?" (a span would answer half of it)."""
+    return message.count("?") <= 1 and not _COMPOUND.search(message)
 
 
 def refers_to_personal_past(message: str) -> bool:
@@ -280,6 +299,13 @@ class MemoryAgent:
             if found is not None:
                 direct_text = found.text
                 reply.notes.append(f"extracted a {found.kind} answer from memory {found.rank}")
+        elif abstain_text is None and hits and options.plan and agent_settings.chat_extract_kinds and single_question(text):
+            # In chat, a where / name / count question answered by the user's own words is read, not generated: a small
+            # local model given "I moved to Lisbon" still answers with a city of its own.
+            found = read_own_answer(text, hits, people, agent_settings.chat_extract_kinds)
+            if found is not None:
+                direct_text = found.text[:1].upper() + found.text[1:] + "."
+                reply.notes.append(f"answered with a {found.kind} read from the user's own words (memory {found.rank})")
         if abstain_text is not None or direct_text is not None:
             reply.abstained = abstain_text is not None
             reply.text = abstain_text or direct_text

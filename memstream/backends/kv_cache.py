@@ -11,6 +11,10 @@ Per layer, in the layout of `memstream.backends.kernels`:
 
 Blocks are handed out contiguously per sequence (sequence b owns blocks
 [b * max_blocks, (b + 1) * max_blocks)), so at batch 1 "gather the sequence" is a slice.
+With `pool_tokens` below max_tokens (an evicting policy, sink_window), each sequence owns a
+smaller pool of physical blocks instead: a logical block gets one when its first token is
+written, and `release(row, logical_blocks)` returns dead blocks to the pool for reuse, so
+memory stays bounded while positions keep counting.
 A forward pass brackets its layers with `begin_write(t)` / `end_write()`: the slots for
 the t new tokens are computed once, seq_lens grows before the first layer attends (the
 new tokens see themselves), and each layer's `write` scatters its keys/values there.
@@ -32,14 +36,18 @@ class PagedKVCache:
         batch: int = 1,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        pool_tokens: int | None = None,
     ):
         if max_tokens < 1 or batch < 1 or block_size < 1:
             raise ValueError(f"cache needs max_tokens, batch, block_size >= 1, got {max_tokens}, {batch}, {block_size}")
         self.block_size = block_size
         self.batch = batch
+        self.n_layers = n_layers
         self.max_blocks = -(-max_tokens // block_size)
         self.capacity = self.max_blocks * block_size
-        num_blocks = self.max_blocks * batch
+        self.pool_blocks = self.max_blocks if pool_tokens is None else min(self.max_blocks, max(1, -(-pool_tokens // block_size)))
+        self.pooled = self.pool_blocks < self.max_blocks
+        num_blocks = self.pool_blocks * batch
         shape = (n_layers, num_blocks, n_kv_heads, block_size, head_dim)
         # Zeros, not empty: a policy that reads a partly filled block multiplies unused
         # slots by zero weights, and 0 * garbage-NaN would still be NaN.
@@ -48,7 +56,7 @@ class PagedKVCache:
         # Per-layer views, made once: indexing them is cheaper than indexing the 5-D tensors every step.
         self._k = list(self.k_cache.unbind(0))
         self._v = list(self.v_cache.unbind(0))
-        self.block_table = torch.arange(num_blocks, dtype=torch.int32, device=device).view(batch, self.max_blocks)
+        self.block_table = torch.zeros(batch, self.max_blocks, dtype=torch.int32, device=device)
         self.seq_lens = torch.zeros(batch, dtype=torch.int32, device=device)
         self.positions = torch.zeros(batch, dtype=torch.int64, device=device)
         # Host copies so the batch-1 decode path never syncs on a device tensor.
@@ -61,6 +69,43 @@ class PagedKVCache:
         """True while every sequence's blocks are in order (no policy has rewritten the block table)."""
         self.policy_state: dict = {}
         """Tensors an attention policy keeps beside the cache (block_topk: per-layer representatives)."""
+        self._reset_blocks()
+
+    def _reset_blocks(self) -> None:
+        rows = torch.arange(self.batch, dtype=torch.int32)[:, None] * self.pool_blocks
+        if not self.pooled:
+            self.block_table.copy_(rows + torch.arange(self.max_blocks, dtype=torch.int32))
+            return
+        self.contiguous = False
+        self.block_table.fill_(0)
+        self._free = [list(range(int(r) + self.pool_blocks - 1, int(r) - 1, -1)) for r in rows[:, 0]]
+        self._mapped = [0] * self.batch  # logical blocks handed a physical block so far
+        self._released = [set() for _ in range(self.batch)]
+
+    def _map_blocks(self, new_lengths: list[int]) -> None:
+        """Give every logical block up to new_lengths a physical block from its sequence's pool."""
+        for row, length in enumerate(new_lengths):
+            need = -(-length // self.block_size)
+            while self._mapped[row] < need:
+                if not self._free[row]:
+                    raise ValueError(
+                        f"KV cache pool of {self.pool_blocks} blocks is full at {length} tokens: the policy "
+                        "must release dead blocks, or the cache needs a larger pool_tokens")
+                self.block_table[row, self._mapped[row]] = self._free[row].pop()
+                self._mapped[row] += 1
+
+    def release(self, row: int, logical_blocks) -> None:
+        """Return dead logical blocks of sequence `row` to its pool (pooled caches; a no-op otherwise).
+
+        Their keys/values are never read again: the block-table entries keep stale ids.
+        """
+        if not self.pooled:
+            return
+        done = self._released[row]
+        for block in logical_blocks:
+            if block not in done and block < self._mapped[row]:
+                done.add(block)
+                self._free[row].append(int(self.block_table[row, block]))
 
     def k(self, layer: int) -> torch.Tensor:
         return self._k[layer]
@@ -72,8 +117,8 @@ class PagedKVCache:
         self.seq_lens.zero_()
         self.positions.zero_()
         self.lengths = [0] * self.batch
-        self.block_table.copy_(torch.arange(self.block_table.numel(), dtype=torch.int32).view_as(self.block_table))
         self.contiguous = True
+        self._reset_blocks()
         self.policy_state.clear()
 
     def truncate(self, length: int) -> None:
@@ -97,7 +142,7 @@ class PagedKVCache:
                             self.batch, k.dtype, k.device)
         n_blocks = -(-length // self.block_size)
         for row in range(self.batch):
-            old, new = row * self.max_blocks, row * copy.max_blocks
+            old, new = row * self.pool_blocks, row * copy.pool_blocks
             copy.k_cache[:, new : new + n_blocks] = self.k_cache[:, old : old + n_blocks]
             copy.v_cache[:, new : new + n_blocks] = self.v_cache[:, old : old + n_blocks]
         copy.lengths = [length] * self.batch
@@ -119,6 +164,8 @@ class PagedKVCache:
         if max(self.lengths) + n_tokens > self.capacity:
             raise ValueError(f"KV cache full: {max(self.lengths)} + {n_tokens} tokens > capacity {self.capacity}")
         self.lengths_before_write = list(self.lengths)
+        if self.pooled:
+            self._map_blocks([n + n_tokens for n in self.lengths])
         if self.batch == 1 and n_tokens == 1:
             pos = self.lengths[0]
             block = int(self.block_table[0, pos // self.block_size]) if not self.contiguous else pos // self.block_size
@@ -162,7 +209,7 @@ class PagedKVCache:
         length = self.lengths[row]
         n_blocks = -(-length // self.block_size)
         if self.contiguous:
-            first = row * self.max_blocks
+            first = row * self.pool_blocks
             k = self._k[layer][first : first + n_blocks]  # a view: [n_blocks, Hkv, Bs, Dh]
             v = self._v[layer][first : first + n_blocks]
         else:

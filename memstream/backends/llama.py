@@ -4,14 +4,15 @@ Shapes: B batch, T new tokens, D model dim, H query heads, Hkv key/value heads,
 Dh head dim, V vocab. Weights come from a transformers model (`from_hf_state_dict`)
 with q/k/v and gate/up fused so a decode step runs two matmuls per block instead of five.
 
-Attention is split in two paths because they have different bottlenecks:
-- prefill (`forward(..., decode=False)`): the prompt attends to itself with causal SDPA,
-  and its keys/values are written into the paged cache; under dense attention a prompt may
-  also continue after tokens already cached (a reused prompt prefix, `attend_after_prefix`);
-- decode (`decode=True`, one token per sequence): the new token attends to the cache
-  through `memstream.backends.attention.attend_decode(policy, ...)`, the single place
-  where sparse-attention policies plug in.
-Keys are cached after RoPE, so a policy may drop cached tokens without re-rotating.
+Attention goes through the policy object (`memstream.backends.kernels.AttentionPolicy`),
+the single place where sparse-attention policies plug in, on two paths with different
+bottlenecks:
+- prefill (`forward(..., decode=False)`): a chunk of prompt tokens is written into the paged
+  cache and attends through `policy.attend_prefill` (dense: causal over everything cached;
+  sparse policies: what a decode step at each position would read);
+- decode (`decode=True`, one token per sequence): `policy.attend_decode`.
+Keys are cached after RoPE, so a policy may drop cached tokens without re-rotating, and may
+move a cached key to another position by rotating it by the difference (`kernels.Rope`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memstream.backends.attention import attend_decode, on_prefill
-from memstream.backends.kernels import AttentionParams
+from memstream.backends.kernels import AttentionPolicy, Rope
+from memstream.backends.kernels.dense import DensePolicy
 from memstream.backends.kv_cache import PagedKVCache
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
@@ -150,8 +151,8 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         cache: PagedKVCache,
         decode: bool,
-        policy: str,
-        params: AttentionParams,
+        policy: AttentionPolicy,
+        rope: Rope,
     ) -> torch.Tensor:
         a = self.args
         bsz, t, _ = x.shape
@@ -162,45 +163,14 @@ class Attention(nn.Module):
         v = v.view(bsz, t, a.n_kv_heads, a.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
         cache.write(self.layer_idx, k, v)
         if decode:
-            out = attend_decode(policy, q[:, :, 0], cache, self.layer_idx, params)  # [B, H, Dh]
+            out = policy.attend_decode(q[:, :, 0], cache, self.layer_idx, rope)  # [B, H, Dh]
             out = out.reshape(bsz, 1, a.n_heads * a.head_dim)
         else:
             if bsz != 1:
                 raise ValueError(f"prefill runs one sequence at a time, got batch {bsz}")
-            past = cache.lengths_before_write[0]
-            if past == 0:
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # [1, H, T, Dh]
-                on_prefill(policy, q, cache, self.layer_idx, params)
-            elif policy == "dense":
-                out = attend_after_prefix(q, cache, self.layer_idx, past)
-            else:
-                # The other policies reshape the prompt cache once, from the whole prompt's queries.
-                raise ValueError(f"prefill after cached tokens needs the dense policy, not {policy!r} (call cache.reset() first)")
+            out = policy.attend_prefill(q, cache, self.layer_idx, rope)  # [1, H, T, Dh]
             out = out.transpose(1, 2).reshape(bsz, t, a.n_heads * a.head_dim)
         return self.wo(out)
-
-
-PREFIX_QUERY_CHUNK = 2048
-"""Queries per attention call when a prompt continues after cached tokens (bounds the mask's memory)."""
-
-
-def attend_after_prefix(q: torch.Tensor, cache: PagedKVCache, layer_idx: int, past: int) -> torch.Tensor:
-    """Prefill attention for T new tokens that follow `past` cached ones (a reused prompt prefix).
-
-    q [1, H, T, Dh]; the new keys/values are already in the cache. New token i sits at position
-    past + i and attends to every cached key up to and including its own: a lower-right causal mask.
-    """
-    t = q.shape[2]
-    k, v = cache.sequence(layer_idx)  # [Hkv, past + T, Dh]
-    k, v = k[None], v[None]
-    chunks = []
-    for first in range(0, t, PREFIX_QUERY_CHUNK):
-        last = min(first + PREFIX_QUERY_CHUNK, t)
-        end = past + last  # keys this chunk can see
-        mask = torch.ones(last - first, end, dtype=torch.bool, device=q.device).tril(diagonal=past + first)
-        chunks.append(F.scaled_dot_product_attention(q[:, :, first:last], k[:, :, :end], v[:, :, :end],
-                                                     attn_mask=mask, enable_gqa=True))
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)  # [1, H, T, Dh]
 
 
 class FeedForward(nn.Module):
@@ -223,8 +193,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.feed_forward = FeedForward(args)
 
-    def forward(self, x, cos, sin, cache, decode, policy, params):
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache, decode, policy, params)
+    def forward(self, x, cos, sin, cache, decode, policy, rope):
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, decode, policy, rope)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -240,9 +210,10 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", None, persistent=False)
         self.register_buffer("rope_sin", None, persistent=False)
 
-    def setup_rope(self, device=None) -> None:
-        """Precompute cos/sin for every position of the context window (call after loading weights)."""
-        cos, sin = rope_tables(self.args, self.args.max_seq_len, device)
+    def setup_rope(self, device=None, max_positions: int | None = None) -> None:
+        """Precompute cos/sin for every position of the context window, or for `max_positions`
+        (a longer context, for policies that keep distances in range; call after loading weights)."""
+        cos, sin = rope_tables(self.args, max(self.args.max_seq_len, max_positions or 0), device)
         dtype = self.output.weight.dtype
         self.rope_cos, self.rope_sin = cos.to(dtype), sin.to(dtype)
 
@@ -252,21 +223,25 @@ class Transformer(nn.Module):
         positions: torch.Tensor,  # [B, T] int64, absolute positions (RoPE)
         cache: PagedKVCache,
         decode: bool = False,
-        policy: str = "dense",
-        params: AttentionParams | None = None,
+        policy: AttentionPolicy | None = None,
         all_logits: bool = False,
     ) -> torch.Tensor:
         """Logits [B, V] for the last position, or [B, T, V] with all_logits."""
         assert self.rope_cos is not None, "call setup_rope() after loading weights"
         if decode and tokens.shape[1] != 1:
             raise ValueError(f"decode takes one token per sequence, got {tokens.shape[1]}")
-        params = params or AttentionParams()
+        # Checked on prefill only: on CUDA the check is a host sync, which a decode step must not pay.
+        if not decode and int(positions.max()) >= self.rope_cos.shape[0]:
+            raise ValueError(f"position {int(positions.max())} is past the RoPE tables ({self.rope_cos.shape[0]} positions): "
+                             "call setup_rope(max_positions=...) for a longer context")
+        policy = policy or DensePolicy()
+        rope = Rope(self.rope_cos, self.rope_sin)
         cos = self.rope_cos[positions].unsqueeze(1)  # [B, 1, T, Dh]
         sin = self.rope_sin[positions].unsqueeze(1)
         x = self.tok_embeddings(tokens)  # [B, T, D]
         cache.begin_write(tokens.shape[1])
         for layer in self.layers:
-            x = layer(x, cos, sin, cache, decode, policy, params)
+            x = layer(x, cos, sin, cache, decode, policy, rope)
         cache.end_write()
         if not all_logits:
             x = x[:, -1:]

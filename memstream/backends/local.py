@@ -4,9 +4,10 @@ Loading goes through transformers (GGUF is de-quantised by transformers; safeten
 load as they are), and the weights are moved into our own `Transformer` (llama.py). The
 tokenizer and chat template are the checkpoint's own.
 
-Generation (after gpt-fast's generate.py) is three small functions: `prefill`,
-`decode_one`, and `decode_n` with a token callback; `LocalBackend` wraps them into the
-`ChatBackend` protocol with streaming text, stop strings and sampling.
+Generation (after gpt-fast's generate.py) is small functions: `prefill` (in chunks, through
+the attention policy), `decode_one`, `decode_tokens` (the decode loop as an iterator) and
+`decode_n` with a token callback over it; `LocalBackend` runs the same loop and adds only what
+serving needs: the chat template, streaming text, stop strings, sampling options, the prompt cache.
 
 Context policy: a prompt that does not leave room for one new token raises
 `ContextOverflowError` (nothing is truncated silently: the agent decides what to drop);
@@ -17,7 +18,7 @@ last few generations (`prompt_cache_slots`) with the token ids each holds. A new
 the longest common prefix with one of them (at most all but its last token, which must be
 prefilled for logits) and prefills only the rest, so questions over one long shared history
 skip re-reading it. Policies that evict or compress the prompt cache (sink_window, snapkv,
-block_topk's representatives) always prefill in full.
+block_topk's representatives) always prefill in full (`AttentionPolicy.reuses_prefix`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from memstream.backends.base import (
     check_messages,
     options_from,
 )
-from memstream.backends.kernels import AttentionParams, check_policy
+from memstream.backends.kernels import AttentionPolicy
+from memstream.backends.kernels.dense import DensePolicy
 from memstream.backends.kv_cache import PagedKVCache
 from memstream.backends.llama import ModelArgs, Transformer
 
@@ -130,25 +132,45 @@ def load_local_model(
 # --- generation: prefill, decode_one, decode_n --------------------------------------------
 
 
+def new_cache(model: Transformer, policy: AttentionPolicy, max_tokens: int, device=None) -> PagedKVCache:
+    """An empty cache for one sequence of up to max_tokens under `policy` (an evicting policy gets a bounded pool)."""
+    a = model.args
+    return PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, policy.params.block_size, max_tokens,
+                        dtype=model.output.weight.dtype, device=device, pool_tokens=policy.cache_tokens(max_tokens))
+
+
 @torch.inference_mode()
-def prefill(model: Transformer, tokens: torch.Tensor, cache: PagedKVCache, policy: str = "dense",
-            params: AttentionParams | None = None, all_logits: bool = False) -> torch.Tensor:
+def prefill(model: Transformer, tokens: torch.Tensor, cache: PagedKVCache, policy: AttentionPolicy | None = None,
+            all_logits: bool = False, chunk: int | None = None) -> torch.Tensor:
     """Run the prompt tokens [1, T] through the model into the cache; logits [1, V] (or [1, T, V]).
 
-    The cache is empty, or (dense policy only) holds the keys/values of the tokens before these,
-    a reused prompt prefix: the tokens then continue at the cache's next position.
+    The prompt goes in chunks of `chunk` tokens (default policy.params.prefill_chunk), each
+    attending through the policy, so a sparse policy is sparse from the first token and the
+    activations stay bounded. The cache may already hold earlier tokens (a reused prompt
+    prefix, or an earlier turn): the tokens continue at the cache's next position.
     """
-    start = cache.lengths[0]
-    positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)[None]  # [1, T]
-    return model(tokens, positions, cache, decode=False, policy=policy, params=params, all_logits=all_logits)
+    policy = policy or DensePolicy()
+    chunk = chunk or policy.params.prefill_chunk
+    start = int(cache.positions[0])
+    outs = []
+    for first in range(0, tokens.shape[1], chunk):
+        part = tokens[:, first : first + chunk]
+        positions = torch.arange(start + first, start + first + part.shape[1], device=tokens.device)[None]  # [1, C]
+        last = first + chunk >= tokens.shape[1]
+        if all_logits or last:
+            outs.append(model(part, positions, cache, decode=False, policy=policy, all_logits=all_logits))
+        else:
+            model(part, positions, cache, decode=False, policy=policy)
+    policy.finish_prefill(cache)
+    return torch.cat(outs, dim=1) if all_logits else outs[-1]
 
 
 @torch.inference_mode()
-def decode_one(model: Transformer, token: torch.Tensor, cache: PagedKVCache, policy: str = "dense",
-               params: AttentionParams | None = None) -> torch.Tensor:
+def decode_one(model: Transformer, token: torch.Tensor, cache: PagedKVCache,
+               policy: AttentionPolicy | None = None) -> torch.Tensor:
     """One decode step for token [B, 1] at the cache's next positions; logits [B, V]."""
     positions = cache.positions[:, None].clone()  # [B, 1]
-    return model(token, positions, cache, decode=True, policy=policy, params=params)
+    return model(token, positions, cache, decode=True, policy=policy or DensePolicy())
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
@@ -166,23 +188,36 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+def decode_tokens(model: Transformer, first_token: int, n: int, cache: PagedKVCache,
+                  next_token: Callable[[torch.Tensor], torch.Tensor],
+                  policy: AttentionPolicy | None = None) -> Iterator[int]:
+    """Yield up to n tokens (batch 1): `first_token` (sampled from the prefill logits) first, then one
+    per decode step; each is fed back before the next is computed. Stop iterating to stop decoding;
+    after k tokens are taken the cache holds the keys/values of the first k - 1."""
+    token = torch.tensor([[first_token]], device=cache.block_table.device)
+    new = first_token
+    for step in range(n):
+        if step:
+            token.fill_(new)
+            new = int(next_token(decode_one(model, token, cache, policy))[0])
+        yield new
+
+
 def decode_n(model: Transformer, first_token: int, n: int, cache: PagedKVCache,
              next_token: Callable[[torch.Tensor], torch.Tensor],
              callback: Callable[[int], bool] = lambda token: True,
-             policy: str = "dense", params: AttentionParams | None = None) -> list[int]:
+             policy: AttentionPolicy | None = None) -> list[int]:
     """Decode up to n tokens after `first_token` (batch 1); stop early when callback(token) is False.
 
-    `first_token` (already sampled from the prefill logits) is fed, not returned.
+    `first_token` (already sampled from the prefill logits) is fed, not returned (gpt-fast's shape).
     """
-    token = torch.tensor([[first_token]], device=cache.block_table.device)
     produced: list[int] = []
-    for _ in range(n):
-        logits = decode_one(model, token, cache, policy, params)
-        new = int(next_token(logits)[0])
-        produced.append(new)
-        if not callback(new):
+    tokens = decode_tokens(model, first_token, n + 1, cache, next_token, policy)
+    next(tokens)  # first_token itself
+    for token in tokens:
+        produced.append(token)
+        if not callback(token):
             break
-        token.fill_(new)
     return produced
 
 
@@ -268,11 +303,12 @@ class LocalBackend:
     """
 
     local: LocalModel
-    policy: str = "dense"
-    params: AttentionParams = field(default_factory=AttentionParams)
+    policy: AttentionPolicy = field(default_factory=DensePolicy)
+    """Built from the config by kernels.policy_from_settings (models.make_backend)."""
     seed: int | None = None
     context_limit: int | None = None
-    """Use fewer tokens than the model's window (BackendSettings.context_window)."""
+    """Use fewer tokens than the model's window (BackendSettings.context_window); with a policy that keeps
+    distances in range (`AttentionPolicy.reads_past_window`: sink_window, block_topk), more."""
     prompt_cache_slots: int = 2
     """KV caches of recent generations kept to reuse a shared prompt prefix (dense policy only); 0: off."""
     last_stats: GenerationStats = field(default_factory=GenerationStats)
@@ -280,9 +316,17 @@ class LocalBackend:
     def __post_init__(self) -> None:
         self._kept: list[PromptCache] = []  # least recently used first
         self._lock = threading.Lock()
-        check_policy(self.policy)
+        if not isinstance(self.policy, AttentionPolicy):
+            raise TypeError(f"policy must be an AttentionPolicy (kernels.make_policy), got {self.policy!r}")
         self.name = self.local.name
-        self.context_window = min(self.context_limit or self.local.context_window, self.local.context_window)
+        trained = self.local.context_window
+        if self.policy.reads_past_window and self.context_limit:
+            self.context_window = self.context_limit
+            if self.context_window > self.local.model.rope_cos.shape[0]:
+                # Longer tables only add positions; the ones other backends use keep their values.
+                self.local.model.setup_rope(self.local.device, max_positions=self.context_window)
+        else:
+            self.context_window = min(self.context_limit or trained, trained)
         self.generator = torch.Generator(device=self.local.device)
         if self.seed is not None:
             self.generator.manual_seed(self.seed)
@@ -316,7 +360,7 @@ class LocalBackend:
     @property
     def reuses_prompts(self) -> bool:
         """Whether generations keep their KV cache for later prompts (slots > 0, dense attention)."""
-        return self.prompt_cache_slots > 0 and self.policy == "dense"
+        return self.prompt_cache_slots > 0 and self.policy.reuses_prefix
 
     def clear_prompt_cache(self) -> None:
         """Drop the kept KV caches (frees their memory; the next prompt is prefilled in full)."""
@@ -332,7 +376,7 @@ class LocalBackend:
         truncated in place (a concurrent generation no longer sees it); otherwise its prefix is
         copied and it stays kept, so one short shared header does not destroy a long history.
         """
-        args, local = self.local.args, self.local
+        local = self.local
         if self.reuses_prompts:
             with self._lock:
                 best, reused = None, 0
@@ -347,8 +391,7 @@ class LocalBackend:
                     return (cache if cache.capacity >= max_tokens else cache.copy_prefix(reused, max_tokens)), reused
                 if best is not None:
                     return best.cache.copy_prefix(reused, max_tokens), reused
-        return PagedKVCache(args.n_layers, args.n_kv_heads, args.head_dim, self.params.block_size,
-                            max_tokens, dtype=local.model.output.weight.dtype, device=local.device), 0
+        return new_cache(local.model, self.policy, max_tokens, local.device), 0
 
     def _keep_cache(self, cache: PagedKVCache, ids: list[int]) -> None:
         with self._lock:
@@ -366,18 +409,24 @@ class LocalBackend:
         start = time.perf_counter()
         cache, reused = self._take_cache(prompt, len(prompt) + max_new)
         stats.reused_tokens, stats.prefilled_tokens = reused, len(prompt) - reused
-        # `cached` lists the tokens whose keys/values are in the cache while `intact` holds; a
+        # The cache holds the prompt and every taken token but the last while `intact` holds; a
         # forward pass that raises part-way leaves the cache unusable, and it is then not kept.
-        cached, intact = list(prompt), False
+        taken: list[int] = []
+        intact = False
         try:
             tokens = torch.tensor([prompt[reused:]], device=local.device)
-            logits = prefill(local.model, tokens, cache, self.policy, self.params)
+            logits = prefill(local.model, tokens, cache, self.policy)
             intact = True
-            token = int(next_token(logits)[0])
             stats.prefill_s = time.perf_counter() - start
             start = time.perf_counter()
-            feed = torch.tensor([[token]], device=local.device)
-            for step in range(max_new):
+            stream = decode_tokens(local.model, int(next_token(logits)[0]), max_new, cache, next_token, self.policy)
+            while True:
+                intact = False
+                token = next(stream, None)
+                intact = True
+                if token is None:
+                    break
+                taken.append(token)
                 if token in local.stop_token_ids:
                     stats.finish_reason = "stop"
                     break
@@ -388,14 +437,6 @@ class LocalBackend:
                 if text.stopped:
                     stats.finish_reason = "stop"
                     break
-                if step == max_new - 1:
-                    break
-                feed.fill_(token)
-                intact = False
-                logits = decode_one(local.model, feed, cache, self.policy, self.params)
-                cached.append(token)
-                intact = True
-                token = int(next_token(logits)[0])
             tail = text.flush()
             if tail:
                 yield tail
@@ -403,7 +444,7 @@ class LocalBackend:
         finally:
             # Also when the consumer stops early (GeneratorExit at a yield: no forward pass is running).
             if intact and self.reuses_prompts:
-                self._keep_cache(cache, cached)
+                self._keep_cache(cache, list(prompt) + taken[:-1])
 
     def complete(self, messages: Sequence[Message], **opts) -> str:
         return "".join(self.stream(messages, **opts))

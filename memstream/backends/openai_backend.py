@@ -28,6 +28,9 @@ DEFAULT_CONTEXT_WINDOW = 8192
 
 
 class OpenAIBackend:
+    concurrent = True
+    """Many requests may be in flight at once (the SDK's client is thread-safe): the server does not serialise them."""
+
     def __init__(self, settings: BackendSettings):
         self.settings = settings
         self.name = settings.model

@@ -18,6 +18,8 @@ KEEP_CALLS = 256
 
 class ScriptedBackend:
     name = "scripted"
+    concurrent = False
+    """Like the local model, served one request at a time by default; set True to model a remote endpoint."""
 
     def __init__(
         self,

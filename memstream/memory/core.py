@@ -18,6 +18,7 @@ Invariants, kept here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import datetime
@@ -52,7 +53,10 @@ class Memory:
         """The indexes; None when opened without an embedder (forget and export only)."""
         self._cache_lock = cache_lock
         self._closed = False
-        self._write_lock = threading.Lock()  # a write and its index update are seen together by this process
+        # PostgreSQL hands out ids before commit, so two concurrent writes can commit out of id order and a catch-up
+        # in between would step over the lower id: this process writes one at a time there. SQLite commits in id
+        # order (one writer), so concurrent writes only share the catch-up (the retriever's own lock).
+        self._write_lock = contextlib.nullcontext() if store.is_sqlite else threading.Lock()
         self.indexer: Indexer | None = None
         if retriever is not None and background and retriever.embedder is not None:
             retriever.background = True

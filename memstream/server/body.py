@@ -1,11 +1,15 @@
-"""The request body size limit, enforced before anything parses a body.
+"""The request body size limit and read timeout, enforced before anything parses a body.
 
 `BodyLimitMiddleware` reads each request body up to `server.max_body_bytes` and replays it to
 the app, so every route (pydantic-validated or raw JSONL) gets the same 413 in OpenAI's error
-shape, whether the client declared Content-Length or streamed a chunked upload.
+shape, whether the client declared Content-Length or streamed a chunked upload. A body that stalls
+for `server.body_timeout_s` between pieces (a client that declared 1000 bytes and sent 10) is
+answered 408 and the connection closed.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,10 +21,16 @@ def too_large(limit: int, declared: int | None = None) -> APIError:
     return APIError(413, f"request body {size}; the limit is {limit} bytes (server.max_body_bytes)", code="request_too_large")
 
 
+def body_timeout(timeout_s: float) -> APIError:
+    return APIError(408, f"the request body stalled for {timeout_s:g}s (server.body_timeout_s): send the whole body",
+                    code="request_timeout", headers={"Connection": "close"})
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 30.0):
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -33,7 +43,11 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                await body_timeout(self.timeout_s).response()(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

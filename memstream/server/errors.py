@@ -18,13 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memstream.errors import MemstreamError, NotFoundError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+          404: "not_found_error", 408: "invalid_request_error", 409: "invalid_request_error",
+          413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+          429: "rate_limit_error"}
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
@@ -35,8 +38,8 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer", **self.headers} if self.status == 401 else self.headers
+        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
 
 
 class ErrorDetail(BaseModel):
@@ -58,9 +61,16 @@ _WHEN = {
     400: "Malformed request: invalid JSON, a missing or out-of-range field (the message names it)",
     401: "Missing or wrong API key ('Authorization: Bearer <key>')",
     404: "Unknown user, memory or route (another tenant's users are unknown too)",
+    408: "The request's headers or body did not arrive in time (server.header_timeout_s, server.body_timeout_s)",
+    409: "An Idempotency-Key still in progress, or reused with a different body",
     413: "Request body larger than server.max_body_bytes",
+    415: "A state-changing request without a JSON (or, for import, NDJSON) Content-Type on a keyless server",
+    429: "Too many requests for this API key: its queue share (server.max_queue_per_key) or its rate limit "
+         "(server.rate_limit_per_minute); wait Retry-After seconds",
     502: "The chat backend failed (for memory chat, the user's turn is kept)",
-    503: "Memory is not available (database unreachable)",
+    503: "Memory is not available (database unreachable), or the server's chat queue is full (server.max_queue): "
+         "retry after Retry-After seconds",
+    504: "The request ran past server.request_timeout_s (for memory chat, what was committed stays)",
 }
 
 
@@ -91,6 +101,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _memstream(request: Request, exc: MemstreamError) -> JSONResponse:
         return from_memstream(exc).response()
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a client mistake: still OpenAI's shape, so clients show it; Starlette logs the traceback.
+        return internal_error().response()
+
 
 def from_memstream(exc: MemstreamError) -> APIError:
     """The one mapping of memstream's errors to HTTP: the caller's mistakes are 4xx, outages 503."""
@@ -99,3 +114,7 @@ def from_memstream(exc: MemstreamError) -> APIError:
     if exc.user_fixable:
         return APIError(400, str(exc), code="invalid_value")
     return APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable")
+
+
+def internal_error() -> APIError:
+    return APIError(500, "internal server error (logged on the server)", type="server_error", code="internal_error")

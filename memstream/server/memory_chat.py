@@ -7,8 +7,10 @@ the conversation the header `X-Memstream-Conversation` (default: `default`).
 The server keeps each conversation itself: the last user message is the turn; earlier
 messages in the request are not stored again (the agent's flash memory holds the recent
 turns), and a client system message is not used (the agent writes its own, with the memories).
-The turn runs through `MemoryAgent.stream` on the generation worker: the user's turn is stored
-first, then the reply. The reply says which memories were used:
+The turn runs through `MemoryAgent.stream` on a chat worker (see queue.py: store and retrieval run
+concurrently with other chats; only a local model's generation waits in the fair model queue): the
+user's turn is stored first, then the reply. A client that disconnects, or the deadline
+(server.request_timeout_s), stops the turn at its next piece; what was said is kept. The reply says which memories were used:
 - the header `X-Memstream-Memories: <ids>` (comma-separated memory ids, best first), and
 - the extension field `memstream` (see `MemoryInfo`) in the JSON body, or in the final SSE
   chunk (the one with `finish_reason`). OpenAI clients ignore both.
@@ -16,9 +18,11 @@ first, then the reply. The reply says which memories were used:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+import weakref
 from typing import Any, AsyncIterator, Iterator
 
 from fastapi import Request
@@ -32,7 +36,8 @@ from memstream.memory.store import StoreError, check_id
 from memstream.server.errors import APIError
 from memstream.server.memory_routes import memory_service
 from memstream.server.memory_schemas import MemoryInfo, SearchHit
-from memstream.server.tenancy import Tenant
+from memstream.server.queue import DeadlineExceeded, RunCancelled, client_gone, deadline_error, watch_disconnect
+from memstream.server.tenancy import Tenant, rate_key
 
 MODEL_PREFIX = "memstream/"
 MEMORY_HEADER = "x-memstream-memory"
@@ -66,7 +71,13 @@ def memory_info(reply: Reply, user: str) -> dict[str, Any]:
     return jsonable_encoder(info)
 
 
-def agent_error(exc: Exception) -> APIError:
+def agent_error(exc: Exception, timeout_s: float) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, DeadlineExceeded):
+        return deadline_error(timeout_s)
+    if isinstance(exc, RunCancelled):
+        return client_gone()
     if isinstance(exc, AgentError):
         return APIError(502, str(exc), type="server_error", code="backend_error")
     if isinstance(exc, BackendError):
@@ -100,43 +111,60 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
     options = TurnOptions(max_tokens=opts["max_tokens"], on_retrieved=retrieved.append)
 
     def produce() -> Iterator[str | Reply]:
-        service.sync()  # turns written through other processes count for this answer
+        # No separate index catch-up here: storing the user's turn (the agent's first write, before it retrieves)
+        # catches the index up with everything committed so far, through any process.
         yield from service.agent.stream(text, internal, conversation, options=options)
 
-    items = request.app.state.generation.iterate(produce)
+    scheduler = request.app.state.scheduler
+    timeout_s = scheduler.settings.request_timeout_s
+    run = scheduler.admit(rate_key(request, tenant.name))
+    started = time.monotonic()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            scheduler.done(run, started)
+
+    watcher = asyncio.ensure_future(watch_disconnect(request, run)) if not req.stream else None
+    items = scheduler.iterate(run, produce)
     pieces: list[str] = []
     final: Reply | None = None
     # Run up to the first item before sending headers: bad input and a failing backend get a proper status,
     # and retrieval (which precedes generation) has reported the memories for the header.
     try:
         first = await anext(items, None)
-    except Exception as exc:  # re-raised by agent_error unless it is one of the failures it maps
-        raise agent_error(exc) from None
-    if isinstance(first, Reply):
-        final = first
-    elif first is not None:
-        pieces.append(first)
-    used = (final or (retrieved[0] if retrieved else None))
-    headers = {MEMORIES_HEADER: ",".join(str(h.turn.id) for h in used.memories) if used else ""}
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if isinstance(first, Reply):
+            final = first
+        elif first is not None:
+            pieces.append(first)
+        used = (final or (retrieved[0] if retrieved else None))
+        headers = {MEMORIES_HEADER: ",".join(str(h.turn.id) for h in used.memories) if used else ""}
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-    if not req.stream:
-        try:
+        if not req.stream:
             async for item in items:
                 if isinstance(item, Reply):
                     final = item
                 else:
                     pieces.append(item)
-        except Exception as exc:
-            raise agent_error(exc) from None
-        assert final is not None, "the agent ended without a Reply"
-        return JSONResponse({
-            "id": ident, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": final.text},
-                         "finish_reason": finish_reason(final, opts["max_tokens"])}],
-            "usage": usage(final),
-            "memstream": memory_info(final, user),
-        }, headers=headers)
+            if final is None:
+                raise client_gone()  # the watcher saw the client leave; what was said is kept
+            return JSONResponse({
+                "id": ident, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": final.text},
+                             "finish_reason": finish_reason(final, opts["max_tokens"])}],
+                "usage": usage(final),
+                "memstream": memory_info(final, user),
+            }, headers=headers)
+    except Exception as exc:  # re-raised by agent_error unless it is one of the failures it maps
+        release()
+        raise agent_error(exc, timeout_s) from None
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            release()
 
     def event(delta: dict, finish: str | None = None, **extra: Any) -> str:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -145,31 +173,36 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
 
     async def events() -> AsyncIterator[str]:
         nonlocal final
-        yield event({"role": "assistant", "content": ""})
-        for piece in pieces:
-            yield event({"content": piece})
         try:
-            async for item in items:
-                if isinstance(item, Reply):
-                    final = item
-                else:
-                    yield event({"content": item})
-        except Exception as exc:
-            # Headers are sent: report the failure in-band, as OpenAI-compatible servers do.
-            yield f"data: {json.dumps(agent_error(exc).body())}\n\n"
+            yield event({"role": "assistant", "content": ""})
+            for piece in pieces:
+                yield event({"content": piece})
+            try:
+                async for item in items:
+                    if isinstance(item, Reply):
+                        final = item
+                    else:
+                        yield event({"content": item})
+            except Exception as exc:
+                # Headers are sent: report the failure in-band, as OpenAI-compatible servers do.
+                yield f"data: {json.dumps(agent_error(exc, timeout_s).body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            finally:
+                await items.aclose()  # a client that went away stops the agent at its next piece (what was said is kept)
+            assert final is not None, "the agent ended without a Reply"
+            yield event({}, finish_reason(final, opts["max_tokens"]), memstream=memory_info(final, user))
+            if req.stream_options and req.stream_options.include_usage:
+                chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                         "choices": [], "usage": usage(final)}
+                yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
-            return
         finally:
-            await items.aclose()  # a client that went away stops the agent at its next piece (what was said is kept)
-        assert final is not None, "the agent ended without a Reply"
-        yield event({}, finish_reason(final, opts["max_tokens"]), memstream=memory_info(final, user))
-        if req.stream_options and req.stream_options.include_usage:
-            chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [], "usage": usage(final)}
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
+            release()
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
+    body = events()
+    weakref.finalize(body, release)  # a stream never started (client gone first) still frees its place
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
 
 
 def finish_reason(reply: Reply, max_tokens: int) -> str:

@@ -3,6 +3,10 @@
 Every route checks the bearer key first and works only inside the key's tenant (see
 tenancy.py): a user of another tenant is reported exactly like a user that does not exist.
 Blocking store and index work runs on worker threads, never on the event loop.
+
+User ids may contain "/" (`org/alice`): the user routes take the rest of the path as the id, so
+`/v1/users/org/alice/export` and `/v1/users/org%2Falice/export` both name `org/alice`.
+Add and import honour `Idempotency-Key` (idempotency.py).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import json
 from datetime import datetime
 from typing import Iterator
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from memstream.memory.model import NewTurn
 from memstream.errors import MemstreamError
@@ -21,7 +26,9 @@ from memstream.memory.store import MAX_ID_LENGTH, naive_utc
 from memstream.retrieval.errors import RetrievalError
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.server.errors import APIError, error_responses, from_memstream
+from memstream.server.idempotency import IdempotencyKeys, check_key, fingerprint
 from memstream.server.memory_schemas import (
+    MAX_INT64,
     MAX_PAGE,
     AddedMemories,
     AddMemories,
@@ -36,12 +43,15 @@ from memstream.server.memory_schemas import (
     TimeWindowOut,
 )
 from memstream.server.memory_service import MemoryService
-from memstream.server.tenancy import Tenant, tenant_for
+from memstream.server.records import check_records
+from memstream.server.tenancy import MAX_USER_CHARS, Tenant, tenant_for
 
 # Open-ended windows need finite bounds (the index compares Unix timestamps).
 EARLIEST = datetime(1900, 1, 1)
 LATEST = datetime(9000, 1, 1)
-UserQuery = Query(..., min_length=1, max_length=MAX_ID_LENGTH, description="The memory user.")
+UserQuery = Query(..., min_length=1, max_length=MAX_USER_CHARS, description="The memory user.")
+UserPath = Path(..., min_length=1, max_length=MAX_USER_CHARS, description="The memory user; may contain '/'.")
+IdempotencyHeader = Header(None, alias="Idempotency-Key", description="Retry-safe writes: the same key and body store once.")
 
 
 def memory_service(request: Request) -> MemoryService:
@@ -72,22 +82,46 @@ async def blocking(fn, *args, **kwargs):
         raise from_memstream(exc) from None
 
 
+async def idempotent(request: Request, tenant: Tenant, key: str | None, route: str, user: str, body: bytes, write):
+    """Run `write()` (-> (status, JSON body)) at most once per Idempotency-Key; without a key, just run it."""
+    if key is None:
+        status, payload = await write()
+        return JSONResponse(payload, status_code=status)
+    check_key(key)
+    keys: IdempotencyKeys = request.app.state.idempotency
+    owner, print_ = tenant.name or "", fingerprint(route, user, body)
+    first = await blocking(keys.claim, owner, key, print_)
+    if first is not None:
+        return JSONResponse(first[1], status_code=first[0], headers={"Idempotent-Replayed": "true"})
+    try:
+        status, payload = await write()
+    except BaseException:
+        await blocking(keys.release, owner, key)  # nothing was stored: a retry must run again
+        raise
+    await blocking(keys.finish, owner, key, status, payload)
+    return JSONResponse(payload, status_code=status)
+
+
 def memory_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["memory"])
 
-    @router.post("/memories", status_code=201, response_model=AddedMemories, responses=error_responses(400, 401, 413, 503),
-                 summary="Add turns to a user's memory")
-    async def add_memories(body: AddMemories, request: Request) -> AddedMemories:
+    @router.post("/memories", status_code=201, response_model=AddedMemories,
+                 responses=error_responses(400, 401, 409, 413, 415, 503), summary="Add turns to a user's memory")
+    async def add_memories(body: AddMemories, request: Request, idempotency_key: str | None = IdempotencyHeader):
         """Store turns (a conversation's history, or facts the bot learned) and index them. At most 1000 turns per call."""
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = tenant.internal(body.user)
         turns = [NewTurn(t.role, t.text, t.speaker, t.time, t.metadata) for t in body.turns]  # validated at the door
-        try:
-            stored = await blocking(service.agent.remember, internal, body.conversation, turns)
-        except ValueError as exc:
-            raise APIError(400, str(exc), code="invalid_value") from None
-        return AddedMemories(data=[Memory.of(t, body.user) for t in stored])
+
+        async def write():
+            try:
+                stored = await blocking(service.agent.remember, internal, body.conversation, turns)
+            except ValueError as exc:
+                raise APIError(400, str(exc), code="invalid_value") from None
+            return 201, jsonable_encoder(AddedMemories(data=[Memory.of(t, body.user) for t in stored]))
+
+        return await idempotent(request, tenant, idempotency_key, "add", internal, await request.body(), write)
 
     @router.get("/memories", response_model=MemoryPage, responses=error_responses(400, 401, 404, 503),
                 summary="List a user's memories, oldest first")
@@ -96,7 +130,7 @@ def memory_router() -> APIRouter:
         user: str = UserQuery,
         conversation: str | None = Query(None, min_length=1, max_length=MAX_ID_LENGTH),
         limit: int = Query(50, ge=1, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_INT64),
     ) -> MemoryPage:
         tenant = tenant_for(request)
         service = memory_service(request)
@@ -139,7 +173,7 @@ def memory_router() -> APIRouter:
 
     @router.delete("/memories/{memory_id}", response_model=Deleted, responses=error_responses(401, 404, 503),
                    summary="Delete one memory")
-    async def delete_memory(memory_id: int, request: Request, user: str = UserQuery) -> Deleted:
+    async def delete_memory(request: Request, memory_id: int = Path(..., ge=1, le=MAX_INT64), user: str = UserQuery) -> Deleted:
         """Every server process stops returning it by its next search (the delete leaves a tombstone)."""
         tenant = tenant_for(request)
         service = memory_service(request)
@@ -148,20 +182,20 @@ def memory_router() -> APIRouter:
             raise APIError(404, f"memory {memory_id} not found for user {user!r}", param="memory_id", code="memory_not_found")
         return Deleted(id=memory_id, deleted=True)
 
-    @router.delete("/users/{user}", response_model=Forgotten, responses=error_responses(401, 404, 503),
+    @router.delete("/users/{user:path}", response_model=Forgotten, responses=error_responses(401, 404, 503),
                    summary="Forget a user: delete all their memories")
-    async def forget_user(user: str, request: Request) -> Forgotten:
+    async def forget_user(request: Request, user: str = UserPath) -> Forgotten:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = await known_user(service, tenant, user)
         counts = await blocking(service.memory.forget_user, internal)
         return Forgotten(user=user, turns=counts["turns"], facts=counts["facts"], sessions=counts["sessions"])
 
-    @router.get("/users/{user}/export", responses={200: {"content": {"application/x-ndjson": {}},
+    @router.get("/users/{user:path}/export", responses={200: {"content": {"application/x-ndjson": {}},
                                                          "description": "One JSON record per line: sessions, turns, facts"},
                                                    **error_responses(401, 404, 503)},
                 summary="Export a user's memory as JSONL")
-    async def export_user(user: str, request: Request) -> StreamingResponse:
+    async def export_user(request: Request, user: str = UserPath) -> StreamingResponse:
         """Records carry no user name, so an export imports into any user (`POST /v1/users/{user}/import`)."""
         tenant = tenant_for(request)
         service = memory_service(request)
@@ -174,21 +208,26 @@ def memory_router() -> APIRouter:
         return StreamingResponse(lines(), media_type="application/x-ndjson",
                                  headers={"Content-Disposition": 'attachment; filename="memstream-export.jsonl"'})
 
-    @router.post("/users/{user}/import", response_model=Imported, status_code=201,
-                 responses=error_responses(400, 401, 413, 503), summary="Import JSONL records into a user",
+    @router.post("/users/{user:path}/import", response_model=Imported, status_code=201,
+                 responses=error_responses(400, 401, 409, 413, 415, 503), summary="Import JSONL records into a user",
                  openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
                      "schema": {"type": "string", "description": "Lines as written by the export route"}}}}})
-    async def import_user(user: str, request: Request) -> Imported:
+    async def import_user(request: Request, user: str = UserPath, idempotency_key: str | None = IdempotencyHeader):
         """All records are stored in one transaction: a bad line stores nothing. The body limit applies."""
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = tenant.internal(user)
-        records = parse_jsonl(await request.body())
-        try:
-            counts = await blocking(service.memory.import_records, internal, records)
-        except ValueError as exc:
-            raise APIError(400, str(exc), code="invalid_record") from None
-        return Imported(user=user, **counts)
+        raw = await request.body()
+        records = parse_jsonl(raw)
+
+        async def write():
+            try:
+                counts = await blocking(service.memory.import_records, internal, records)
+            except ValueError as exc:
+                raise APIError(400, str(exc), code="invalid_record") from None
+            return 201, jsonable_encoder(Imported(user=user, **counts))
+
+        return await idempotent(request, tenant, idempotency_key, "import", internal, raw, write)
 
     return router
 
@@ -206,9 +245,15 @@ def parse_jsonl(raw: bytes) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise APIError(400, f"line {number} is not valid JSON: {exc}", code="invalid_jsonl") from None
+        except RecursionError:
+            raise APIError(400, f"line {number} is nested too deeply", code="invalid_jsonl") from None
         if not isinstance(record, dict):
             raise APIError(400, f"line {number}: expected a JSON object", code="invalid_jsonl")
         records.append(record)
     if not records:
         raise APIError(400, "import body has no records: send the lines of an export", code="invalid_jsonl")
+    try:
+        check_records(records)
+    except ValueError as exc:
+        raise APIError(400, str(exc), code="invalid_record") from None
     return records

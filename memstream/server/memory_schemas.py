@@ -5,19 +5,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memstream.memory.model import Turn
 from memstream.memory.store import MAX_ID_LENGTH
+from memstream.memory.validate import MAX_TIME, MIN_TIME
 from memstream.retrieval.results import Hit
 from memstream.retrieval.retriever import MAX_QUERY_CHARS
+from memstream.server.tenancy import MAX_USER_CHARS
 
 MAX_TURNS_PER_ADD = 1000
 MAX_PAGE = 500
 MAX_SEARCH_K = 100
 MAX_TEXT_CHARS = 100_000
+MAX_INT64 = 2**63 - 1
+"""Offsets and memory ids: what the database can compare (a larger number is a 400, not an overflow)."""
+EARLIEST, LATEST = MIN_TIME, MAX_TIME
+"""Times a request may name: the store's range (the index compares them as Unix timestamps)."""
 
-UserName = Field(min_length=1, max_length=MAX_ID_LENGTH, description="The memory user, as the client names it.")
+
+def in_range(value: datetime | None) -> datetime | None:
+    """`value` as naive UTC, or ValueError when it lies outside EARLIEST..LATEST."""
+    if value is None:
+        return None
+    try:
+        naive = value if value.tzinfo is None else (value - value.utcoffset()).replace(tzinfo=None)
+    except OverflowError:
+        naive = None
+    if naive is None or not EARLIEST <= naive <= LATEST:
+        raise ValueError(f"{value.isoformat()} is outside {EARLIEST.date()}..{LATEST.date()}")
+    return value
+
+UserName = Field(min_length=1, max_length=MAX_USER_CHARS, description="The memory user, as the client names it.")
 
 
 class _Strict(BaseModel):
@@ -85,6 +104,8 @@ class SearchRequest(_Strict):
     """When the question is asked: relative dates in the query ("last May") resolve against it. Default: now."""
     conversation: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH)
     mode: Literal["memstream", "hybrid", "bm25", "dense"] = "memstream"
+
+    _times_in_range = field_validator("since", "until", "at")(in_range)
 
 
 class SearchHit(BaseModel):

@@ -22,6 +22,7 @@ from memstream.config import Settings
 from memstream.errors import MemstreamError
 from memstream.memory.core import open_memory
 from memstream.retrieval.embedder import EmbedderCache
+from memstream.server.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,17 @@ class MemoryService:
         self.last_sync: float | None = None
         self.last_error: str | None = None
         self.synced_through: dict[str, int] = {}
+        self._sync_flight = SingleFlight(self._sync_now)
         self.sync()
 
     def sync(self) -> int:
-        """Catch the index up with the database; returns how many rows were newly indexed."""
+        """Catch the index up with the database (everything committed before the call); returns rows newly indexed.
+
+        Concurrent callers share runs (see SingleFlight): under load, one catch-up serves every request
+        that arrived before it started, instead of each request reading the database again."""
+        return self._sync_flight()
+
+    def _sync_now(self) -> int:
         try:
             through = self.store.max_ids()  # read first: everything up to here is indexed once sync returns
             indexed = self.memory.refresh()

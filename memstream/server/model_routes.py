@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -19,7 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memstream.backends.base import BackendError, ContextOverflowError, Message
 from memstream.server.auth import check_api_key
+from memstream.server.tenancy import MAX_USER_CHARS, rate_key
 from memstream.server.errors import APIError, error_responses
+from memstream.server.queue import (
+    ChatScheduler,
+    DeadlineExceeded,
+    Run,
+    RunCancelled,
+    client_gone,
+    deadline_error,
+    watch_disconnect,
+)
 
 
 class ContentPart(BaseModel):
@@ -58,7 +69,7 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=200)
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
     """OpenAI's end-user id; with memory switched on, the memory user."""
 
 
@@ -90,12 +101,12 @@ def _finish_reason(completion_tokens: int, max_tokens: int) -> str:
 
 
 def model_router() -> APIRouter:
-    """Routes reading app.state: settings, generation (GenerationQueue), model_names, memory (MemoryService or None)."""
+    """Routes reading app.state: settings, scheduler (ChatScheduler), model_names, memory (MemoryService or None)."""
     router = APIRouter()
 
     @router.get("/health", tags=["service"], summary="Liveness: the process answers")
     async def health(request: Request) -> dict:
-        return {"status": "ok", "model": request.app.state.generation.backend.name}
+        return {"status": "ok", "model": request.app.state.scheduler.backend.name}
 
     @router.get("/ready", tags=["service"], summary="Readiness: database reachable and index synced",
                 responses={503: {"description": "Not ready: the database is unreachable or the last index sync failed"}})
@@ -115,7 +126,7 @@ def model_router() -> APIRouter:
             for name in listed_models(request.app.state)
         ]}
 
-    @router.post("/v1/chat/completions", tags=["model"], responses=error_responses(400, 401, 404, 413, 502, 503),
+    @router.post("/v1/chat/completions", tags=["model"], responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504),
                  summary="Chat completion (OpenAI-compatible), plain or with memory")
     async def chat_completions(
         req: ChatRequest,
@@ -138,18 +149,43 @@ def model_router() -> APIRouter:
             raise APIError(404, f"model {req.model!r} is not served here; available: {', '.join(listed_models(state))}",
                            param="model", code="model_not_found")
         opts = generation_options(req, server.max_tokens_limit)
-        model = req.model or state.generation.backend.name
+        model = req.model or state.scheduler.backend.name
         if memory:
             return await memory_completion(request, req, tenant, model, opts)
         messages = [m.as_message() for m in req.messages]
+        scheduler = state.scheduler
+        run = scheduler.admit(rate_key(request, tenant.name))
         if req.stream:
-            return await _stream_response(state.generation, messages, opts, model, req)
+            return await _stream_response(scheduler, run, messages, opts, model, req)
+        started = time.monotonic()
+        watcher = asyncio.ensure_future(watch_disconnect(request, run))
+        backend = scheduler.backend
+
+        def produce():
+            # Piece by piece, so a client that goes away stops the generation at its next piece.
+            parts = []
+            for piece in backend.stream(messages, **opts):
+                parts.append(piece)
+                yield None
+            text = "".join(parts)
+            yield text, backend.count_tokens(messages), backend.count_tokens(text) if text else 0
+
         try:
-            text = await state.generation.complete(messages, **opts)
-            prompt_tokens = await state.generation.run(state.generation.backend.count_tokens, messages)
-            completion_tokens = await state.generation.run(state.generation.backend.count_tokens, text) if text else 0
+            counted = None
+            async for item in scheduler.iterate(run, produce):
+                counted = item or counted
+            if counted is None:
+                raise client_gone()
+            text, prompt_tokens, completion_tokens = counted
+        except RunCancelled:
+            raise client_gone() from None
+        except DeadlineExceeded:
+            raise deadline_error(server.request_timeout_s) from None
         except (ValueError, BackendError) as exc:
             raise backend_error(exc) from None
+        finally:
+            watcher.cancel()
+            scheduler.done(run, started)
         return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -172,13 +208,34 @@ def listed_models(state) -> list[str]:
     return names
 
 
-async def _stream_response(generation, messages: list[Message], opts: dict, model: str, req: ChatRequest):
-    pieces = generation.stream(messages, **opts)
+async def _stream_response(scheduler: ChatScheduler, run: Run, messages: list[Message], opts: dict, model: str,
+                           req: ChatRequest):
+    backend = scheduler.backend
+    started = time.monotonic()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            scheduler.done(run, started)
+
+    pieces = scheduler.iterate(run, lambda: backend.stream(messages, **opts))
     # Pull the first piece before sending headers, so bad input still gets a proper 4xx status.
     try:
         first = await anext(pieces, None)
+    except DeadlineExceeded:
+        release()
+        raise deadline_error(scheduler.settings.request_timeout_s) from None
     except (ValueError, BackendError) as exc:
+        release()
         raise backend_error(exc) from None
+    except RunCancelled:
+        release()
+        raise client_gone() from None
+    except BaseException:
+        release()
+        raise
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def event(delta: dict, finish: str | None = None, **extra: Any) -> str:
@@ -188,29 +245,41 @@ async def _stream_response(generation, messages: list[Message], opts: dict, mode
 
     async def events() -> AsyncIterator[str]:
         parts: list[str] = []
-        yield event({"role": "assistant", "content": ""})
         try:
-            if first is not None:
-                parts.append(first)
-                yield event({"content": first})
-                async for piece in pieces:
-                    parts.append(piece)
-                    yield event({"content": piece})
-        except (ValueError, BackendError) as exc:
-            # Headers are sent: report the failure in-band, as OpenAI-compatible servers do.
-            yield f"data: {json.dumps(backend_error(exc).body())}\n\n"
+            yield event({"role": "assistant", "content": ""})
+            try:
+                if first is not None:
+                    parts.append(first)
+                    yield event({"content": first})
+                    async for piece in pieces:
+                        parts.append(piece)
+                        yield event({"content": piece})
+            except DeadlineExceeded:
+                yield f"data: {json.dumps(deadline_error(scheduler.settings.request_timeout_s).body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            except (ValueError, BackendError) as exc:
+                # Headers are sent: report the failure in-band, as OpenAI-compatible servers do.
+                yield f"data: {json.dumps(backend_error(exc).body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            finally:
+                await pieces.aclose()  # a client that went away stops the generation at its next piece
+            text = "".join(parts)
+            # Token counts are cheap and thread-safe: counted here, not queued behind another generation.
+            completion_tokens = backend.count_tokens(text) if text else 0
+            yield event({}, _finish_reason(completion_tokens, opts["max_tokens"]))
+            if req.stream_options and req.stream_options.include_usage:
+                prompt_tokens = backend.count_tokens(messages)
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens}
+                chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                         "choices": [], "usage": usage}
+                yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
-            return
-        text = "".join(parts)
-        completion_tokens = await generation.run(generation.backend.count_tokens, text) if text else 0
-        yield event({}, _finish_reason(completion_tokens, opts["max_tokens"]))
-        if req.stream_options and req.stream_options.include_usage:
-            prompt_tokens = await generation.run(generation.backend.count_tokens, messages)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt_tokens + completion_tokens}
-            chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [], "usage": usage}
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
+        finally:
+            release()
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    body = events()
+    weakref.finalize(body, release)  # a stream never started (client gone first) still frees its place
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -72,12 +72,13 @@ COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C", "copy the
 
 
 def build_agent(settings: Settings) -> MemoryAgent:
-    """The memory first, so a broken database URL fails in milliseconds, before the chat model loads."""
+    """The memory first, so a broken database URL fails in milliseconds, before the chat model loads; then the
+    model loads in a background thread: the agent is ready as soon as the memory is, its first answer waits."""
     from memstream.backends.models import make_backend
 
     memory = open_memory(settings)
     try:
-        backend = make_backend(settings.backend, settings.attention)
+        backend = make_backend(settings.backend, settings.attention, background=True)
     except BaseException:
         memory.close()
         raise
@@ -146,6 +147,8 @@ class MemstreamApp(App[None]):
         self._loaded: list[MemoryAgent] = []
         self._idle = threading.Event()
         self._idle.set()
+        self._queued: str | None = None
+        """A message sent while the agent was loading; on_agent_ready answers it."""
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class MemstreamApp(App[None]):
             with Vertical(id="centre"):
                 yield Static("", id="chat-title", classes="pane-title", markup=False)
                 yield ChatView(id="chat")
-                yield Composer(id="composer", disabled=True)
+                yield Composer(id="composer")
             yield MemoryInspector(id="inspector")
         yield StatusBar(id="status")
         yield Footer()
@@ -195,7 +198,10 @@ class MemstreamApp(App[None]):
         self.status.backend = describe_backend(self.settings.backend)
         self.status.attention = self.settings.attention.policy
         self.status.state = "loading model…"
-        await self.chat.mount(Static("Loading the memory store, the embedder and the chat model…", id="loading-text"), LoadingIndicator(id="loading"))
+        await self.chat.mount(Static("Loading the memory store, the embedder and the chat model… type away: "
+                                     "your first message is answered once they have loaded.", id="loading-text"),
+                              LoadingIndicator(id="loading"))
+        self.composer.focus()  # usable at once; a message sent while loading waits for the agent (see _queued)
         self.load_agent()
 
     # -- startup ----------------------------------------------------------------------------
@@ -227,6 +233,9 @@ class MemstreamApp(App[None]):
         composer.disabled = False
         composer.focus()
         await self.open_conversation(self.conversation)
+        if self._queued is not None:
+            text, self._queued = self._queued, None
+            await self._start_answer(text)
 
     def _backend_label(self) -> str:
         if self.backend_name == "default":
@@ -290,12 +299,20 @@ class MemstreamApp(App[None]):
             message.composer.clear()  # an empty message is ignored
             return
         if self.agent is None:
-            self.notify("The model is still loading.", severity="warning")
+            if self._queued is not None:
+                self.notify("Still loading: your first message is answered first.", severity="warning")
+                return
+            message.composer.clear()
+            self._queued = text  # answered by on_agent_ready
+            await self.chat.add_user(text)
             return
         if self.generating:
             self.notify("Still answering: Esc stops the answer.", severity="warning")
             return
         message.composer.clear()
+        await self._start_answer(text)
+
+    async def _start_answer(self, text: str) -> None:
         await self.chat.add_user(text)
         self._current_reply = await self.chat.add_assistant(state="thinking…")
         await self.inspector.pending()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from memstream.agent import prompts
 from memstream.agent.controller import MemoryAgent
 from memstream.backends.scripted import ScriptedBackend
@@ -22,7 +24,8 @@ def memory_block(messages) -> str:
 
 
 def test_same_conversation_answers_from_the_recent_turn(tmp_path):
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    # The model writes (no span reading), so the test sees the evidence it was offered.
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False, "agent.chat_extract_kinds": []})
     backend = ScriptedBackend(replies=["Nice, Lisbon is lovely.", "You live in Lisbon."])
     with open_memory(settings, HashingEmbedder()) as memory:
         agent = MemoryAgent(memory, backend, settings)
@@ -36,10 +39,33 @@ def test_same_conversation_answers_from_the_recent_turn(tmp_path):
 
 
 def test_another_conversation_still_finds_it_in_the_archive(tmp_path):
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False, "agent.chat_extract_kinds": []})
     backend = ScriptedBackend(replies=["Noted.", "Lisbon."])
     with open_memory(settings, HashingEmbedder()) as memory:
         agent = MemoryAgent(memory, backend, settings)
         agent.chat(MOVED, user="alice", conversation="monday", at=datetime(2024, 6, 1, 10, 0))
         reply = agent.chat(WHERE, user="alice", conversation="friday", at=datetime(2024, 6, 7, 9, 0))
         assert not reply.abstained and MOVED in memory_block(backend.calls[-1])
+
+
+def test_the_place_is_read_from_the_users_own_words(tmp_path):
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    backend = ScriptedBackend(replies=["Nice, Lisbon is lovely.", "Somewhere sunny."])
+    with open_memory(settings, HashingEmbedder()) as memory:
+        agent = MemoryAgent(memory, backend, settings)
+        agent.chat(MOVED, user="alice", at=datetime(2024, 6, 1, 10, 0))
+        reply = agent.chat(WHERE, user="alice", at=datetime(2024, 6, 1, 10, 1))
+        assert reply.text == "Lisbon." and len(backend.calls) == 1  # the second answer made no model call
+        both = agent.chat("Where do I live now, and when did I move?", user="alice", at=datetime(2024, 6, 1, 10, 2))
+        assert both.text == "Somewhere sunny."  # a compound question is the model's to answer
+
+
+@pytest.mark.slow
+def test_readme_example_with_the_local_model(tmp_path):
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False})
+    with MemoryAgent.from_settings(settings) as agent:
+        agent.chat(MOVED, user="alice", at=datetime(2024, 6, 1, 10, 0))
+        reply = agent.chat(WHERE, user="alice", at=datetime(2024, 6, 1, 10, 1))
+        assert not reply.abstained
+        assert [m.turn.text for m in reply.memories] == [MOVED]
+        assert "lisbon" in reply.text.lower(), reply.text

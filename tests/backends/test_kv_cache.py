@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memstream.backends.attention import attend_decode, dense_sdpa
+from memstream.backends.kernels import make_policy
+from memstream.backends.kernels.dense import dense_sdpa
 from memstream.backends.kernels import AttentionParams, dense_reference
 from memstream.backends.kv_cache import PagedKVCache
 
@@ -51,7 +52,7 @@ def test_dense_sdpa_matches_the_kernels_reference():
     q = torch.randn(1, 3 * H_KV, DH)  # GQA group of 3
     expected = dense_reference(q, cache.k(0), cache.v(0), cache.block_table, cache.seq_lens)
     assert torch.allclose(dense_sdpa(q, cache, 0), expected, atol=1e-5)
-    assert torch.allclose(attend_decode("dense", q, cache, 0, AttentionParams(block_size=4)), expected, atol=1e-5)
+    assert torch.allclose(make_policy("dense", AttentionParams(block_size=4)).attend_decode(q, cache, 0, None), expected, atol=1e-5)
 
 
 def test_truncate_and_copy_prefix_keep_the_first_tokens():
@@ -82,3 +83,19 @@ def test_an_evicted_cache_has_no_reusable_prefix():
     for keep in (cache.truncate, lambda n: cache.copy_prefix(n, 8)):
         with pytest.raises(ValueError, match="evicted"):
             keep(2)
+
+
+def test_a_pooled_cache_recycles_released_blocks_and_names_a_full_pool():
+    cache = PagedKVCache(1, 1, 4, 4, max_tokens=40, pool_tokens=8)  # 10 logical blocks, 2 physical
+    assert cache.pooled and cache.k_cache.shape[1] == 2
+    for _ in range(2):
+        cache.begin_write(4)
+        cache.write(0, torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4))
+        cache.end_write()
+    assert sorted(cache.block_table[0, :2].tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="pool of 2 blocks is full"):
+        cache.begin_write(1)
+    cache.release(0, [0])
+    cache.begin_write(1)  # logical block 2 takes block 0's physical slot
+    cache.end_write()
+    assert int(cache.block_table[0, 2]) == int(cache.block_table[0, 0]) and cache.lengths == [9]

@@ -74,7 +74,7 @@ def test_unsupported_rope_and_architecture_are_named():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_prefill_and_decode_match_transformers():
-    """On CUDA, decode attention runs the kernels package's Triton path through attend_decode."""
+    """On CUDA, decode attention runs the kernels package's Triton path through the dense policy."""
     hf, ours = tiny_pair(ROPES["llama3"], tie=True)
     hf, ours = hf.cuda(), ours.cuda()
     ours.setup_rope("cuda")
@@ -92,9 +92,9 @@ def test_cuda_prefill_and_decode_match_transformers():
 @pytest.mark.parametrize("past, chunk", [(5, 2048), (16, 2048), (37, 7)])
 def test_prefill_after_a_cached_prefix_matches_a_full_prefill(past, chunk, monkeypatch):
     """A prompt continued after cached tokens (the prompt cache) sees exactly what a whole prefill does."""
-    from memstream.backends import llama
+    from memstream.backends.kernels import dense
 
-    monkeypatch.setattr(llama, "PREFIX_QUERY_CHUNK", chunk)  # 7: the new tokens attend in several chunks
+    monkeypatch.setattr(dense, "PREFIX_QUERY_CHUNK", chunk)  # 7: the new tokens attend in several chunks
     hf, ours = tiny_pair(ROPES["llama3"], tie=True)
     tokens = torch.randint(0, 128, (1, 61))
     with torch.inference_mode():
@@ -108,9 +108,48 @@ def test_prefill_after_a_cached_prefix_matches_a_full_prefill(past, chunk, monke
     assert (decode_one(ours, tokens[:, 60:], cache)[0] - expected[60]).abs().max().item() < 1e-4
 
 
-def test_prefill_after_cached_tokens_needs_the_dense_policy():
+@pytest.mark.parametrize("chunk", [7, 16, 50])
+def test_chunked_prefill_matches_transformers(chunk):
+    """The prompt prefilled in chunks (7: not a multiple of the block size) gives every position's logits."""
+    hf, ours = tiny_pair(ROPES["default"])
+    tokens = torch.randint(0, 128, (1, 50))
+    with torch.inference_mode():
+        expected = hf(tokens).logits[0]
+    cache = new_cache(ours, block_size=16)
+    got = prefill(ours, tokens, cache, all_logits=True, chunk=chunk)[0]
+    assert (got - expected).abs().max().item() < 1e-4
+    assert cache.lengths == [50]
+
+
+def test_positions_past_the_rope_tables_name_the_fix():
+    _, ours = tiny_pair(ROPES["default"])  # 512 positions
+    cache = new_cache(ours, tokens=600)
+    with pytest.raises(ValueError, match="setup_rope"):
+        prefill(ours, torch.randint(0, 128, (1, 520)), cache)
+
+
+def test_decode_n_feeds_each_token_and_stops_when_the_callback_says_so():
+    from memstream.backends.local import decode_n, decode_tokens
+
     _, ours = tiny_pair(ROPES["default"])
+    tokens = torch.randint(0, 128, (1, 12))
+    greedy = lambda logits: logits.argmax(dim=-1)  # noqa: E731
     cache = new_cache(ours)
-    prefill(ours, torch.randint(0, 128, (1, 8)), cache)
-    with pytest.raises(ValueError, match="dense"):
-        prefill(ours, torch.randint(0, 128, (1, 4)), cache, policy="snapkv")
+    first = int(prefill(ours, tokens, cache).argmax())
+    full = decode_n(ours, first, 6, cache, greedy)
+    assert len(full) == 6 and cache.lengths == [12 + 6]  # first token and five more were fed
+    # The same loop by hand: feed, take the argmax, repeat.
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    token, by_hand = first, []
+    for _ in range(6):
+        token = int(decode_one(ours, torch.tensor([[token]]), cache).argmax())
+        by_hand.append(token)
+    assert full == by_hand
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    seen = []
+    assert decode_n(ours, first, 6, cache, greedy, callback=lambda t: seen.append(t) or len(seen) < 3) == full[:3]
+    cache = new_cache(ours)
+    prefill(ours, tokens, cache)
+    assert list(decode_tokens(ours, first, 4, cache, greedy)) == [first] + full[:3]

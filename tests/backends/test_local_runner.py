@@ -34,7 +34,7 @@ def prompt_64(local_backend):
 
 def fresh_cache(backend: LocalBackend, tokens: int = 128) -> PagedKVCache:
     a = backend.local.args
-    return PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, backend.params.block_size, tokens)
+    return PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, backend.policy.params.block_size, tokens)
 
 
 def test_logits_match_transformers(local_backend, hf_model, prompt_64, record_property):
@@ -113,3 +113,25 @@ def test_bad_messages_are_rejected(local_backend, messages, error):
 def test_count_tokens(local_backend):
     assert local_backend.count_tokens("hello world") == 2
     assert local_backend.count_tokens(QUESTION) > local_backend.count_tokens(QUESTION[0]["content"])
+
+
+def test_policies_that_keep_distances_in_range_read_past_the_trained_window(local_backend):
+    from memstream.backends.kernels import make_policy
+
+    trained = local_backend.local.context_window
+    long = LocalBackend(local_backend.local, policy=make_policy("block_topk"), context_limit=2 * trained)
+    assert long.context_window == 2 * trained
+    assert local_backend.local.model.rope_cos.shape[0] >= 2 * trained  # RoPE tables cover the new positions
+    assert LocalBackend(local_backend.local, context_limit=2 * trained).context_window == trained  # dense stays capped
+    with pytest.raises(TypeError, match="make_policy"):
+        LocalBackend(local_backend.local, policy="block_topk")
+
+
+def test_backend_generation_runs_the_decode_n_loop(local_backend, prompt_64):
+    # The benchmarks time decode_n; the backend's stream must produce the same greedy tokens.
+    reply = local_backend.complete(QUESTION, max_tokens=6)
+    ids = torch.tensor([local_backend.encode(QUESTION)])
+    cache = fresh_cache(local_backend, ids.shape[1] + 8)
+    first = int(prefill(local_backend.local.model, ids, cache).argmax())
+    tokens = [first] + decode_n(local_backend.local.model, first, 5, cache, lambda logits: logits.argmax(dim=-1))
+    assert reply == local_backend.local.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -111,11 +111,12 @@ def test_concurrent_generations_match_sequential_ones(pair):
 
 
 def test_evicting_policies_and_the_setting_prefill_in_full(local_backend):
+    from memstream.backends.kernels import make_policy
     from memstream.backends.models import make_backend
     from memstream.config import BackendSettings
 
     short = [{"role": "user", "content": "Name three colours of the rainbow."}]
-    for backend in (LocalBackend(local_backend.local, policy="snapkv"), make_backend(BackendSettings(kind="local", prompt_cache_slots=0))):
+    for backend in (LocalBackend(local_backend.local, policy=make_policy("snapkv")), make_backend(BackendSettings(kind="local", prompt_cache_slots=0))):
         assert not backend.reuses_prompts
         backend.complete(short, max_tokens=2)
         backend.complete(short, max_tokens=2)

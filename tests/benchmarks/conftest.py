@@ -33,14 +33,6 @@ def longmemeval_sample() -> Path:
     return LONGMEMEVAL_SAMPLE
 
 
-@pytest.fixture(scope="session")
-def embedders():
-    """MiniLM loads once for the whole session (the real model, from its PyPI package)."""
-    from memstream.retrieval.embedder import EmbedderCache
-
-    return EmbedderCache()
-
-
 def answer_from_memory(messages) -> str:
     """Deterministic stand-in for a model: quote the first memory record, or abstain when there is none."""
     system = messages[0]["content"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from memstream.backends.kernels import POLICIES, AttentionParams
-from memstream.backends.kernels.cache_hooks import REPS
+from memstream.backends.kernels import POLICIES, AttentionParams, make_policy
+from memstream.backends.kernels.block_topk_policy import REPS
 from memstream.backends.kv_cache import PagedKVCache
 from memstream.backends.llama import ModelArgs, Transformer
 from memstream.backends.local import decode_one, prefill
@@ -35,9 +35,10 @@ def generate_logits(model: Transformer, policy: str, params: AttentionParams, st
     a = model.args
     cache = PagedKVCache(a.n_layers, a.n_kv_heads, a.head_dim, BLOCK, PROMPT + steps + 1, device=device)
     tokens = torch.randint(0, 128, (1, PROMPT + steps), generator=torch.Generator().manual_seed(3)).to(device)
-    out = [prefill(model, tokens[:, :PROMPT], cache, policy, params)]
+    policy = make_policy(policy, params)
+    out = [prefill(model, tokens[:, :PROMPT], cache, policy)]
     for t in range(PROMPT, PROMPT + steps):  # teacher-forced, so every policy sees the same tokens
-        out.append(decode_one(model, tokens[:, t : t + 1], cache, policy, params))
+        out.append(decode_one(model, tokens[:, t : t + 1], cache, policy))
     return torch.cat(out), cache
 
 

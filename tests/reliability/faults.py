@@ -2,8 +2,9 @@
 (records turns written vs turns found). Each scenario injects one fault against real components
 and returns a plain dict of what it saw; the caller decides what must hold.
 
-"Written" always means acknowledged: the process printed the count only after `ingest_sessions`,
-`add_turns` or `MemoryAgent.chat` returned (the durability point).
+"Written" always means acknowledged: the process printed the count only after `Memory.ingest`,
+`Memory.add` or `MemoryAgent.chat` returned (the durability point). Every scenario opens memory the
+way the front ends do, with `open_memory` (rows only, `index=False`, where no index is involved).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from memstream.config import load_settings
+from memstream.memory import Memory, open_memory
 from memstream.memory.model import NewSession, NewTurn
 from memstream.memory.store import MemoryStore, StoreError
 
@@ -69,43 +72,46 @@ def _kill(process: subprocess.Popen, acknowledged: int) -> int:
     return max([acknowledged, *printed])
 
 
-def integrity_ok(store: MemoryStore) -> bool:
-    with store.engine.connect() as conn:
+def integrity_ok(memory: Memory) -> bool:
+    with memory.store.engine.connect() as conn:
         return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def rows_of(url: str) -> Memory:
+    """The database at `url`, opened for its rows only (no model, no index)."""
+    return open_memory(load_settings(db_url=url), index=False)
 
 
 # -- SIGKILL during ingest ---------------------------------------------------------------------
 
 INGESTER = """
 import sys
+from memstream.config import load_settings
+from memstream.memory import open_memory
 from tests.reliability.faults import topic_sessions
-from memstream.memory.store import MemoryStore
-store = MemoryStore(sys.argv[1])
+memory = open_memory(load_settings(db_url=sys.argv[1]), index=False)
 for s in range(100000):
-    store.ingest_sessions("alice", topic_sessions(s, 1, per_session=int(sys.argv[2])))
+    memory.ingest("alice", topic_sessions(s, 1, per_session=int(sys.argv[2])))
     print(s + 1, flush=True)
 """
 
 
 def kill_during_ingest(url: str, per_session: int = 30, after: int = 25) -> dict[str, Any]:
-    MemoryStore(url).close()
+    rows_of(url).close()  # the schema exists before the child starts
     process = _python(INGESTER, url, str(per_session))
     acknowledged = _read_progress(process, after, 120)
     time.sleep(random.uniform(0, 0.02))  # land the kill anywhere in the next transaction
     acknowledged = _kill(process, acknowledged)
-    store = MemoryStore(url)
-    sessions = store.sessions("alice")
-    whole = all(len(store.list_turns("alice", session_id=s.id)) == per_session for s in sessions)
-    found = store.count_turns("alice")
-    result = {
-        "scenario": "SIGKILL during ingest",
-        "turns_written": acknowledged * per_session,
-        "turns_found": found,
-        "whole_sessions": whole,
-        "integrity_ok": integrity_ok(store),
-    }
-    store.close()
-    return result
+    with rows_of(url) as memory:
+        sessions = memory.sessions("alice")
+        whole = all(len(memory.list_turns("alice", session_id=s.id)) == per_session for s in sessions)
+        return {
+            "scenario": "SIGKILL during ingest",
+            "turns_written": acknowledged * per_session,
+            "turns_found": memory.count_turns("alice"),
+            "whole_sessions": whole,
+            "integrity_ok": integrity_ok(memory),
+        }
 
 
 # -- SIGKILL during an index rebuild -------------------------------------------------------------
@@ -113,53 +119,48 @@ def kill_during_ingest(url: str, per_session: int = 30, after: int = 25) -> dict
 INDEXER = """
 import sys
 from memstream.config import load_settings
-from memstream.memory.store import MemoryStore
-from memstream.retrieval.retriever import Retriever
+from memstream.memory import open_memory
 from tests.reliability.faults import topic_sessions
 settings = load_settings(db_url=sys.argv[1], home=sys.argv[2])
-store = MemoryStore(settings.database_url)
-retriever = Retriever.from_settings(settings, store, sync=False)
+memory = open_memory(settings, sync=False)
 print(0, flush=True)
 for s in range(100000):
-    # A live process: commit a session, catch the index up, persist it; the kill lands anywhere in here.
-    store.ingest_sessions("alice", topic_sessions(100 + s, 1))
-    retriever.sync()
+    # A live process: commit a session (indexed by keyword at once, its vectors queued for the background
+    # indexer), persist the index cache; the kill lands anywhere in here, vectors pending or mid-save.
+    memory.ingest("alice", topic_sessions(100 + s, 1))
+    memory.retriever.save()
     print(s + 1, flush=True)
 """
 
 QUERIES = ["what about my dog Rex?", "the Lisbon trip", "charity 5K run", "apple pie recipe", "piano recital"]
 
 
-def _hit_ids(retriever, user: str) -> list[list[int]]:
-    return [[h.turn.id for h in retriever.search(user, q, k=8, now=T0 + timedelta(days=400)).hits] for q in QUERIES]
+def _hit_ids(memory: Memory, user: str) -> list[list[int]]:
+    return [[h.turn.id for h in memory.search(user, q, k=8, now=T0 + timedelta(days=400)).hits] for q in QUERIES]
 
 
 def kill_during_index_rebuild(tmp: Path, embedders, after: int = 2) -> dict[str, Any]:
-    """A process ingesting and syncing/saving its index is killed; reopening catches up and matches a clean build."""
-    from memstream.config import load_settings
-    from memstream.retrieval.retriever import Retriever
-
+    """A process ingesting and saving its index is killed; reopening catches up and matches a clean build."""
     url = f"sqlite:///{tmp / 'index.db'}"
-    store = MemoryStore(url)
-    store.ingest_sessions("alice", topic_sessions(0, 4))
+    settings = load_settings(db_url=url, home=str(tmp))
+    with rows_of(url) as memory:
+        memory.ingest("alice", topic_sessions(0, 4))
     process = _python(INDEXER, url, str(tmp))
     acknowledged = _read_progress(process, after, 240)
     time.sleep(random.uniform(0, 0.3))
     acknowledged = _kill(process, acknowledged)
-    settings = load_settings(db_url=url, home=str(tmp))
-    reopened = Retriever.from_settings(settings, store, embedders=embedders)
-    clean = Retriever(store, embedders.get(settings.embedder.model), model_name=settings.embedder.model, cache_dir=None)
-    clean.sync()
-    result = {
-        "scenario": "SIGKILL during index rebuild",
-        "turns_written": 4 * 6 + acknowledged * 6,
-        "turns_found": store.count_turns("alice"),
-        "turns_indexed": reopened.indexed_turns("alice"),
-        "search_matches_clean_build": _hit_ids(reopened, "alice") == _hit_ids(clean, "alice"),
-        "integrity_ok": integrity_ok(store),
-    }
-    store.close()
-    return result
+    # The reopened memory resumes from its saved cache and the database; the clean one builds from the database alone.
+    with open_memory(settings, embedders=embedders) as reopened, open_memory(settings, embedders=embedders, cache_dir=None) as clean:
+        reopened.flush()
+        clean.flush()
+        return {
+            "scenario": "SIGKILL during index rebuild",
+            "turns_written": 4 * 6 + acknowledged * 6,
+            "turns_found": reopened.count_turns("alice"),
+            "turns_indexed": reopened.stats("alice")["index"]["indexed_turns"],
+            "search_matches_clean_build": _hit_ids(reopened, "alice") == _hit_ids(clean, "alice"),
+            "integrity_ok": integrity_ok(reopened),
+        }
 
 
 # -- SIGKILL during background enrichment ----------------------------------------------------
@@ -169,11 +170,9 @@ import sys, itertools
 from memstream.agent.controller import MemoryAgent
 from memstream.backends.scripted import ScriptedBackend
 from memstream.config import load_settings
-from memstream.memory.store import MemoryStore
-from memstream.retrieval.retriever import Retriever
+from memstream.memory import open_memory
 settings = load_settings(db_url=sys.argv[1], home=sys.argv[2])
-store = MemoryStore(settings.database_url)
-agent = MemoryAgent(store, Retriever.from_settings(settings, store), ScriptedBackend(respond=lambda m: "Noted."), settings, enrich=True)
+agent = MemoryAgent(open_memory(settings), ScriptedBackend(respond=lambda m: "Noted."), settings, enrich=True, owns_memory=True)
 facts = ["I live in Lisbon.", "I work at the observatory.", "My sister is named Clara.", "I adopted a cat named Pixel.", "My favorite food is ramen."]
 print(0, flush=True)
 for i in itertools.count():
@@ -187,37 +186,31 @@ def kill_during_enrichment(tmp: Path, embedders, after: int = 4) -> dict[str, An
     facts point only at stored turns, and a new agent answers and enriches again."""
     from memstream.agent.controller import MemoryAgent
     from memstream.backends.scripted import ScriptedBackend
-    from memstream.config import load_settings
-    from memstream.retrieval.retriever import Retriever
 
     url = f"sqlite:///{tmp / 'enrich.db'}"
-    MemoryStore(url).close()
+    rows_of(url).close()  # the schema exists before the child starts
     process = _python(CHATTER, url, str(tmp))
     acknowledged = _read_progress(process, after, 240)
     time.sleep(random.uniform(0, 0.2))
     acknowledged = _kill(process, acknowledged)
     settings = load_settings(db_url=url, home=str(tmp))
-    store = MemoryStore(url)
-    turn_ids = {t.id for t in store.list_turns("alice", limit=100000)}
-    facts = store.get_facts("alice")
-    dangling = [f.id for f in facts if not set(f.source_turn_ids) <= turn_ids]
-    agent = MemoryAgent(store, Retriever.from_settings(settings, store, embedders=embedders), ScriptedBackend(respond=lambda m: "ok"), settings, enrich=True)
-    reply = agent.chat("I moved to Porto.", user="alice")
-    agent.enricher.drain()
-    enriched_again = any("porto" in f.text.lower() for f in store.get_facts("alice"))
-    agent.close()
-    result = {
-        "scenario": "SIGKILL during background enrichment",
-        "turns_written": acknowledged * 2,  # each acknowledged chat stored the user turn and the reply
-        "turns_found": len(turn_ids),
-        "facts_found": len(facts),
-        "dangling_facts": len(dangling),
-        "next_turn_ok": reply.text == "ok",
-        "enrichment_resumed": enriched_again,
-        "integrity_ok": integrity_ok(store),
-    }
-    store.close()
-    return result
+    with open_memory(settings, embedders=embedders) as memory:
+        turn_ids = {t.id for t in memory.list_turns("alice", limit=100000)}
+        facts = memory.get_facts("alice")
+        dangling = [f.id for f in facts if not set(f.source_turn_ids) <= turn_ids]
+        with MemoryAgent(memory, ScriptedBackend(respond=lambda m: "ok"), settings, enrich=True) as agent:
+            reply = agent.chat("I moved to Porto.", user="alice")
+            agent.enricher.drain()
+        return {
+            "scenario": "SIGKILL during background enrichment",
+            "turns_written": acknowledged * 2,  # each acknowledged chat stored the user turn and the reply
+            "turns_found": len(turn_ids),
+            "facts_found": len(facts),
+            "dangling_facts": len(dangling),
+            "next_turn_ok": reply.text == "ok",
+            "enrichment_resumed": any("porto" in f.text.lower() for f in memory.get_facts("alice")),
+            "integrity_ok": integrity_ok(memory),
+        }
 
 
 # -- full disk --------------------------------------------------------------------------------
@@ -243,28 +236,25 @@ def full_disk_during_ingest(mountpoint: Path, size_kb: int = 512) -> dict[str, A
         return reason
     try:
         url = f"sqlite:///{mountpoint / 'full.db'}"
-        store = MemoryStore(url, lock_retries=2)
         acknowledged = 0
         error = None
-        for s in range(10_000):
-            try:
-                store.ingest_sessions("alice", topic_sessions(s, 1, per_session=20))
-            except StoreError as exc:
-                error = exc
-                break
-            acknowledged += 20
-        store.close()
-        reopened = MemoryStore(url)
-        result = {
-            "scenario": "full disk during ingest",
-            "turns_written": acknowledged,
-            "turns_found": reopened.count_turns("alice"),
-            "error": str(error) if error else None,
-            "error_type": type(error).__name__ if error else None,
-            "integrity_ok": integrity_ok(reopened),
-        }
-        reopened.close()
-        return result
+        with rows_of(url) as memory:
+            for s in range(10_000):
+                try:
+                    memory.ingest("alice", topic_sessions(s, 1, per_session=20))
+                except StoreError as exc:
+                    error = exc
+                    break
+                acknowledged += 20
+        with rows_of(url) as reopened:
+            return {
+                "scenario": "full disk during ingest",
+                "turns_written": acknowledged,
+                "turns_found": reopened.count_turns("alice"),
+                "error": str(error) if error else None,
+                "error_type": type(error).__name__ if error else None,
+                "integrity_ok": integrity_ok(reopened),
+            }
     finally:
         unmount(mountpoint)
 
@@ -281,51 +271,50 @@ conn.execute("COMMIT")
 """
 
 
-def short_busy_store(url: str, busy_ms: int = 200, lock_retries: int = 2) -> MemoryStore:
-    """A store that gives up on a held lock quickly: busy timeout `busy_ms` per attempt, `lock_retries` retries."""
+def short_busy(memory: Memory, busy_ms: int = 200, lock_retries: int = 2) -> Memory:
+    """Make `memory`'s store give up on a held lock quickly: busy timeout `busy_ms` per attempt, `lock_retries` retries."""
     from sqlalchemy import event
 
-    store = MemoryStore(url, lock_retries=lock_retries)
+    store: MemoryStore = memory.store
+    store.lock_retries = lock_retries
     store.engine.dispose()
 
     @event.listens_for(store.engine, "connect")
     def _short_timeout(dbapi_connection, _record):  # runs after the store's own PRAGMAs, so it wins
         dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
 
-    return store
+    return memory
 
 
 def locked_database(tmp: Path, hold_s: float = 4.0) -> dict[str, Any]:
     url = f"sqlite:///{tmp / 'locked.db'}"
-    store = short_busy_store(url)
-    store.add_turns("alice", "c", [NewTurn("user", "before the lock")])
-    holder = _python(LOCKER, str(tmp / "locked.db"), str(hold_s))
-    _read_progress(holder, 1, 60)
-    started = time.monotonic()
-    error = None
-    try:
-        store.add_turns("alice", "c", [NewTurn("user", "during the lock")])
-    except StoreError as exc:
-        error = exc
-    waited = time.monotonic() - started
-    try:
-        readable = store.count_turns("alice")  # WAL: readers need not wait for the writer's lock
-    except StoreError:
-        readable = None
-    holder.wait(timeout=60)
-    after = store.add_turns("alice", "c", [NewTurn("user", "after the lock")])
-    result = {
-        "scenario": "database locked by another process",
-        "error": str(error) if error else None,
-        "error_type": type(error).__name__ if error else None,
-        "seconds_until_error": round(waited, 2),
-        "readable_while_locked": readable == 1,
-        "write_after_release_ok": bool(after),
-        "turns_written": 2,
-        "turns_found": store.count_turns("alice"),
-    }
-    store.close()
-    return result
+    with short_busy(rows_of(url)) as memory:
+        memory.add("alice", "c", [NewTurn("user", "before the lock")])
+        holder = _python(LOCKER, str(tmp / "locked.db"), str(hold_s))
+        _read_progress(holder, 1, 60)
+        started = time.monotonic()
+        error = None
+        try:
+            memory.add("alice", "c", [NewTurn("user", "during the lock")])
+        except StoreError as exc:
+            error = exc
+        waited = time.monotonic() - started
+        try:
+            readable = memory.count_turns("alice")  # WAL: readers need not wait for the writer's lock
+        except StoreError:
+            readable = None
+        holder.wait(timeout=60)
+        after = memory.add("alice", "c", [NewTurn("user", "after the lock")])
+        return {
+            "scenario": "database locked by another process",
+            "error": str(error) if error else None,
+            "error_type": type(error).__name__ if error else None,
+            "seconds_until_error": round(waited, 2),
+            "readable_while_locked": readable == 1,
+            "write_after_release_ok": bool(after),
+            "turns_written": 2,
+            "turns_found": memory.count_turns("alice"),
+        }
 
 
 # -- the vector index file truncated or corrupt ------------------------------------------------
@@ -334,16 +323,14 @@ def locked_database(tmp: Path, hold_s: float = 4.0) -> dict[str, Any]:
 def corrupt_index(tmp: Path, embedders, hows: tuple[str, ...] = ("truncate", "garbage", "metadata", "delete")) -> list[dict[str, Any]]:
     """Build and save an index; then for each kind of damage (`truncate`, `garbage`, `metadata`,
     `delete`): damage the saved cache, reopen, and compare: rebuilt, every turn indexed, same hits."""
-    from memstream.config import load_settings
-    from memstream.retrieval.retriever import Retriever
-
     url = f"sqlite:///{tmp / 'corrupt.db'}"
     settings = load_settings(db_url=url, home=str(tmp))
-    store = MemoryStore(url)
-    store.ingest_sessions("alice", topic_sessions(0, 4))
-    first = Retriever.from_settings(settings, store, embedders=embedders)
-    before = _hit_ids(first, "alice")
-    cache = first.cache_dir
+    with open_memory(settings, embedders=embedders) as first:
+        first.ingest("alice", topic_sessions(0, 4))
+        first.flush()
+        before = _hit_ids(first, "alice")
+        cache = first.retriever.cache_dir
+    # closed: the index cache is saved, and free for the next process to claim
     results = []
     for how in hows:
         target = sorted(cache.rglob("*.faiss"))[0]
@@ -356,15 +343,15 @@ def corrupt_index(tmp: Path, embedders, hows: tuple[str, ...] = ("truncate", "ga
             (cache / "metadata.json").write_text("{not json", encoding="utf-8")
         elif how == "delete":
             target.unlink()
-        reopened = Retriever.from_settings(settings, store, embedders=embedders)  # sync() saves a fresh cache
-        results.append({
-            "scenario": f"vector index file {how}",
-            "turns_written": 24,
-            "turns_found": store.count_turns("alice"),
-            "turns_indexed": reopened.indexed_turns("alice"),
-            "search_matches_before": _hit_ids(reopened, "alice") == before,
-        })
-    store.close()
+        with open_memory(settings, embedders=embedders) as reopened:  # closing saves a fresh cache for the next damage
+            reopened.flush()
+            results.append({
+                "scenario": f"vector index file {how}",
+                "turns_written": 24,
+                "turns_found": reopened.count_turns("alice"),
+                "turns_indexed": reopened.stats("alice")["index"]["indexed_turns"],
+                "search_matches_before": _hit_ids(reopened, "alice") == before,
+            })
     return results
 
 
@@ -385,14 +372,14 @@ def backend_drops(agent, turns: int = 6) -> dict[str, Any]:
         except AgentError as exc:
             assert exc.reply.user_turn_id is not None and "saved as turn" in str(exc)
             failures += 1
-    user_turns = [t for t in agent.store.list_turns("alice", limit=1000) if t.role == "user"]
-    found = agent.retriever.search("alice", "message 0 about the zebra 0", k=3, mode="bm25").hits
+    user_turns = [t for t in agent.memory.list_turns("alice", limit=1000) if t.role == "user"]
+    found = agent.memory.search("alice", "message 0 about the zebra 0", k=3, mode="bm25").hits
     return {
         "scenario": "backend drops mid-stream",
         "agent_errors": failures,
         "replies": successes,
         "turns_written": turns + successes,
-        "turns_found": agent.store.count_turns("alice"),
+        "turns_found": agent.memory.count_turns("alice"),
         "user_turns_kept": len(user_turns),
         "failed_turn_searchable": bool(found) and found[0].turn.text == "message 0 about the zebra 0",
     }
@@ -401,7 +388,6 @@ def backend_drops(agent, turns: int = 6) -> dict[str, Any]:
 def missing_model(tmp: Path) -> dict[str, Any]:
     from memstream.backends.base import ModelNotFoundError
     from memstream.backends.models import make_backend
-    from memstream.config import load_settings
 
     missing = tmp / "models" / "gone.gguf"
     messages = {}

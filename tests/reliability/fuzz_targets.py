@@ -154,32 +154,32 @@ def mutated(draw: st.DrawFn, seed: Callable[[], Any]) -> Any:
 # -- importers -------------------------------------------------------------------------------
 
 
-def check_parsed(sessions: list, store) -> None:
+def check_parsed(sessions: list, memory) -> None:
     """What an importer returns must be storable as is (no second, later failure in the store)."""
     from memstream.memory.model import NewSession
 
     for session in sessions:
         assert isinstance(session, NewSession)
         assert all(isinstance(t.text, str) for t in session.turns)
-    if store is not None and sessions:
-        store.ingest_session_batch("fuzz", sessions)
+    if memory is not None and sessions:
+        memory.ingest("fuzz", sessions, atomic=True)
 
 
-def importer_target(fmt: str, store_factory: Callable[[], Any] | None = None) -> tuple[Callable[[Any], None], st.SearchStrategy, tuple]:
+def importer_target(fmt: str, memory: Any = None) -> tuple[Callable[[Any], None], st.SearchStrategy, tuple]:
+    """`memory`: where what parses is stored (an open Memory; rows only is enough), or None to parse only."""
     from memstream.memory import importers
 
-    store = store_factory() if store_factory else None
     if fmt == "locomo":
         strategy = json_values | mutated(locomo_seed)
 
         def check(value: Any) -> None:
-            check_parsed(importers.parse_locomo(value, source="fuzz.json"), store)
+            check_parsed(importers.parse_locomo(value, source="fuzz.json"), memory)
 
     elif fmt == "longmemeval":
         strategy = json_values | mutated(longmemeval_seed)
 
         def check(value: Any) -> None:
-            check_parsed(importers.parse_longmemeval(value, source="fuzz.json"), store)
+            check_parsed(importers.parse_longmemeval(value, source="fuzz.json"), memory)
 
     else:
         record = st.fixed_dictionaries(
@@ -190,7 +190,7 @@ def importer_target(fmt: str, store_factory: Callable[[], Any] | None = None) ->
         strategy = st.lists(line, max_size=8)
 
         def check(value: Any) -> None:
-            check_parsed(importers.parse_jsonl(value, source="fuzz.jsonl"), store)
+            check_parsed(importers.parse_jsonl(value, source="fuzz.jsonl"), memory)
 
     return check, strategy, (importers.ImportFormatError,)
 
@@ -356,14 +356,14 @@ def chat_target(agent) -> tuple[Callable[[Any], None], st.SearchStrategy, tuple]
 
     def check(value: tuple[str, str, str]) -> None:
         text, user, conversation = value
-        before = agent.store.count_turns(user) if _valid_id(user) else 0
+        before = agent.memory.count_turns(user) if _valid_id(user) else 0
         try:
             reply = agent.chat(text, user=user, conversation=conversation)
         except ValueError:
             # Rejected input writes nothing.
-            assert not _valid_id(user) or agent.store.count_turns(user) == before
+            assert not _valid_id(user) or agent.memory.count_turns(user) == before
             raise
-        stored = agent.store.get_turn(user, reply.user_turn_id)
+        stored = agent.memory.get_turn(user, reply.user_turn_id)
         assert stored is not None and stored.text == text.replace("\x00", "")
         assert isinstance(reply.text, str)
 

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from memstream.memory.store import MemoryStore
+from memstream.config import load_settings
+from memstream.memory import open_memory
 from tests.reliability import fuzz_targets as ft
 
 EXAMPLES = 150
@@ -20,8 +21,9 @@ EXAMPLES = 150
 
 @pytest.mark.parametrize("fmt", ["locomo", "longmemeval", "jsonl"])
 def test_importers_raise_only_import_format_errors(fmt):
-    check, strategy, allowed = ft.importer_target(fmt, store_factory=lambda: MemoryStore("sqlite://"))
-    counts = ft.run_target(check, strategy, allowed, EXAMPLES)
+    with open_memory(load_settings(db_url="sqlite://"), index=False) as memory:
+        check, strategy, allowed = ft.importer_target(fmt, memory)
+        counts = ft.run_target(check, strategy, allowed, EXAMPLES)
     assert counts.cases >= EXAMPLES // 2
     # Both outcomes were exercised: the mutated real samples still parse sometimes.
     assert 0 < counts.clear_errors < counts.cases
@@ -43,12 +45,7 @@ def test_config_loading_raises_only_config_errors(tmp_path):
     assert 0 < counts.clear_errors < counts.cases
 
 
-def test_cli_arguments_exit_cleanly(tmp_path, embedders, monkeypatch):
-    from memstream.retrieval import retriever as retriever_module
-
-    # The CLI builds its own EmbedderCache per command; share the session's loaded model so each
-    # search example costs a search, not a model load.
-    monkeypatch.setattr(retriever_module, "EmbedderCache", lambda: embedders)
+def test_cli_arguments_exit_cleanly(tmp_path, cli_shares_embedders):
     db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     sample = tmp_path / "log.jsonl"
     sample.write_text("\n".join(json.dumps({"role": r, "content": f"I walked my dog Rex in May, line {i}", "time": "2023-05-0%d" % (i + 1)}) for i, r in enumerate(["user", "assistant"] * 2)) + "\n")
@@ -76,7 +73,7 @@ def test_agent_chat_huge_and_over_limit_messages(make_agent):
     agent = make_agent(ScriptedBackend(), **{"agent.max_message_chars": 200_000})
     huge = "\x00".join(["notes about my garden"] * 9_000)  # ~200 kB with NUL separators
     reply = agent.chat(huge, user="alice")
-    assert agent.store.get_turn("alice", reply.user_turn_id).text == huge.replace("\x00", "")
+    assert agent.memory.get_turn("alice", reply.user_turn_id).text == huge.replace("\x00", "")
     with pytest.raises(ValueError, match="max_message_chars"):
         agent.chat("x" * 200_001, user="alice")
-    assert agent.store.count_turns("alice") == 2
+    assert agent.memory.count_turns("alice") == 2

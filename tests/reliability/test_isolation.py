@@ -1,6 +1,6 @@
 """Isolation matrix: user A never sees user B's turns, facts, summaries or index hits, through any
-public read path (store, retriever and its index, agent, CLI, export, LangChain adapters), also
-after B is forgotten and after the index is rebuilt from the database.
+public read path (the Memory's reads and search, its index, agent, CLI, export, LangChain adapters),
+also after B is forgotten and after the index is rebuilt from the database.
 
 Each user's memory holds a marker word the other never says; a path leaks if A's results
 contain B's marker (or B's row ids)."""
@@ -16,16 +16,15 @@ from typer.testing import CliRunner
 
 from memstream.cli import app
 from memstream.config import load_settings
+from memstream.memory import Memory
 from memstream.memory.model import NewSession, NewTurn
-from memstream.memory.store import MemoryStore
-from memstream.retrieval.retriever import Retriever
 
 T0 = datetime(2023, 5, 8, 14, 0)
 MARK = {"alice": "zebrafinch", "bob": "walrusoboe"}
 QUERIES = ["zebrafinch", "walrusoboe", "what pet do I have?", "where does my sister live?", "what did I do last May?"]
 
 
-def seed(store: MemoryStore, user: str) -> None:
+def seed(memory: Memory, user: str) -> None:
     mark = MARK[user]
     sessions = [
         NewSession("c1", [
@@ -35,21 +34,27 @@ def seed(store: MemoryStore, user: str) -> None:
         ], T0),
         NewSession("c2", [NewTurn("user", f"The {mark} code word is secret.", "user", T0 + timedelta(days=30))], T0 + timedelta(days=30)),
     ]
-    results = store.ingest_sessions(user, sessions)
-    store.add_fact(user, "user.pet", f"The user has a dog named {mark.title()}", [results[0][1][0]], valid_from=T0)
-    store.set_session_summary(user, results[0][0], f"Talked about the dog {mark.title()}.")
+    results = memory.ingest(user, sessions)
+    memory.add_fact(user, "user.pet", f"The user has a dog named {mark.title()}", [results[0][1][0]], valid_from=T0)
+    memory.set_session_summary(user, results[0][0], f"Talked about the dog {mark.title()}.")
+    assert memory.flush(60)
 
 
 @pytest.fixture
-def world(tmp_path, embedders):
-    url = f"sqlite:///{tmp_path / 'iso.db'}"
-    settings = load_settings(db_url=url, home=str(tmp_path))
-    store = MemoryStore(url)
-    seed(store, "alice")
-    seed(store, "bob")
-    retriever = Retriever.from_settings(settings, store, embedders=embedders)
-    yield settings, store, retriever
-    store.close()
+def world(tmp_path, make_memory):
+    """(settings, memory): alice and bob, seeded through one Memory."""
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'iso.db'}", home=str(tmp_path))
+    memory = make_memory(settings)
+    seed(memory, "alice")
+    seed(memory, "bob")
+    return settings, memory
+
+
+def reopened(make_memory, settings) -> Memory:
+    """A fresh process's memory: the saved index cache (if any) caught up with the database, vectors in."""
+    memory = make_memory(settings)
+    assert memory.flush(60)
+    return memory
 
 
 def leaks(text: str, reader: str) -> bool:
@@ -57,14 +62,15 @@ def leaks(text: str, reader: str) -> bool:
     return MARK[other] in text.lower()
 
 
-def bob_ids(store: MemoryStore) -> tuple[list[int], list[int], list[int]]:
+def bob_ids(store) -> tuple[list[int], list[int], list[int]]:
     turns = [t.id for t in store.list_turns("bob", limit=1000)]
     sessions = [s.id for s in store.sessions("bob")]
     facts = [f.id for f in store.get_facts("bob")]
     return turns, sessions, facts
 
 
-def check_store(store: MemoryStore, reader: str = "alice") -> None:
+def check_store(store, reader: str = "alice") -> None:
+    """Every read path of a Memory (or of the store under it)."""
     turns, sessions, facts = bob_ids(store)
     assert not any(leaks(t.text, reader) for t in store.list_turns(reader, limit=1000))
     assert store.get_turns(reader, turns) == [] and all(store.get_turn(reader, i) is None for i in turns)
@@ -76,62 +82,67 @@ def check_store(store: MemoryStore, reader: str = "alice") -> None:
     assert not any(leaks(json.dumps(r, default=str), reader) for r in store.export_user(reader))
 
 
-def check_retriever(retriever: Retriever, reader: str = "alice") -> None:
+def check_search(memory: Memory, reader: str = "alice") -> None:
     for query in QUERIES:
         for mode in ("memstream", "dense", "bm25"):
-            hits = retriever.search(reader, query, k=50, now=T0 + timedelta(days=60), mode=mode).hits
+            hits = memory.search(reader, query, k=50, now=T0 + timedelta(days=60), mode=mode).hits
             assert all(h.turn.user_id == reader and not leaks(h.turn.text, reader) for h in hits), (query, mode)
-        sessions = retriever.search_sessions(reader, query, k=10)
-        own = {s.id for s in retriever.store.sessions(reader)}
+        sessions = memory.search_sessions(reader, query, k=10)
+        own = {s.id for s in memory.sessions(reader)}
         assert all(s.session_id in own for s in sessions)
 
 
 def test_store_read_paths(world):
-    _, store, _ = world
-    check_store(store, "alice")
-    check_store(store, "alice")
+    _, memory = world
+    check_store(memory, "alice")
+    check_store(memory.store, "alice")  # the rows under it, read directly
     # Writes aimed at B's rows through A's id change nothing.
-    turns, sessions, _ = bob_ids(store)
-    assert store.delete_turn("alice", turns[0]) is False and store.set_pinned("alice", turns[0]) is False
-    store.set_session_summary("alice", sessions[0], "overwritten")
-    assert store.get_session("bob", sessions[0]).summary == "Talked about the dog Walrusoboe."
+    turns, sessions, _ = bob_ids(memory)
+    assert memory.delete_turn("alice", turns[0]) is False and memory.set_pinned("alice", turns[0]) is False
+    memory.set_session_summary("alice", sessions[0], "overwritten")
+    assert memory.get_session("bob", sessions[0]).summary == "Talked about the dog Walrusoboe."
 
 
-def test_retriever_and_index(world, embedders):
-    settings, store, retriever = world
-    check_retriever(retriever)
+def test_retriever_and_index(world, make_memory):
+    settings, memory = world
+    check_search(memory)
+    cache = memory.retriever.cache_dir
+    memory.close()  # saves the index cache and lets the next process own it
     # The persisted index, reloaded; then rebuilt from nothing.
-    check_retriever(Retriever.from_settings(settings, store, embedders=embedders))
-    shutil.rmtree(retriever.cache_dir)
-    check_retriever(Retriever.from_settings(settings, store, embedders=embedders))
+    again = reopened(make_memory, settings)
+    assert again.retriever.cache_dir == cache
+    check_search(again)
+    again.close()
+    shutil.rmtree(cache)
+    check_search(reopened(make_memory, settings))
 
 
-def test_after_forget_and_rebuild(world, embedders):
-    settings, store, retriever = world
-    bob_turns = [t.id for t in store.list_turns("bob", limit=1000)]
-    store.forget_user("bob")
-    retriever.sync()
-    assert retriever.indexed_turns("bob") == 0
-    check_retriever(retriever)
-    check_store(store)
+def test_after_forget_and_rebuild(world, make_memory):
+    settings, memory = world
+    bob_turns = [t.id for t in memory.list_turns("bob", limit=1000)]
+    memory.forget_user("bob")
+    assert memory.retriever.indexed_turns("bob") == 0
+    check_search(memory)
+    check_store(memory)
     # New rows may reuse B's ids (SQLite); A's index must not resurrect B's old keys for them.
-    seed(store, "bob")
-    retriever.sync()
-    check_retriever(retriever)
-    shutil.rmtree(retriever.cache_dir)
-    rebuilt = Retriever.from_settings(settings, store, embedders=embedders)
-    check_retriever(rebuilt)
-    check_retriever(rebuilt, "bob")
-    assert rebuilt.indexed_turns("bob") == len(store.list_turns("bob", limit=1000)) >= len(bob_turns)
+    seed(memory, "bob")
+    check_search(memory)
+    cache = memory.retriever.cache_dir
+    memory.close()
+    shutil.rmtree(cache)
+    rebuilt = reopened(make_memory, settings)
+    check_search(rebuilt)
+    check_search(rebuilt, "bob")
+    assert rebuilt.retriever.indexed_turns("bob") == len(rebuilt.list_turns("bob", limit=1000)) >= len(bob_turns)
 
 
 def test_agent_prompt_and_memories(world):
     from memstream.agent.controller import MemoryAgent
     from memstream.backends.scripted import ScriptedBackend
 
-    settings, store, retriever = world
+    settings, memory = world
     backend = ScriptedBackend(respond=lambda m: "ok")
-    agent = MemoryAgent(store, retriever, backend, settings, enrich=False)
+    agent = MemoryAgent(memory, backend, settings, enrich=False)
     for question in ["What is my dog's name?", "Tell me about walrusoboe and zebrafinch", "Where does my sister live?"]:
         reply = agent.chat(question, user="alice", conversation="c1", at=T0 + timedelta(days=60))
         assert all(h.turn.user_id == "alice" for h in reply.memories)
@@ -139,11 +150,8 @@ def test_agent_prompt_and_memories(world):
         assert "walrusoboe" not in prompt.lower().replace("tell me about walrusoboe", "")
 
 
-def test_cli_list_search_export(world, monkeypatch, embedders):
-    from memstream.retrieval import retriever as retriever_module
-
-    settings, _, _ = world
-    monkeypatch.setattr(retriever_module, "EmbedderCache", lambda: embedders)
+def test_cli_list_search_export(world, cli_shares_embedders):
+    settings, _ = world
     runner = CliRunner()
     db = ["--db", settings.database_url]
     outputs = [
@@ -161,15 +169,15 @@ def test_cli_list_search_export(world, monkeypatch, embedders):
 def test_langchain_adapters(world):
     from memstream.langchain import MemstreamChatMessageHistory, MemstreamRetriever, MemstreamVectorStore
 
-    _, store, retriever = world
+    _, memory = world
     for query in QUERIES:
-        docs = MemstreamRetriever(retriever=retriever, user_id="alice", k=20).invoke(query)
+        docs = MemstreamRetriever(memory=memory, user_id="alice", k=20).invoke(query)
         assert all(d.metadata["user_id"] == "alice" and not leaks(d.page_content, "alice") for d in docs)
-    history = MemstreamChatMessageHistory(store, "alice", "c1", retriever=retriever)
+    history = MemstreamChatMessageHistory(memory, "alice", "c1")
     assert history.messages and not any(leaks(m.text, "alice") for m in history.messages)
-    bob_vectors = MemstreamVectorStore(retriever, "bob")
+    bob_vectors = MemstreamVectorStore(memory, "bob")
     [bob_doc] = bob_vectors.add_texts(["walrusoboe vector document"], ids=["shared-id"])
-    alice_vectors = MemstreamVectorStore(retriever, "alice")
+    alice_vectors = MemstreamVectorStore(memory, "alice")
     assert alice_vectors.get_by_ids(["shared-id", bob_doc]) == []
     assert not any(leaks(d.page_content, "alice") for d in alice_vectors.similarity_search("walrusoboe vector document", k=10))
     alice_vectors.delete(["shared-id"])  # A deleting B's id removes nothing of B's

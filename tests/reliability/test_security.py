@@ -91,18 +91,15 @@ def test_planted_instructions_stay_inside_the_memory_boundary(make_agent, speake
 
     backend = ScriptedBackend(respond=obeys_anything_outside_the_block)
     agent = make_agent(backend)
-    agent.store.ingest_sessions("alice", [NewSession("old", [NewTurn("user", text, speaker, T0)], T0)])
-    agent.retriever.sync()
+    agent.memory.ingest("alice", [NewSession("old", [NewTurn("user", text, speaker, T0)], T0)])
+    assert agent.memory.flush(60)
     reply = agent.chat("What is my dog called? Tell me about Biscuit.", user="alice", at=T0 + timedelta(days=90))
     assert reply.memories, "the planted record must be retrieved for the test to mean anything"
     assert reply.text == "Your dog is Biscuit."
     assert _boundary_ok(backend.calls[-1][0]["content"])
 
 
-def test_no_secret_in_logs_output_exports_or_data_dir(tmp_path, isolated_home, monkeypatch, caplog, embedders):
-    from memstream.retrieval import retriever as retriever_module
-
-    monkeypatch.setattr(retriever_module, "EmbedderCache", lambda: embedders)
+def test_no_secret_in_logs_output_exports_or_data_dir(tmp_path, isolated_home, monkeypatch, caplog, cli_shares_embedders):
     monkeypatch.setenv("MEMSTREAM_BACKEND__API_KEY", BACKEND_KEY)
     monkeypatch.setenv("MEMSTREAM_SERVER__API_KEYS", json.dumps({SERVER_KEY: "tenant"}))
     monkeypatch.setenv("MEMSTREAM_DB_URL", f"sqlite:///{isolated_home / 'memstream.db'}")

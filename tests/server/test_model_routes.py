@@ -112,7 +112,7 @@ def test_models_and_health(live_server):
 @pytest.mark.slow
 def test_prompt_longer_than_the_window_is_a_400(local_backend):
     app = create_app(Settings(), LocalBackend(local_backend.local, context_limit=128))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         long_ask = [{"role": "user", "content": "memory " * 300}]
         for stream in (False, True):
             response = client.post("/v1/chat/completions", json={"messages": long_ask, "stream": stream})
@@ -122,7 +122,7 @@ def test_prompt_longer_than_the_window_is_a_400(local_backend):
 
 def test_without_keys_no_auth_is_needed_and_a_stream_failure_is_reported_in_band():
     backend = ScriptedBackend(["first reply here", "one two three four five"])
-    with TestClient(create_app(Settings(), backend)) as client:
+    with TestClient(create_app(Settings(), backend), base_url="http://127.0.0.1") as client:
         reply = client.post("/v1/chat/completions", json={"messages": ASK}).json()
         assert reply["choices"][0]["message"]["content"] == "first reply here"
         backend.fail_after = 2

@@ -97,3 +97,20 @@ def test_a_planted_unindexable_row_is_skipped_reported_and_the_next_start_succee
     assert_everyone_else_served(second)
     listed = memories_of(second, "alice")
     assert listed.status_code == 200 and listed.json()["data"][0]["text"] == GOOD[0]["text"]
+
+
+def test_memory_stats_reports_a_planted_unindexable_row(tmp_path):
+    from typer.testing import CliRunner
+
+    from memstream.cli import app
+    from memstream.config import load_settings
+    from memstream.memory import NewTurn, open_memory
+
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    with open_memory(load_settings(db_url=db), index=False) as memory:
+        memory.add("alice", "c", [NewTurn("user", "fine")])
+    with sqlite3.connect(tmp_path / "m.db") as connection:
+        connection.execute("UPDATE turns SET event_time = '0001-01-01 00:00:00.000000'")
+    result = CliRunner().invoke(app, ["memory", "stats", "--json", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["unindexable_turns"] == 1

@@ -376,7 +376,7 @@ async def test_model_loading_shows_progress_and_keeps_the_ui_responsive(settings
     app.agent_factory = slow_factory
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.1)
-        assert app.status.state == "loading model…" and app.composer.disabled
+        assert app.status.state == "loading model…" and not app.composer.disabled  # typing works while it loads
         assert app.query("#loading")
         await pilot.press("f1")  # the UI answers keys while the model loads
         assert isinstance(app.screen, HelpScreen)

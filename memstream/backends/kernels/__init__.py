@@ -13,8 +13,10 @@ Each policy lives in its own module with a torch reference beside its Triton ker
   block_topk   sinks + top-k scored blocks + local window (InfLLM)     block_topk.py
   snapkv       prompt KV compressed once after prefill, then dense    snapkv.py
 
-`decode_attention` is the one entry point the runner calls per layer and decode step;
-`after_prefill` / `before_decode` (cache_hooks.py) keep each policy's cache state.
+The runner uses the policies as objects (`AttentionPolicy`, policy.py: one class per module,
+with its prefill-chunk attention, decode attention and cache hooks), built here by `make_policy`
+from a name and `AttentionParams` (`policy_from_settings` from the config): the one place a
+policy name becomes code. `decode_attention` is the functional entry point for one decode step.
 
 Documented clamps (never wrong output): sinks or window larger than a sequence shrink to it;
 topk larger than the number of distant blocks selects them all; a snapkv budget covering the
@@ -27,24 +29,43 @@ import torch
 
 from . import block_topk, sink_window
 from ._launch import check_device
-from .block_topk import block_topk_attention, block_topk_reference
-from .cache_hooks import after_prefill, before_decode
-from .dense import dense_attention, dense_reference
+from .block_topk import FarPositions, block_topk_attention, block_topk_reference
+from .block_topk_policy import BlockTopkPolicy
+from .dense import DensePolicy, dense_attention, dense_reference
 from .layout import POLICIES, AttentionParams, check_inputs, check_policy, gather_sequence, gather_tokens
-from .sink_window import sink_window_attention, sink_window_reference
+from .policy import AttentionPolicy, Rope
+from .sink_window import SinkWindowPolicy, sink_window_attention, sink_window_reference
+from .snapkv import SnapKVPolicy
 
 __all__ = [
     "POLICIES",
     "AttentionParams",
-    "after_prefill",
-    "before_decode",
+    "AttentionPolicy",
+    "Rope",
     "check_policy",
     "decode_attention",
     "dense_reference",
     "gather_sequence",
     "gather_tokens",
+    "make_policy",
+    "policy_from_settings",
     "use_triton_for",
 ]
+
+POLICY_CLASSES: dict[str, type[AttentionPolicy]] = {
+    cls.name: cls for cls in (DensePolicy, SinkWindowPolicy, BlockTopkPolicy, SnapKVPolicy)
+}
+assert tuple(POLICY_CLASSES) == POLICIES
+
+
+def make_policy(name: str, params: AttentionParams | None = None) -> AttentionPolicy:
+    """The policy object for a configured name (raises ValueError naming the choices)."""
+    return POLICY_CLASSES[check_policy(name)](params)
+
+
+def policy_from_settings(attention) -> AttentionPolicy:
+    """The policy an `AttentionSettings` describes; `AttentionSettings(**policy.settings())` rebuilds it."""
+    return make_policy(attention.policy, AttentionParams.from_settings(attention))
 
 
 def use_triton_for(q: torch.Tensor, params: AttentionParams) -> bool:
@@ -64,6 +85,7 @@ def decode_attention(
     *,
     representatives: torch.Tensor | None = None,
     q_far: torch.Tensor | None = None,
+    far: FarPositions | None = None,
     check: bool = True,
 ) -> torch.Tensor:
     """One decode step of attention under `policy`; [batch, n_heads, head_dim] in q's dtype.
@@ -72,6 +94,8 @@ def decode_attention(
         (block_topk.update_representatives fills it as blocks fill); required for block_topk.
     q_far: sink_window only; q rotated at sink_window.far_query_position(pos), used to score
         the sinks so they stay at an in-range distance past the trained length.
+    far: block_topk only; InfLLM positions (block_topk.FarPositions); without it every token is
+        attended at its true distance.
     check: validate the policy, params and inputs (once per call, not again in the kernel
         wrappers). A caller that validated the same shapes and params before may pass False to
         keep the per-step host work to the kernel launches.
@@ -95,9 +119,9 @@ def decode_attention(
         return sink_window_reference(q, k_cache, v_cache, block_table, seq_lens, params.sinks, params.window, scale, q_far=q_far)
     if triton_path:
         return block_topk_attention(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window,
-                                    params.topk, scale, check=False)
+                                    params.topk, scale, check=False, far=far)
     return block_topk_reference(q, k_cache, v_cache, block_table, seq_lens, representatives, params.sinks, params.window,
-                                params.topk, scale)
+                                params.topk, scale, far=far)
 
 
 def check_inputs_for(policy, q, k_cache, v_cache, block_table, seq_lens, params, representatives, q_far, triton_path) -> None:

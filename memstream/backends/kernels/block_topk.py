@@ -25,9 +25,12 @@ than a separate reduction launch; reports/block_topk_variants.md has the measure
 Clamps: topk larger than the number of distant blocks selects them all (the policy then equals
 dense attention); window or sinks larger than the sequence shrink to it.
 
-Positions: keys are cached after RoPE at their true positions and distant blocks are attended
-at their true distances (InfLLM's single shared distance for distant memory would need
-un-rotated keys in the cache); see reports/passkey.md for where that breaks.
+Positions: keys are cached after RoPE at their true positions. Without `far` every token is
+attended at its true distance. With `far` (FarPositions, what BlockTopkPolicy passes) the sinks
+and selected blocks farther than far.distance are scored at that distance, as InfLLM places
+its memory: the kernel rotates each such key back to position 0 from the RoPE tables (an extra
+read of the key's other half and of two table rows) and scores it with the query rotated at
+far.distance; the representatives are then stored at position 0 too.
 
 Memory traffic per step ~= scores: n_blocks * R * D reads of representatives, then
 2 * (sinks + topk * block_size + window) * D per KV head: independent of L but for the scores.
@@ -41,7 +44,9 @@ import torch
 
 from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_splits, pow2, tl
 from .dense import alloc_partials, reduce_splits
-from .layout import attend_positions, check_inputs, gather_tokens
+from ._softmax import load_kv_tile, online_softmax_step, store_partials
+from .layout import check_inputs, gather_tokens
+from .policy import Rope, softmax_attend
 
 SCORE_BLOCKS = 16  # blocks scored per program; 16 x R_PAD rows also satisfies tl.dot's minimum
 
@@ -145,15 +150,15 @@ def _last_arrival(Counters, index, n_programs):
 
 @jit
 def _block_topk_split_kernel(
-    Q, K, V, BlockTable, SeqLens, Selected, MPart, LPart, AccPart, Counters, Out,
-    scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
-    stride_qb, stride_qh,
+    Q, QF, Cos, SSin, K, V, BlockTable, SeqLens, Selected, MPart, LPart, AccPart, Counters, Out,
+    scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk, far_distance,
+    stride_qb, stride_qh, stride_fb, stride_fh,
     stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
     stride_tb, stride_ob, stride_oh,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-    FUSED_REDUCE: tl.constexpr, SPLIT_CHUNK: tl.constexpr,
+    FUSED_REDUCE: tl.constexpr, SPLIT_CHUNK: tl.constexpr, HAS_FAR: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -164,6 +169,9 @@ def _block_topk_split_kernel(
     mask_g = offs_g < GROUP
     heads = kvh * GROUP + offs_g
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+    if HAS_FAR:
+        qf = tl.load(QF + b * stride_fb + heads[:, None] * stride_fh + offs_d[None, :], mask=mask_g[:, None], other=0.0)
+        offs_roll = (offs_d + HEAD_DIM // 2) % HEAD_DIM  # rotate_half's source lanes
 
     seq_len = tl.load(SeqLens + b)
     n_sink = tl.minimum(sinks, seq_len)
@@ -190,26 +198,24 @@ def _block_topk_split_kernel(
         valid = (v_idx < end) & tl.where(
             is_sink, v_idx < n_sink,
             tl.where(is_local, tok < seq_len, (sel_blk >= 0) & (sel_tok >= n_sink) & (sel_tok < win_start)))
-        phys = tl.load(BlockTable + b * stride_tb + tok // PAGE, mask=valid, other=0).to(tl.int64)
-        slot = tok % PAGE
-        k = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        v = tl.load(V + phys[:, None] * stride_vb + kvh * stride_vh + slot[:, None] * stride_vt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-        s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        k, v, phys, slot = load_kv_tile(K, V, BlockTable, b, kvh, tok, valid, offs_d,
+                                        stride_tb, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt, PAGE)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        if HAS_FAR:
+            # Sinks and selected blocks past far_distance are scored at that distance (InfLLM):
+            # q_far sits at position far_distance, the key is rotated back to position 0.
+            far = (~is_local) & (seq_len - 1 - tok > far_distance)
+            k_roll = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_roll[None, :],
+                             mask=valid[:, None], other=0.0)
+            cos = tl.load(Cos + tok[:, None] * HEAD_DIM + offs_d[None, :], mask=valid[:, None], other=0.0)
+            ssin = tl.load(SSin + tok[:, None] * HEAD_DIM + offs_d[None, :], mask=valid[:, None], other=0.0)
+            k_raw = (k.to(tl.float32) * cos.to(tl.float32) - k_roll.to(tl.float32) * ssin.to(tl.float32)).to(k.dtype)
+            s = tl.where(far[None, :], tl.dot(qf, tl.trans(k_raw), input_precision=PRECISION), s)
+        s = tl.where(valid[None, :], s * scale, float("-inf"))
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
     part = (b * n_heads + heads) * n_splits + split
-    tl.store(MPart + part, m_i, mask=mask_g)
-    tl.store(LPart + part, l_i, mask=mask_g)
-    tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+    store_partials(MPart, LPart, AccPart, part, m_i, l_i, acc, mask_g, offs_d, HEAD_DIM)
     if FUSED_REDUCE:
         # The last split of this (sequence, KV head) to finish combines all splits' partials.
         if _last_arrival(Counters, b * n_kv + kvh, n_splits):
@@ -250,6 +256,12 @@ def block_representatives(keys: torch.Tensor, n_reps: int, queries: torch.Tensor
     cache. The top n_reps tokens per KV head are kept in position order. n_reps larger than
     the block is clamped.
     """
+    top = representative_index(keys, n_reps, queries)
+    return torch.gather(keys, -2, top[..., None].expand(*top.shape, keys.shape[-1]))
+
+
+def representative_index(keys: torch.Tensor, n_reps: int, queries: torch.Tensor | None = None) -> torch.Tensor:
+    """Slots [..., H_kv, n_reps] (ascending) of the representative keys `block_representatives` keeps."""
     n_kv, size, head_dim = keys.shape[-3:]
     n_reps = min(n_reps, size)
     if queries is not None:
@@ -257,8 +269,7 @@ def block_representatives(keys: torch.Tensor, n_reps: int, queries: torch.Tensor
     else:
         probe = keys.float().mean(dim=-2, keepdim=True)  # [..., H_kv, 1, D]
     received = (probe @ keys.float().transpose(-1, -2)).sum(dim=-2)  # [..., H_kv, size]
-    top = received.topk(n_reps, dim=-1).indices.sort(dim=-1).values
-    return torch.gather(keys, -2, top[..., None].expand(*top.shape, head_dim))
+    return received.topk(n_reps, dim=-1).indices.sort(dim=-1).values
 
 
 def new_representatives_cache(k_cache: torch.Tensor, n_reps: int) -> torch.Tensor:
@@ -410,7 +421,7 @@ def _launch_select(scores: torch.Tensor, topk: int) -> torch.Tensor:
 
 def block_topk_attention_selected(
     q, k_cache, v_cache, block_table, seq_lens, selected: torch.Tensor, sinks: int, window: int,
-    scale: float | None = None, *, splits: int | None = None, block_n: int = 64,
+    scale: float | None = None, *, splits: int | None = None, block_n: int = 64, far: "FarPositions | None" = None,
 ) -> torch.Tensor:
     """Triton attention over sinks + the given selected blocks [B, H_kv, k] + local window."""
     check_inputs(q, k_cache, v_cache, block_table, seq_lens)
@@ -419,7 +430,21 @@ def block_topk_attention_selected(
     if selected.shape[:2] != (batch, n_kv):
         raise ValueError(f"selected must be [batch={batch}, n_kv_heads={n_kv}, k], got {tuple(selected.shape)}")
     return _launch_attention(q.contiguous(), k_cache.contiguous(), v_cache.contiguous(), block_table, seq_lens,
-                             selected.to(torch.int32).contiguous(), sinks, window, scale, splits, block_n)
+                             selected.to(torch.int32).contiguous(), sinks, window, scale, splits, block_n, far=far)
+
+
+class FarPositions:
+    """InfLLM's position handling for decode: tokens outside the local window (sinks, selected
+    blocks) whose true distance exceeds `distance` are scored at that distance instead.
+
+    q_far [B, H, Dh] is the query rotated at position `distance`; such a key is rotated back to
+    position 0 with the RoPE tables (its cached row is rotated at its true position). The
+    representatives must then be stored rotated back to position 0 too: selection scores them
+    with q_far (BlockTopkPolicy does both).
+    """
+
+    def __init__(self, q_far: torch.Tensor, rope: Rope, distance: int):
+        self.q_far, self.rope, self.distance = q_far, rope, int(distance)
 
 
 REDUCE_SPLIT_CHUNK = 32  # partials combined per step by the fused reduction
@@ -429,7 +454,7 @@ MAX_FUSED_REDUCE_SPLITS = 16
 
 
 def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n,
-                      fused_reduce: bool | None = None):
+                      fused_reduce: bool | None = None, far: FarPositions | None = None):
     """Split-K attention over sinks + selected blocks + window. fused_reduce: the last split of each
     (sequence, KV head) combines the partials in the same launch; otherwise a second launch does.
     None picks by the number of splits (MAX_FUSED_REDUCE_SPLITS)."""
@@ -448,15 +473,20 @@ def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sink
     if fused_reduce is None:
         fused_reduce = n_splits <= MAX_FUSED_REDUCE_SPLITS
     counters = arrival_counters(q.device, batch * n_kv) if fused_reduce else m_part
+    if far is not None:
+        qf, cos, ssin, distance = far.q_far.to(q.dtype).contiguous(), far.rope.cos.contiguous(), far.rope.sin.contiguous(), far.distance
+    else:
+        qf, cos, ssin, distance = q, q, q, 0  # unused (HAS_FAR=False)
     _block_topk_split_kernel[(batch, n_kv, n_splits)](
-        q, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part, counters, out,
-        scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk,
-        q.stride(0), q.stride(1),
+        q, qf, cos, ssin, k_cache, v_cache, block_table, seq_lens, selected, m_part, l_part, acc_part, counters, out,
+        scale, tokens_per_split, n_heads, n_splits, sinks, window, n_kv, topk, distance,
+        q.stride(0), q.stride(1), qf.stride(0), qf.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_table.stride(0), out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=group_pad(group), HEAD_DIM=head_dim, PAGE=page, BLOCK_N=block_n,
         PRECISION=dot_precision(q.dtype), FUSED_REDUCE=fused_reduce, SPLIT_CHUNK=REDUCE_SPLIT_CHUNK,
+        HAS_FAR=far is not None,
     )
     return out if fused_reduce else reduce_splits(m_part, l_part, acc_part, out)
 
@@ -464,11 +494,13 @@ def _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sink
 def block_topk_attention(
     q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
     scale: float | None = None, *, splits: int | None = None, block_n: int = 64, check: bool = True,
+    far: FarPositions | None = None,
 ) -> torch.Tensor:
     """Score blocks, select the top-k, attend sinks + blocks + window: Triton launches only
     (score, select, split-K attention, and a reduction unless the attention launch fuses it), no
     torch ops or host syncs between them, so a decode step can be captured in a CUDA graph.
 
+    far: InfLLM positions (FarPositions); blocks are then scored with far.q_far.
     check=False skips input validation (for callers that validated these shapes once).
     """
     if check:
@@ -477,13 +509,16 @@ def block_topk_attention(
         check_representatives(reps, k_cache)
         check_device(q)
     q, k_cache, v_cache, reps = q.contiguous(), k_cache.contiguous(), v_cache.contiguous(), reps.contiguous()
-    scores = _launch_scores(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
+    q_score = q if far is None else far.q_far.to(q.dtype).contiguous()
+    scores = _launch_scores(q_score, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
     selected = _launch_select(scores, topk)
-    return _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n)
+    return _launch_attention(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, splits, block_n,
+                             far=far)
 
 
 def attend_selected_reference(
-    q, k_cache, v_cache, block_table, seq_lens, selected: torch.Tensor, sinks: int, window: int, scale: float | None = None
+    q, k_cache, v_cache, block_table, seq_lens, selected: torch.Tensor, sinks: int, window: int, scale: float | None = None,
+    *, far: FarPositions | None = None,
 ) -> torch.Tensor:
     """Torch attention over sinks + selected blocks + local window; reads only those blocks."""
     check_inputs(q, k_cache, v_cache, block_table, seq_lens)
@@ -505,20 +540,30 @@ def attend_selected_reference(
         for head in range(n_kv):
             mine = torch.isin(token_block, selected[row, head].long().cpu())
             keep[head] = (~is_distant | mine).to(q.device)
-        keys = gather_tokens(k_cache, block_table, row, tokens)
-        values = gather_tokens(v_cache, block_table, row, tokens)
-        out[row] = attend_positions(q[row], keys, values, keep, scale).to(q.dtype)
+        keys = gather_tokens(k_cache, block_table, row, tokens).float()
+        values = gather_tokens(v_cache, block_table, row, tokens).float()
+        queries = q[row].float().reshape(n_kv, -1, head_dim)
+        scores = queries @ keys.transpose(1, 2) * scale  # [H_kv, G, n]
+        if far is not None:
+            tokens_dev = tokens.to(q.device)
+            is_far = (tokens_dev < win_start) & (seq_len - 1 - tokens_dev > far.distance)
+            raw = far.rope.shift(keys, -tokens_dev[None, :]).float()
+            far_scores = far.q_far[row].float().reshape(n_kv, -1, head_dim) @ raw.transpose(1, 2) * scale
+            scores = torch.where(is_far[None, None, :], far_scores, scores)
+        scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
+        out[row] = softmax_attend(scores, values).reshape(-1, head_dim).to(q.dtype)
     return out
 
 
 def block_topk_reference(
     q, k_cache, v_cache, block_table, seq_lens, reps: torch.Tensor, sinks: int, window: int, topk: int,
-    scale: float | None = None,
+    scale: float | None = None, *, far: FarPositions | None = None,
 ) -> torch.Tensor:
     """Torch block top-k: reference scores, torch.topk, reference attention."""
     check_budget(sinks, window, topk)
     check_inputs(q, k_cache, v_cache, block_table, seq_lens)
     check_representatives(reps, k_cache)
-    scores = block_scores_reference(q, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
+    q_score = q if far is None else far.q_far.to(q.dtype)
+    scores = block_scores_reference(q_score, reps, block_table, seq_lens, sinks, window, k_cache.shape[2])
     selected = select_blocks(scores, topk)
-    return attend_selected_reference(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale)
+    return attend_selected_reference(q, k_cache, v_cache, block_table, seq_lens, selected, sinks, window, scale, far=far)

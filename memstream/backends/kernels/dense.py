@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import torch
 
+import torch.nn.functional as F
+
 from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_splits, pow2, tl
+from ._softmax import load_kv_tile, online_softmax_step, store_partials
 from .layout import check_inputs, gather_sequence
+from .policy import AttentionPolicy, Rope
 
 
 @jit
@@ -49,28 +53,13 @@ def _dense_split_kernel(
     for n0 in range(start, end, BLOCK_N):
         tok = n0 + offs_n
         valid = tok < end
-        # Block-table lookup per token: tiles need not align with cache blocks.
-        phys = tl.load(BlockTable + b * stride_tb + tok // PAGE, mask=valid, other=0).to(tl.int64)
-        slot = tok % PAGE
-        # Memory traffic: BLOCK_N rows of K and of V, HEAD_DIM contiguous elements each.
-        k = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        v = tl.load(V + phys[:, None] * stride_vb + kvh * stride_vh + slot[:, None] * stride_vt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
+        k, v, _, _ = load_kv_tile(K, V, BlockTable, b, kvh, tok, valid, offs_d,
+                                  stride_tb, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt, PAGE)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no NaN from (-inf) - (-inf)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
-    part = (b * n_heads + heads) * n_splits + split
-    tl.store(MPart + part, m_i, mask=mask_g)
-    tl.store(LPart + part, l_i, mask=mask_g)
-    tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+    store_partials(MPart, LPart, AccPart, (b * n_heads + heads) * n_splits + split, m_i, l_i, acc, mask_g, offs_d, HEAD_DIM)
 
 
 @jit
@@ -168,3 +157,61 @@ def dense_reference(q, k_cache, v_cache, block_table, seq_lens, scale: float | N
         weights = torch.softmax(queries @ keys.transpose(1, 2) * scale, dim=-1)  # [H_kv, G, L]
         out[row] = (weights @ values).reshape(n_heads, head_dim).to(q.dtype)
     return out
+
+
+PREFIX_QUERY_CHUNK = 2048
+"""Queries per attention call when a prompt continues after cached tokens (bounds the mask's memory)."""
+
+
+def dense_sdpa(q: torch.Tensor, cache, layer: int) -> torch.Tensor:
+    """Dense decode attention for the CPU path: gather each sequence (a slice at batch 1), one SDPA call."""
+    batch, n_heads, head_dim = q.shape
+    n_kv = cache.k(layer).shape[1]
+    out = torch.empty_like(q)
+    for row in range(batch):
+        k, v = cache.sequence(layer, row)  # [Hkv, L, Dh]
+        # GQA as plain attention: each KV head's group of query heads becomes its G query rows
+        # ([1, Hkv, G, Dh]); one token attends to every cached key, so no mask. This shape takes
+        # the fused CPU kernel, where enable_gqa with one query row falls back to repeating K/V.
+        grouped = q[row].view(1, n_kv, n_heads // n_kv, head_dim)
+        out[row] = F.scaled_dot_product_attention(grouped, k[None], v[None]).view(n_heads, head_dim)
+    return out
+
+
+def dense_prefill(q: torch.Tensor, cache, layer: int) -> torch.Tensor:
+    """Prefill attention for the T new tokens of a chunk that follow `past` cached ones.
+
+    q [1, H, T, Dh]; the new keys/values are already in the cache. New token i sits at cache
+    slot past + i and attends to every cached key up to and including its own: a lower-right
+    causal mask. past = 0 is plain causal attention.
+    """
+    t = q.shape[2]
+    past = cache.lengths_before_write[0]
+    k, v = cache.sequence(layer)  # [Hkv, past + T, Dh]
+    k, v = k[None], v[None]
+    if past == 0 and t <= PREFIX_QUERY_CHUNK:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    chunks = []
+    for first in range(0, t, PREFIX_QUERY_CHUNK):
+        last = min(first + PREFIX_QUERY_CHUNK, t)
+        end = past + last  # keys this chunk can see
+        mask = torch.ones(last - first, end, dtype=torch.bool, device=q.device).tril(diagonal=past + first)
+        chunks.append(F.scaled_dot_product_attention(q[:, :, first:last], k[:, :, :end], v[:, :, :end],
+                                                     attn_mask=mask, enable_gqa=True))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)  # [1, H, T, Dh]
+
+
+class DensePolicy(AttentionPolicy):
+    """Every query attends every cached key at its true distance (the baseline)."""
+
+    name = "dense"
+    reuses_prefix = True
+
+    def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        return dense_prefill(q, cache, layer)
+
+    def attend_decode(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        if not self.use_triton(q):
+            # One SDPA call over a sliced cache beats the reference's per-row loop.
+            return dense_sdpa(q, cache, layer)
+        return dense_attention(q, cache.k(layer), cache.v(layer), cache.block_table, cache.seq_lens)

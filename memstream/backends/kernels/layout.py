@@ -32,6 +32,7 @@ class AttentionParams:
     budget: prompt positions kept per KV head after prefill (snapkv), on top of the observation window.
     observation_window: last prompt tokens whose attention scores the prompt (snapkv: 32).
     pool_kernel: odd 1-D max-pool width that smooths snapkv scores (7).
+    prefill_chunk: prompt tokens per prefill forward pass; each chunk attends through the policy.
     use_triton: None picks Triton on CUDA and the torch reference elsewhere.
     """
 
@@ -43,11 +44,16 @@ class AttentionParams:
     budget: int = 2048
     observation_window: int = 32
     pool_kernel: int = 7
+    prefill_chunk: int = 1024
     use_triton: bool | None = None
 
     @classmethod
     def from_settings(cls, attention) -> "AttentionParams":
         return cls(**{name: getattr(attention, name) for name in cls.__dataclass_fields__})
+
+    def settings(self) -> dict:
+        """The config fields these parameters come from (inverse of from_settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def validate(self) -> "AttentionParams":
         for field in fields(self):

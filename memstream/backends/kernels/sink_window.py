@@ -25,7 +25,9 @@ import torch
 
 from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_splits, tl
 from .dense import alloc_partials, reduce_splits
+from ._softmax import load_kv_tile, online_softmax_step, store_partials
 from .layout import attend_positions, check_inputs, gather_tokens
+from .policy import AttentionPolicy, Rope, gather_range, query_positions, softmax_attend
 
 
 @jit
@@ -66,28 +68,15 @@ def _sink_window_split_kernel(
         is_sink = v_idx < sinks
         tok = tl.where(is_sink, v_idx, win_start + v_idx - sinks)
         valid = (v_idx < end) & tl.where(is_sink, v_idx < n_sink, tok < seq_len)
-        phys = tl.load(BlockTable + b * stride_tb + tok // PAGE, mask=valid, other=0).to(tl.int64)
-        slot = tok % PAGE
-        k = tl.load(K + phys[:, None] * stride_kb + kvh * stride_kh + slot[:, None] * stride_kt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
-        v = tl.load(V + phys[:, None] * stride_vb + kvh * stride_vh + slot[:, None] * stride_vt + offs_d[None, :],
-                    mask=valid[:, None], other=0.0)
+        k, v, _, _ = load_kv_tile(K, V, BlockTable, b, kvh, tok, valid, offs_d,
+                                  stride_tb, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt, PAGE)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         if HAS_QFAR:
             s = tl.where(is_sink[None, :], tl.dot(qf, tl.trans(k), input_precision=PRECISION), s)
         s = tl.where(valid[None, :], s * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
-    part = (b * n_heads + heads) * n_splits + split
-    tl.store(MPart + part, m_i, mask=mask_g)
-    tl.store(LPart + part, l_i, mask=mask_g)
-    tl.store(AccPart + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=mask_g[:, None])
+    store_partials(MPart, LPart, AccPart, (b * n_heads + heads) * n_splits + split, m_i, l_i, acc, mask_g, offs_d, HEAD_DIM)
 
 
 def check_budget(sinks: int, window: int) -> None:
@@ -206,3 +195,84 @@ def sink_window_reference(
 def attend_scores(q_row: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
     n_kv, _, head_dim = keys.shape
     return q_row.float().reshape(n_kv, -1, head_dim) @ keys.float().transpose(1, 2) * scale  # [H_kv, G, n]
+
+
+class SinkWindowPolicy(AttentionPolicy):
+    """StreamingLLM / LM-Infinite: sinks + recent window, sinks scored at an in-cache distance.
+
+    A query at position p scores the sinks with q rotated at far_query_position(p) =
+    min(p, sinks + window) (StreamingLLM's positions within the cache, a distance ceiling as in
+    LM-Infinite) and the window at true distances (<= window), in prefill chunks and decode alike,
+    so no distance exceeds sinks + window however long the sequence. After each forward pass the
+    blocks no query will read again are released to the cache's pool (`evictable_blocks`), so a
+    sequence holds about sinks + window + one chunk of keys.
+    """
+
+    name = "sink_window"
+    reads_past_window = True
+
+    def check_params(self) -> None:
+        check_budget(self.params.sinks, self.params.window)
+
+    def cache_tokens(self, max_tokens: int) -> int:
+        p = self.params
+        size = p.block_size
+        blocks = -(-p.sinks // size) + -(-(p.window + p.prefill_chunk) // size) + 2
+        return min(max_tokens, blocks * size)
+
+    def far_shift(self, positions: torch.Tensor) -> torch.Tensor:
+        """Rotation that moves a query from its position to far_query_position (<= 0)."""
+        ceiling = self.params.sinks + self.params.window
+        return positions.clamp(max=ceiling) - positions
+
+    def attend_decode(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        p = self.params
+        q_far = rope.shift(q, self.far_shift(cache.positions - 1)[:, None])
+        args = (q, cache.k(layer), cache.v(layer), cache.block_table, cache.seq_lens, p.sinks, p.window)
+        if self.use_triton(q):
+            out = sink_window_attention(*args, q_far=q_far, check=False)
+        else:
+            out = sink_window_reference(*args, q_far=q_far)
+        self._evict(cache, layer)
+        return out
+
+    def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        """Each query of the chunk attends its own sinks + window, exactly as a decode step there would."""
+        _, n_heads, n_q, head_dim = q.shape
+        sinks, window = self.params.sinks, self.params.window
+        pos = query_positions(cache, n_q)  # [C]
+        c0, end = int(pos[0]), int(pos[-1]) + 1
+        n_kv = cache.k(layer).shape[1]
+        group = n_heads // n_kv
+        # Keys: A = [0, a_end) are sinks whenever attended; B = [b_start, end) window keys.
+        a_end = min(sinks, end)
+        b_start = max(a_end, c0 + 1 - window)
+        qg = q[0].float().reshape(n_kv, group * n_q, head_dim)
+        q_far = rope.shift(q[0], self.far_shift(pos)[None, :]).float().reshape(n_kv, group * n_q, head_dim)
+        rows = pos.repeat(group)[:, None]  # [G*C, 1] query position per row
+        scale = head_dim**-0.5
+        parts_s, parts_v = [], []
+        if a_end > 0:
+            k_a = gather_range(cache.k(layer), cache.block_table, 0, 0, a_end).float()
+            v_a = gather_range(cache.v(layer), cache.block_table, 0, 0, a_end).float()
+            j = torch.arange(a_end, device=q.device)[None, :]
+            parts_s.append((q_far @ k_a.transpose(1, 2) * scale).masked_fill(~(j <= rows), float("-inf")))
+            parts_v.append(v_a)
+        if b_start < end:
+            k_b = gather_range(cache.k(layer), cache.block_table, 0, b_start, end).float()
+            v_b = gather_range(cache.v(layer), cache.block_table, 0, b_start, end).float()
+            j = torch.arange(b_start, end, device=q.device)[None, :]
+            keep = (j <= rows) & (j > rows - window)
+            parts_s.append((qg @ k_b.transpose(1, 2) * scale).masked_fill(~keep, float("-inf")))
+            parts_v.append(v_b)
+        out = softmax_attend(torch.cat(parts_s, dim=-1), torch.cat(parts_v, dim=1))  # [Hkv, G*C, Dh]
+        self._evict(cache, layer)
+        return out.reshape(1, n_heads, n_q, head_dim).to(q.dtype)
+
+    def _evict(self, cache, layer: int) -> None:
+        # The block table is shared by every layer: release once, after the last layer attended.
+        if layer != cache.n_layers - 1:
+            return
+        for row, length in enumerate(cache.lengths):
+            # The next query sits at position `length`: blocks it cannot read are dead for good.
+            cache.release(row, evictable_blocks(length + 1, self.params.sinks, self.params.window, cache.block_size))

@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from ._launch import cdiv, check_device, dot_precision, jit, pow2, tl
+from .dense import DensePolicy, dense_prefill
 from .layout import AttentionParams, gather_sequence
+from .policy import AttentionPolicy, Rope
 
 
 @jit
@@ -188,3 +190,44 @@ def compress_sequence(
     k_cache[phys, :, pos % size] = kept_k.transpose(0, 1)
     v_cache[phys, :, pos % size] = kept_v.transpose(0, 1)
     return n_keep
+
+
+OBS_QUERIES = "observation_queries"
+
+
+class SnapKVPolicy(AttentionPolicy):
+    """SnapKV: prefill and decode are dense; after the prompt's last chunk each layer's prompt KV is
+    compressed once (`compress_sequence`) from the last observation_window queries, kept across
+    chunks. Positions stay true: the cache gets shorter, `positions` keeps counting."""
+
+    name = "snapkv"
+
+    def check_params(self) -> None:
+        check_params(self.params)
+
+    def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        key = (OBS_QUERIES, layer)
+        n_obs = self.params.observation_window
+        kept = cache.policy_state.get(key)
+        recent = q[0, :, -n_obs:]
+        if kept is not None and recent.shape[1] < n_obs:
+            recent = torch.cat([kept, recent], dim=1)[:, -n_obs:]
+        cache.policy_state[key] = recent.clone()
+        return dense_prefill(q, cache, layer)
+
+    def attend_decode(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        return DensePolicy(self.params).attend_decode(q, cache, layer, rope)
+
+    def finish_prefill(self, cache) -> None:
+        # Only the prompt this prefill added is compressed, from its own observation queries.
+        prompt_len = cache.lengths[0]
+        kept = prompt_len
+        for layer in range(cache.n_layers):
+            q_obs = cache.policy_state.pop((OBS_QUERIES, layer), None)
+            if q_obs is None:
+                return
+            kept = compress_sequence(q_obs, cache.k(layer), cache.v(layer), cache.block_table, 0, prompt_len, self.params)
+        if kept < prompt_len:
+            n_blocks = -(-kept // cache.block_size)
+            # Same blocks, shorter sequence: every layer compresses to the same count.
+            cache.rewrite(0, cache.block_table[0, :n_blocks].clone(), kept)

@@ -1,0 +1,145 @@
+"""block_topk as the runner's policy object (InfLLM), beside its kernels in block_topk.py.
+
+Positions (InfLLM): every token outside the local window (the sinks and the selected distant
+blocks) is placed at one fixed distance, `window` (InfLLM's local-window length), from the
+query, so no query ever sees a relative distance past window + chunk however long the context.
+Keys are cached rotated at their true positions; such a key is rotated back to position 0 and
+scored with the query rotated at position `window` (`FarPositions`). A sink closer than `window`
+keeps its true distance (min(true, window)), so with a window covering the context the policy is
+dense attention. Representatives are stored rotated back to position 0 and scored with that
+same far query, so selection sees the distances attention will use.
+
+Representatives come from each block's own queries (InfLLM): the queries of the block's tokens,
+kept across prefill chunks and decode steps while the block fills (`policy_state`), so they do
+not depend on where chunks start. A block with missing queries (a cache continued from tokens
+prefilled elsewhere) falls back to its mean key.
+
+Prefill chunk [c0, c0 + C): blocks are selected once per chunk, from the mean of the chunk's
+far queries (InfLLM); each query attends the sinks, the selected blocks and the local window
+[win_start, p], win_start computed as for a decode step at c0 (so the local part holds at most
+window + C tokens, all at true distances). A chunk of one token is exactly a decode step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import block_topk as bt
+from .policy import AttentionPolicy, Rope, gather_range, query_positions, softmax_attend
+
+REPS = "representatives"
+PENDING = "pending_queries"
+
+
+class BlockTopkPolicy(AttentionPolicy):
+    name = "block_topk"
+    reads_past_window = True
+
+    def check_params(self) -> None:
+        bt.check_budget(self.params.sinks, self.params.window, self.params.topk)
+
+    @property
+    def far_distance(self) -> int:
+        return self.params.window
+
+    def representatives(self, cache, layer: int) -> torch.Tensor:
+        """This layer's representatives store (rotated back to position 0), created on first use."""
+        key = (REPS, layer)
+        if key not in cache.policy_state:
+            cache.policy_state[key] = bt.new_representatives_cache(cache.k(layer), self.params.representatives)
+        return cache.policy_state[key]
+
+    def update_representatives(self, cache, layer: int, row: int, q_new: torch.Tensor, start: int, rope: Rope) -> None:
+        """Give every block completed by tokens [start, start + n) its representatives; q_new [H, n, Dh]."""
+        size = cache.block_size
+        n = q_new.shape[1]
+        end = start + n
+        key = (PENDING, layer, row)
+        pending = cache.policy_state.pop(key, None)
+        if pending is not None and pending[0] + pending[1].shape[1] == start:
+            base, queries = pending[0], torch.cat([pending[1], q_new], dim=1)
+        else:
+            base, queries = start, q_new
+        reps = self.representatives(cache, layer)
+        k_layer = cache.k(layer)
+        for block in range(start // size, end // size):
+            phys = int(cache.block_table[row, block])
+            first = block * size
+            own = queries[:, first - base : first - base + size] if first >= base else None
+            idx = bt.representative_index(k_layer[phys], reps.shape[2], own)  # [H_kv, R]
+            rows = torch.gather(k_layer[phys], 1, idx[..., None].expand(-1, -1, k_layer.shape[3]))
+            reps[phys] = rope.shift(rows, -(first + idx))  # rotated back to position 0
+        tail = (end // size) * size
+        if tail < end and base <= tail:
+            cache.policy_state[key] = (tail, queries[:, tail - base :].clone())
+
+    def far_query(self, q: torch.Tensor, positions: torch.Tensor, rope: Rope) -> torch.Tensor:
+        """q (rotated at `positions`, broadcast over q's leading dims) moved to position far_distance.
+
+        A query before far_distance stays where it is: no key is that far from it (and nothing is distant).
+        """
+        return rope.shift(q, positions.clamp(max=self.far_distance) - positions)
+
+    def attend_decode(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        p = self.params
+        for row in range(q.shape[0]):
+            self.update_representatives(cache, layer, row, q[row][:, None], cache.lengths_before_write[row], rope)
+        positions = cache.positions - 1
+        far = bt.FarPositions(self.far_query(q, positions[:, None], rope), rope, self.far_distance)
+        args = (q, cache.k(layer), cache.v(layer), cache.block_table, cache.seq_lens, self.representatives(cache, layer),
+                p.sinks, p.window, p.topk)
+        if self.use_triton(q):
+            return bt.block_topk_attention(*args, check=False, far=far)
+        return bt.block_topk_reference(*args, far=far)
+
+    def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
+        _, n_heads, n_q, head_dim = q.shape
+        p, size = self.params, cache.block_size
+        pos = query_positions(cache, n_q)
+        c0, end = int(pos[0]), int(pos[-1]) + 1
+        self.update_representatives(cache, layer, 0, q[0], cache.lengths_before_write[0], rope)
+        k_layer, v_layer, table = cache.k(layer), cache.v(layer), cache.block_table
+        n_kv = k_layer.shape[1]
+        group = n_heads // n_kv
+        n_sink, win_start = bt.distant_range(c0 + 1, p.sinks, p.window, size)
+        scale = head_dim**-0.5
+        q_far = self.far_query(q[0], pos[None, :], rope).float()  # [H, C, Dh]
+        qg = q[0].float().reshape(n_kv, group * n_q, head_dim)
+        qfg = q_far.reshape(n_kv, group * n_q, head_dim)
+        rows = pos.repeat(group)[:, None]  # [G*C, 1]
+        parts_s, parts_v = [], []
+        if n_sink > 0:  # sinks: min(true distance, far_distance)
+            k_s = gather_range(k_layer, table, 0, 0, n_sink).float()
+            v_s = gather_range(v_layer, table, 0, 0, n_sink).float()
+            j = torch.arange(n_sink, device=q.device)
+            raw = rope.shift(k_s, -j[None, :]).float()
+            s = torch.where(rows - j[None, :] > self.far_distance, qfg @ raw.transpose(1, 2), qg @ k_s.transpose(1, 2))
+            parts_s.append((s * scale).masked_fill(~(j[None, :] <= rows), float("-inf")))
+            parts_v.append(v_s)
+        blocks = [b for b in range(-(-win_start // size)) if max(b * size, n_sink) < min((b + 1) * size, win_start)]
+        if blocks:
+            # Selection once per chunk: the chunk's mean far query against each block's representatives.
+            ids = table[0, blocks].long()
+            reps = self.representatives(cache, layer)[ids].float()  # [nb, H_kv, R, Dh]
+            mean_q = q_far.mean(dim=1).reshape(n_kv, group, head_dim)
+            scores = torch.einsum("hgd,bhrd->hgbr", mean_q, reps).amax(dim=-1).sum(dim=1)  # [H_kv, nb]
+            chosen = scores.topk(min(p.topk, len(blocks)), dim=-1).indices  # [H_kv, k] into `blocks`
+            logical = torch.tensor(blocks, device=q.device)[chosen]  # [H_kv, k]
+            tok = (logical[..., None] * size + torch.arange(size, device=q.device)).flatten(1)  # [H_kv, k*size]
+            valid = (tok >= n_sink) & (tok < win_start)
+            phys = table[0].long()[tok // size]
+            heads = torch.arange(n_kv, device=q.device)[:, None]
+            k_sel = k_layer[phys, heads, tok % size].float()  # [H_kv, k*size, Dh]
+            v_sel = v_layer[phys, heads, tok % size].float()
+            # Every selected token is at least `window` before every query of the chunk: far-scored.
+            raw = rope.shift(k_sel, -tok).float()
+            s = (qfg @ raw.transpose(1, 2)) * scale
+            parts_s.append(s.masked_fill(~valid[:, None, :], float("-inf")))
+            parts_v.append(v_sel)
+        k_l = gather_range(k_layer, table, 0, win_start, end).float()
+        v_l = gather_range(v_layer, table, 0, win_start, end).float()
+        j = torch.arange(win_start, end, device=q.device)
+        parts_s.append((qg @ k_l.transpose(1, 2) * scale).masked_fill(~(j[None, :] <= rows), float("-inf")))
+        parts_v.append(v_l)
+        out = softmax_attend(torch.cat(parts_s, dim=-1), torch.cat(parts_v, dim=1))
+        return out.reshape(1, n_heads, n_q, head_dim).to(q.dtype)
