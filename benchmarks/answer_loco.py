@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "loco")
     parser.add_argument("--per-conversation", type=int, default=60)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "locomo_loco")
+    parser.add_argument("--max-seconds", type=float, default=None, help="Stop asking after this long and report on the questions answered.")
     args = parser.parse_args()
     from memstream.backends.models import make_backend
     from memstream.benchmarks.runner import bench_settings
@@ -49,18 +50,27 @@ def main() -> None:
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()
                     done[row["qid"]] = row
+                if args.max_seconds is not None and time.perf_counter() - started > args.max_seconds:
+                    raise OutOfTime
 
-            collect_signals(args.data, args.work, progress=print, answer_backend=backend, answer_for=todo, sink=sink)
+            try:
+                collect_signals(args.data, args.work, progress=print, answer_backend=backend, answer_for=todo, sink=sink, only=todo)
+            except OutOfTime:
+                print(f"stopped after {args.max_seconds} s with {len(done)} of {len(chosen)} questions answered")
         model = f"{settings.backend.kind}:{settings.backend.model}"
     else:
         model = "(all answers from an earlier run)"
     qa_rows = [done[q] for q in sorted(chosen) if q in done]
-    results = {"data": args.data.name, "per_conversation": args.per_conversation, "questions": len(qa_rows), "model": model,
+    results = {"data": args.data.name, "per_conversation": args.per_conversation, "questions": len(qa_rows), "selected": len(chosen), "model": model,
                **tune_answers(qa_rows, signals), "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     args.out.with_suffix(".md").write_text(render(results), encoding="utf-8")
     print(f"wrote {args.out.with_suffix('.md')}")
+
+
+class OutOfTime(Exception):
+    """The --max-seconds budget is spent: report on what was answered."""
 
 
 def _row(label: str, block: dict) -> str:
@@ -81,7 +91,7 @@ def render(results: dict) -> str:
     lines = [
         "# LoCoMo dev, leave-one-conversation-out: attribution decision and extractive answers",
         "",
-        f"`{results['data']}`: {results['questions']} questions ({results['per_conversation']} per conversation, evenly spaced; {ns}). "
+        f"`{results['data']}`: {results['questions']} questions answered of {results['selected']} selected ({results['per_conversation']} per conversation, evenly spaced; {ns}). "
         f"Answers by `{results['model']}` (answer cap 32 tokens), memstream retrieval, top 10. Command: "
         "`python benchmarks/attribution_loco.py --work runs/loco && python benchmarks/answer_loco.py --work runs/loco "
         f"--per-conversation {results['per_conversation']}`. The machine was shared with other jobs (2 cores); no timings are claimed.",

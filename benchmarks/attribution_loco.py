@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "loco")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attribution_loco")
+    parser.add_argument("--no-retrieval", action="store_true", help="Skip the retrieval-settings part.")
     parser.add_argument("--signals", type=Path, default=None, help="Reuse signals collected earlier (JSONL) instead of collecting them.")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -40,9 +41,9 @@ def main() -> None:
         write_rows(rows, args.work / "signals.jsonl")
     attribution = tune(rows)
     print(json.dumps(attribution["loco"]["held_out"]), json.dumps(attribution["loco"]["chosen_all"]))
-    retrieval = retrieval_section(args)
+    retrieval = None if args.no_retrieval else retrieval_section(args)
     results = {"data": args.data.name, "questions": len(rows), "attribution": attribution, "retrieval": retrieval,
-               "extraction_alone": extraction_alone(rows),
+               "extraction_alone": extraction_alone(rows), "agent_path_recall_any@10": recall_of(rows),
                "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -69,6 +70,41 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def agent_path_recall(results: dict) -> list[str]:
+    rec = results["agent_path_recall_any@10"]
+    return ["", f"Evidence recall_any@10 on the agent's own path (names dropped from the query, top 10; nothing tuned here, but the RRF list weights were set on this dev set earlier, so this is an in-sample figure): "
+            f"{rec['all']:.3f} over {rec['n']} questions; per conversation: " + ", ".join(f"{c} {v:.3f}" for c, v in rec["per_conversation"].items()) + "."]
+
+
+def retrieval_lines(retrieval: dict) -> list[str]:
+    r = retrieval["loco"]
+    lines = [
+        "",
+        "## Retrieval settings (recall_any@10, 760 non-adversarial questions with evidence)",
+        "",
+        f"In-sample (fitted on all five, `{r['chosen_all']}`): {r['in_sample']['recall_any@10']:.3f}; "
+        f"held-out conversation: **{r['held_out']['recall_any@10']:.3f}**.",
+        "",
+        "| candidate | recall_any@10 (all five) |",
+        "|---|---|",
+    ]
+    for name, value in retrieval["each_candidate_in_sample"].items():
+        lines.append(f"| `{name}` | {value:.3f} |")
+    lines += ["", "| held-out conversation | chosen without it | recall_any@10 |", "|---|---|---|"]
+    for name, block in r["per_fold"].items():
+        lines.append(f"| {name} | `{r['chosen_per_fold'][name]}` | {block['recall_any@10']:.3f} |")
+    return lines
+
+
+def recall_of(rows: list[dict]) -> dict:
+    scored = [r for r in rows if r["code"] != 5 and r["evidence"]]
+    hit = {r["qid"]: float(bool(set(r["retrieved"][:10]) & set(r["evidence"]))) for r in scored}
+    per: dict[str, list[float]] = {}
+    for r in scored:
+        per.setdefault(r["conversation"], []).append(hit[r["qid"]])
+    return {"n": len(scored), "all": round(sum(hit.values()) / len(hit), 4), "per_conversation": {c: round(sum(v) / len(v), 4) for c, v in per.items()}}
+
+
 def render(results: dict) -> str:
     a = results["attribution"]
     loco = a["loco"]
@@ -81,6 +117,13 @@ def render(results: dict) -> str:
         f"with other jobs, {results['seconds']} s).",
         "",
         "## Attribution decision",
+        "",
+        "What it shows: the multi-signal decision keeps a wrong \"not mentioned\" on held-out conversations to 1.8% of "
+        "answerable questions (old rule: 10.2% on the same retrieval), but catches far fewer adversarial questions (13.1% "
+        "vs 40.1%). Those it lets through go to the model, which picked \"not mentioned\" on about half of the adversarial "
+        "questions in the dev run (hybrid's adversarial F1 0.502), so the expected adversarial F1 falls by roughly "
+        "0.27 x 0.5 = 0.13: the issue's target of staying within 0.05 is **not** met by this decision; it was traded for "
+        "the false-\"not mentioned\" target. A QA run (benchmarks/answer_loco.py) measures it directly.",
         "",
         "Abstaining (\"not mentioned for X\") is right on adversarial questions and wrong on answerable ones. Parameters are "
         f"fitted to keep the training conversations' false-\"not mentioned\" rate at or under {_pct(a['max_false_not_mentioned'])} "
@@ -95,29 +138,17 @@ def render(results: dict) -> str:
     lines += ["", f"Chosen on all five (the shipped default): `{loco['chosen_all']}`.", "", "| held-out conversation | chosen without it | false NM | caught |", "|---|---|---|---|"]
     for name, block in loco["per_fold"].items():
         lines.append(f"| {name} | `{loco['chosen_per_fold'][name]}` | {block['false_not_mentioned']}/{block['answerable']} | {block['adversarial_caught']}/{block['adversarial']} |")
-    r = results["retrieval"]["loco"]
-    lines += [
-        "",
-        "## Retrieval settings (recall_any@10, 760 non-adversarial questions with evidence)",
-        "",
-        f"In-sample (fitted on all five, `{r['chosen_all']}`): {r['in_sample']['recall_any@10']:.3f}; "
-        f"held-out conversation: **{r['held_out']['recall_any@10']:.3f}**.",
-        "",
-        "| candidate | recall_any@10 (all five) |",
-        "|---|---|",
-    ]
-    for name, value in results["retrieval"]["each_candidate_in_sample"].items():
-        lines.append(f"| `{name}` | {value:.3f} |")
-    lines += ["", "| held-out conversation | chosen without it | recall_any@10 |", "|---|---|---|"]
-    for name, block in r["per_fold"].items():
-        lines.append(f"| {name} | `{r['chosen_per_fold'][name]}` | {block['recall_any@10']:.3f} |")
+    lines += agent_path_recall(results)
+    if results["retrieval"] is not None:
+        lines += retrieval_lines(results["retrieval"])
     lines += [
         "",
         "## The extractive step alone (no model)",
         "",
         "Answerable questions of each kind, how often a span is found in the top records, and that span's LoCoMo F1. "
         "For comparison only in aggregate: the 135M model's F1 on the full dev run was single-hop 0.118, multi-hop 0.062, "
-        "open-domain 0.085 (reports/locomo_dev); the paired comparison is in reports/locomo_loco.md.",
+        "open-domain 0.085 (reports/locomo_dev). The paired, held-out comparison with the model's answers is "
+        "`benchmarks/answer_loco.py`; it was not run for this report (no machine time: the 2 shared cores were at load 15-25).",
         "",
         "| kind | questions | span found | F1 where found | per category (n, F1) |",
         "|---|---|---|---|---|",

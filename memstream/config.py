@@ -139,15 +139,17 @@ class AgentSettings(BaseModel):
     attribution_check: bool = True
     """When a question names one person and every signal of the evidence says it is someone else's, reply that
     nothing says that person did it (memstream/agent/attribution.py). False: never."""
-    attribution_own_rank: int = Field(3, ge=1)
+    attribution_own_rank: int = Field(1, ge=1)
     """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
     attribution_own_ratio: float = Field(0.8, ge=0.0)
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
-    attribution_mention_counts: bool = True
+    attribution_mention_counts: bool = False
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count", "what"])
+    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
-    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out (reports/locomo_loco.md)."""
+    fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
+    view in reports/attribution_loco.md ("what" spans score no better than the model there); the paired
+    leave-one-conversation-out choice is benchmarks/answer_loco.py, not yet run."""
     chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
     number) are answered with that span instead of generated text; [] lets the model always write."""

@@ -56,11 +56,11 @@ def strip_names(query: str, names: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class AttributionParams:
-    own_rank: int = 3
+    own_rank: int = 1
     """The person's own turn within the top this many counts as their presence: answer."""
     own_ratio: float = 0.8
     """Their best own turn scoring at least this share of the best hit's fused score: answer."""
-    mention_counts: bool = True
+    mention_counts: bool = False
     """A top-`own_rank` turn by someone else that names them (said to or about them) counts as their presence."""
 
 

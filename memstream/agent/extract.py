@@ -10,8 +10,8 @@ By question kind, this step picks the span that answers it:
 - what / which: the sentence of the top records that shares the most words with the question, from after the
   last shared word (what the sentence says beyond the question), a few words long.
 
-When nothing fits, it returns None and the model writes the answer. Which kinds are on is a setting, chosen by
-leave-one-conversation-out on LoCoMo (reports/locomo_loco.md). Questions that offer choices ("(a) ... (b) ...")
+When nothing fits, it returns None and the model writes the answer. Which kinds are on is a setting
+(agent.extract_kinds; benchmarks/answer_loco.py chooses it by leave-one-conversation-out on LoCoMo). Questions that offer choices ("(a) ... (b) ...")
 are never extracted: the answer is one of the choices.
 """
 

@@ -15,7 +15,6 @@ inclined to answer, so ties err towards answering.
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -36,12 +35,14 @@ def collect_signals(
     answer_backend=None,
     answer_for: set[str] | None = None,
     sink: Callable[[dict[str, Any]], None] | None = None,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per LoCoMo question: what the agent's retrieval returns for it (k = agent.top_k).
 
     With `answer_backend`, the questions in `answer_for` are also answered by the agent as the benchmark asks them,
     with the attribution decision and the extractive step off (both are applied offline, per fold), and the row
-    gets the model's `prediction` and `prompt_tokens`. `sink` receives each row as it is made."""
+    gets the model's `prediction` and `prompt_tokens`. `sink` receives each row as it is made; `only` limits the
+    rows to those question ids."""
     from memstream.agent.controller import TurnOptions
     from memstream.agent.planner import plan_turn
     from memstream.backends.scripted import ScriptedBackend
@@ -59,7 +60,16 @@ def collect_signals(
         replay(parts, data, list(data.histories), work_dir / "state", facts=True)
         say(f"replayed {len(data.histories)} conversations; collecting signals for {len(data.questions)} questions")
         options = TurnOptions(retrieval_mode="memstream", plan=True, remember=False, short_answer=True)
-        for question in data.questions:
+        questions = data.questions
+        if only is not None:
+            # Interleaved across conversations, so a run stopped early still covers each of them.
+            position: dict[str, int] = {}
+            keyed = []
+            for question in (q for q in questions if q.qid in only):
+                position[question.namespace] = position.get(question.namespace, -1) + 1
+                keyed.append((position[question.namespace], question.namespace, question))
+            questions = [q for _, _, q in sorted(keyed, key=lambda t: (t[0], t[1]))]
+        for question in questions:
             # The agent's steps 2-3 (controller.stream), without composing or generating.
             plan = plan_turn(question.question, [], question.asked_at, None, False, settings.retrieval.time_expansion)
             people = named_people(plan.query, agent.memory.speakers(question.namespace))

@@ -142,6 +142,7 @@ def replay(parts: Parts, data: BenchData, namespaces: Iterable[str], state_dir: 
     done = set(marker.read_text(encoding="utf-8").split()) if marker.exists() else set()
     for namespace in namespaces:
         if namespace in done:
+            memory.flush()  # resumed: vectors the crash left unembedded are queued again; settle them before asking
             continue
         if memory.has_user(namespace):
             memory.forget_user(namespace)  # a replay interrupted half way: start it again

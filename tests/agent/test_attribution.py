@@ -48,6 +48,10 @@ def test_the_old_margin_rule_and_the_decision_on_the_same_evidence():
     close = hits(("Bob", 0.050), ("Bob", 0.049), ("Bob", 0.048), ("Ann", 0.045))
     assert check_attribution_margin("Ann", close, 0.004) is not None
     assert decide_attribution("Ann", close, PARAMS) is None
+    # The shipped parameters (chosen by leave-one-conversation-out) answer these too.
+    for evidence in (hits(("Bob", 0.05), ("Ann", 0.045)), close):
+        assert check_attribution_margin("Ann", evidence, 0.004) is not None
+        assert decide_attribution("Ann", evidence, AttributionParams()) is None
 
 
 def test_the_decision_abstains_only_when_every_signal_agrees():

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from memstream.agent.compose import date_answer
-from memstream.agent.controller import TurnOptions
 from memstream.agent.enrich import EnrichJob, enrich_turns
 from memstream.agent.event_time import event_facts, find_event_times, window_label
 from memstream.backends.scripted import ScriptedBackend

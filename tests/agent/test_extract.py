@@ -43,7 +43,7 @@ def test_nothing_fits_nothing_is_returned():
 def test_the_agent_answers_from_the_evidence_and_the_model_only_when_extraction_has_nothing(make_agent):
     t0 = datetime(2023, 5, 8, 14)
     backend = ScriptedBackend(["the model's words"])
-    agent = make_agent(backend, agent={"attribution_check": False})
+    agent = make_agent(backend, agent={"attribution_check": False, "extract_kinds": ["name", "where", "count", "what"]})
     agent.memory.ingest("u", [NewSession("c", [
         NewTurn("user", "I've been researching adoption agencies for my family.", "Caroline", t0),
         NewTurn("user", "Wow, that's huge. I painted a lake sunrise last week.", "Melanie", t0 + timedelta(minutes=1)),
