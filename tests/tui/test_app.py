@@ -392,7 +392,7 @@ async def test_broken_database_url_shows_an_error_screen(tmp_path):
     broken = load_settings(db_url=f"sqlite:///{tmp_path / 'missing-dir' / 'deeper' / 'chat.db'}")
     app = MemstreamApp(broken)  # the real startup path: the store fails before any model loads
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error screen")
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen) and bool(app.screen.query(".dialog-title")), what="the error screen")
         assert "Cannot open the memory database" in static_text(app.screen.query_one(".dialog-title"))
         assert "cannot open database" in static_text(app.screen.query_one("#error-detail"))
         await pilot.press("q")
