@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 from dateutil import parser as date_parser
 
+from memstream.errors import InvalidInputError
+from memstream.memory.validate import check_sessions
 from memstream.memory.model import NewSession, NewTurn
 from memstream.memory.store import naive_utc
 
@@ -22,6 +24,16 @@ SESSION_GAP = timedelta(hours=4)  # a JSONL log starts a new session after this 
 
 class ImportFormatError(ValueError):
     """A dataset file is malformed; the message names the file and the field."""
+
+
+def storable(sessions: list[NewSession], source: str) -> list[NewSession]:
+    """What an importer returns passes the store's own validation (memory/validate.py), or the file is refused
+    here, naming it, instead of failing later in the store."""
+    try:
+        check_sessions(sessions)
+    except InvalidInputError as exc:
+        raise ImportFormatError(f"{source}: {exc}") from None
+    return sessions
 
 
 def parse_locomo_time(value: str) -> datetime:
@@ -173,7 +185,7 @@ def parse_locomo(data: Any, source: str = "locomo") -> list[NewSession]:
                     metadata={"source": "locomo", "sample_id": sample_id, "session": number},
                 )
             )
-    return sessions
+    return storable(sessions, source)
 
 
 def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession]:
@@ -221,7 +233,7 @@ def parse_longmemeval(data: Any, source: str = "longmemeval") -> list[NewSession
                     metadata={"source": "longmemeval", "is_answer_session": str(session_id) in answer_sessions},
                 )
             )
-    return sessions
+    return storable(sessions, source)
 
 
 def parse_jsonl(lines: Iterable[str], source: str = "jsonl", default_conversation: str = "default") -> list[NewSession]:
@@ -244,10 +256,9 @@ def parse_jsonl(lines: Iterable[str], source: str = "jsonl", default_conversatio
         event_time = None
         if record.get("time") is not None:
             try:
-                event_time = _fallback_time(str(record["time"]))
+                event_time = naive_utc(_fallback_time(str(record["time"])))
             except ValueError as exc:
                 raise ImportFormatError(f"{where}: field 'time': {exc}") from exc
-            event_time = naive_utc(event_time)
         session = current.get(conversation)
         previous = last_time.get(conversation)
         if session is None or (event_time and previous and event_time - previous > SESSION_GAP):
@@ -258,4 +269,4 @@ def parse_jsonl(lines: Iterable[str], source: str = "jsonl", default_conversatio
             last_time[conversation] = event_time
         metadata = {"source_id": f"line:{number}"}
         session.turns.append(NewTurn(role, content, record.get("speaker") or role, event_time, metadata))
-    return sessions
+    return storable(sessions, source)
