@@ -14,7 +14,7 @@ round by round (trial 0 of every policy and length, block_topk first, then trial
 run stopped early still covers every length. dense and snapkv (whose prefill is dense) stop at --dense-max.
 
     nice -n 10 python benchmarks/passkey.py                      # 4K..64K, 10 trials (5 at 64K)
-    python benchmarks/passkey.py --contexts 4096,8192 --trials 2 --jsonl /tmp/p.jsonl
+    python benchmarks/passkey.py --contexts 4096,8192 --trials 2 --jsonl runs/passkey.jsonl
 """
 
 from __future__ import annotations
