@@ -79,23 +79,6 @@ class MemoryOpener:
             self._memory.close()
 
 
-def hit_record(hit) -> dict[str, Any]:
-    turn = hit.turn
-    return {
-        "id": turn.id,
-        "text": turn.text,
-        "time": turn.event_time.isoformat(),
-        "conversation": turn.conversation_id,
-        "role": turn.role,
-        "speaker": turn.speaker,
-        "source_id": turn.source_id,
-        "score": hit.fused_score,
-        "dense_score": hit.dense_score,
-        "lexical_score": hit.lexical_score,
-        "matched_via": hit.matched_via,
-    }
-
-
 def turn_record(turn: Turn) -> dict[str, Any]:
     return {
         "id": turn.id,
@@ -106,6 +89,12 @@ def turn_record(turn: Turn) -> dict[str, Any]:
         "speaker": turn.speaker,
         "source_id": turn.source_id,
     }
+
+
+def hit_record(hit) -> dict[str, Any]:
+    """A turn's record plus why it was found."""
+    return {**turn_record(hit.turn), "score": hit.fused_score, "dense_score": hit.dense_score,
+            "lexical_score": hit.lexical_score, "matched_via": hit.matched_via}
 
 
 def _fail(exc: MemstreamError) -> ToolError:

@@ -18,6 +18,7 @@ One class per kernel module (dense.py, sink_window.py, block_topk.py, snapkv.py)
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
@@ -52,7 +53,7 @@ class Rope:
         return torch.addcmul(xf * cos, xf.roll(x.shape[-1] // 2, dims=-1), sin).to(x.dtype)
 
 
-class AttentionPolicy:
+class AttentionPolicy(abc.ABC):
     """Base class: a policy's parameters, its Triton/torch choice and the runner hooks (module doc)."""
 
     name: ClassVar[str] = ""
@@ -89,11 +90,13 @@ class AttentionPolicy:
     def cache_tokens(self, max_tokens: int) -> int:
         return max_tokens
 
+    @abc.abstractmethod
     def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
-        raise NotImplementedError
+        """One prefill chunk's attention through this policy (each kernel module implements it)."""
 
+    @abc.abstractmethod
     def attend_decode(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
-        raise NotImplementedError
+        """One decode step's attention through this policy."""
 
     def finish_prefill(self, cache) -> None:
         """After the prompt's last chunk; nothing by default."""
