@@ -118,14 +118,7 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
     scheduler = request.app.state.scheduler
     timeout_s = scheduler.settings.request_timeout_s
     run = scheduler.admit(rate_key(request, tenant.name))
-    started = time.monotonic()
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            scheduler.done(run, started)
+    release = scheduler.releaser(run)
 
     watcher = asyncio.ensure_future(watch_disconnect(request, run)) if not req.stream else None
     items = scheduler.iterate(run, produce)

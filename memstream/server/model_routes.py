@@ -211,14 +211,7 @@ def listed_models(state) -> list[str]:
 async def _stream_response(scheduler: ChatScheduler, run: Run, messages: list[Message], opts: dict, model: str,
                            req: ChatRequest):
     backend = scheduler.backend
-    started = time.monotonic()
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            scheduler.done(run, started)
+    release = scheduler.releaser(run)
 
     pieces = scheduler.iterate(run, lambda: backend.stream(messages, **opts))
     # Pull the first piece before sending headers, so bad input still gets a proper 4xx status.

@@ -194,6 +194,19 @@ class ChatScheduler:
         self.total += 1
         return Run(key=key, deadline=time.monotonic() + self.settings.request_timeout_s)
 
+    def releaser(self, run: Run) -> Callable[[], None]:
+        """A `release()` for `run`, safe to call from every exit path (it releases once), timed from now."""
+        started = time.monotonic()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.done(run, started)
+
+        return release
+
     def done(self, run: Run, started: float | None = None) -> None:
         """Release an admitted run (exactly once)."""
         left = self.in_flight[run.key] - 1
