@@ -56,14 +56,18 @@ class OpenAIBackend:
         if options.stop:
             request["stop"] = list(options.stop)
         with self._errors():
-            chunks = self.client.chat.completions.create(**request)
+            # The SDK's low-level post: `chat.completions.create` re-validates the request body we just built and
+            # parses every chunk into a model, which doubled the client's CPU per memory chat; chunks stay plain dicts.
+            chunks = self.client.post("/chat/completions", body=request, cast_to=object, stream=True,
+                                      stream_cls=openai.Stream[object])
         return self._pieces(chunks)
 
     def _pieces(self, chunks) -> Iterator[str]:
         with self._errors():
             for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                content = _delta_content(chunk)
+                if content:
+                    yield content
 
     def complete(self, messages: Sequence[Message], **opts) -> str:
         return "".join(self.stream(messages, **opts))
@@ -76,6 +80,18 @@ class OpenAIBackend:
 
     def _errors(self):
         return _translate_errors(self.base_url, self.settings.model)
+
+
+def _delta_content(chunk: object) -> str | None:
+    """The text of one streamed chunk (a decoded JSON object); None for role-only, usage-only or odd chunks."""
+    if not isinstance(chunk, dict):
+        return None
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    delta = choices[0].get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else None
 
 
 class _translate_errors:

@@ -70,7 +70,7 @@ class Memory:
         Returns once committed and keyword-searchable; dense vectors follow in the background."""
         with self._write_lock:
             stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id)
-            self._index()
+            self._index(stored)
         return stored
 
     def new_session(self, user: str, conversation: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
@@ -154,15 +154,16 @@ class Memory:
             self._index()
         return counts
 
-    def refresh(self) -> int:
-        """Catch the indexes up with rows other processes wrote; returns how many rows were newly indexed."""
+    def refresh(self, through: dict[str, int] | None = None) -> int:
+        """Catch the indexes up with rows other processes wrote; returns how many rows were newly indexed.
+        `through`: the store's max_ids(), when the caller has just read them."""
         with self._write_lock:
-            return self._index()
+            return self._index(through=through)
 
-    def _index(self) -> int:
+    def _index(self, fresh: Sequence[Turn] = (), through: dict[str, int] | None = None) -> int:
         if self.retriever is None:
             return 0
-        return self.retriever.sync(save=False)
+        return self.retriever.sync(save=False, fresh=fresh, through=through)
 
     # -- reads --------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class DenseJob:
     """Smallest turn (or fact) id of the batch that made this job: a cache saved while it waits resumes there."""
     stored: bytes | None = field(default=None, repr=False)
     """The vector the database already holds for this item with this model (turn and fact keys), if any."""
+    superseded: bool = field(default=False, repr=False)
+    """A newer job for the same key was queued before this one was taken (a round key refreshed while it waited)."""
 
     @property
     def key(self) -> int:
@@ -63,8 +65,14 @@ def embed_jobs(embedder: Embedder, dim: int, jobs: Sequence[DenseJob]) -> tuple[
     if not todo:
         return vectors, failed
     try:
-        for p, vector in zip(todo, embedder.embed([jobs[p].text for p in todo])):
-            vectors[p] = vector
+        # Equal texts are embedded once (a session's first exchange gives the question and the reply one round text).
+        unique = list(dict.fromkeys(jobs[p].text for p in todo))
+        embedded = embedder.embed(unique)
+        if len(embedded) != len(unique):
+            raise ValueError(f"the embedder returned {len(embedded)} vectors for {len(unique)} texts")
+        by_text = dict(zip(unique, embedded))
+        for p in todo:
+            vectors[p] = by_text[jobs[p].text]
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         log.warning("embedding a batch of %d keys failed (%s); embedding them one by one", len(todo), exc)
         for p in todo:
@@ -83,6 +91,7 @@ class DenseQueue:
 
     def __init__(self, lock: threading.RLock):
         self._jobs: deque[DenseJob] = deque()
+        self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: list[DenseJob] = []
         self._users: Counter[str] = Counter()
         self.settled = threading.Condition(lock)
@@ -90,22 +99,41 @@ class DenseQueue:
     def put(self, jobs: Iterable[DenseJob]) -> None:
         """Caller holds the lock."""
         jobs = list(jobs)
+        for job in jobs:
+            # Under load a turn's round key is often re-queued (its neighbour arrived) before the first text was
+            # embedded: only the newest text of a key is worth embedding.
+            older = self._waiting.get((id(job.index), job.key))
+            if older is not None:
+                older.superseded = True
+                self._forget(older.user_id)
+            self._waiting[(id(job.index), job.key)] = job
         self._jobs.extend(jobs)
         self._users.update(job.user_id for job in jobs)
         self.settled.notify_all()
 
     def take(self, max_keys: int) -> list[DenseJob]:
         with self.settled:
-            self._in_flight = [self._jobs.popleft() for _ in range(min(max_keys, len(self._jobs)))]
-            return self._in_flight
+            batch: list[DenseJob] = []
+            while self._jobs and len(batch) < max_keys:
+                job = self._jobs.popleft()
+                if job.superseded:
+                    continue
+                if self._waiting.get((id(job.index), job.key)) is job:
+                    del self._waiting[(id(job.index), job.key)]
+                batch.append(job)
+            self._in_flight = batch
+            return batch
+
+    def _forget(self, user_id: str) -> None:
+        self._users[user_id] -= 1
+        if self._users[user_id] <= 0:
+            del self._users[user_id]
 
     def done(self, batch: list[DenseJob]) -> None:
         with self.settled:
             self._in_flight = []
             for job in batch:
-                self._users[job.user_id] -= 1
-                if self._users[job.user_id] <= 0:
-                    del self._users[job.user_id]
+                self._forget(job.user_id)
             self.settled.notify_all()
 
     def pending(self, user_id: str | None = None) -> int:
@@ -114,7 +142,7 @@ class DenseQueue:
 
     def resume_point(self, facts: bool, cursor: int) -> int:
         """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
-        waiting = [job.origin - 1 for job in (*self._jobs, *self._in_flight) if (job.kind == "fact") == facts]
+        waiting = [job.origin - 1 for job in (*self._jobs, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
         return min([cursor, *waiting])
 
     def wait_until_empty(self, user_id: str | None, timeout_s: float) -> bool:
@@ -130,6 +158,6 @@ class DenseQueue:
 
     def wait_for_work(self, timeout_s: float) -> bool:
         with self.settled:
-            if not self._jobs:
+            if not self._waiting:
                 self.settled.wait(timeout_s)
-            return bool(self._jobs)
+            return bool(self._waiting)

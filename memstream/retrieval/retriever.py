@@ -136,6 +136,7 @@ class Retriever:
         self._cursor = _Cursor()
         self._dense_cursor = _Cursor()
         self._dirty = False
+        self._synced_once = False
         self._query_cache: dict[str, np.ndarray] = {}
         # Dense keys waiting for the background indexer (background=True); inline otherwise.
         self.background = False
@@ -203,12 +204,36 @@ class Retriever:
             index = self._users[user_id] = UserIndex(user_id, self.dim, self.ann_threshold, self._tokenizer)
         return index
 
-    def sync(self, save: bool = True, turns: bool = True) -> int:
+    def sync(self, save: bool = True, turns: bool = True, fresh: Sequence[Turn] = (), through: dict[str, int] | None = None) -> int:
         """Catch the indexes up with the database; returns how many turns and facts were newly indexed.
 
         `turns=False`: deletes and facts only (the agent's enrichment worker, whose facts come from turns already
         indexed: the turns committed meanwhile are the next turn's to index, not a background job's to embed
-        while the turn being answered waits to search)."""
+        while the turn being answered waits to search).
+        `fresh`: turns the caller just committed. `through`: the store's max_ids() if the caller read them already.
+        One max_ids() read decides whether anything else changed: when nothing did, a search's catch-up reads nothing
+        more, and an add indexes its own turns without reading them back."""
+        with self._lock:
+            # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving
+            # a changed index to the full pass.
+            if self.embedder is not None and turns and self._synced_once and not (save and self._dirty):
+                through = through if through is not None else self.store.max_ids()
+                changed = self._changed_besides(fresh, through)
+                if not changed:
+                    return self._index_turns(list(fresh)) if fresh else 0
+            return self._sync_all(save, turns)
+
+    def _changed_besides(self, fresh: Sequence[Turn], through: dict[str, int]) -> bool:
+        """Whether the store holds rows the index has not seen other than `fresh` (the caller's own new turns)."""
+        if through["fact"] > self._cursor.fact or through["deletion"] > self._cursor.deletion:
+            return True
+        ids = [t.id for t in fresh]
+        if not ids:
+            return through["turn"] > self._cursor.turn
+        # Ids are handed out in order under SQLite's one writer: ours directly follow the cursor and nothing after them.
+        return ids != list(range(self._cursor.turn + 1, self._cursor.turn + 1 + len(ids))) or through["turn"] != ids[-1]
+
+    def _sync_all(self, save: bool, turns: bool) -> int:
         with self._lock:
             indexed = 0
             self._apply_deletions()
@@ -234,6 +259,8 @@ class Retriever:
                 self._drop_user_files(user_id)
             if self._dirty and save:
                 self.save()
+            if turns:
+                self._synced_once = True
             return indexed
 
     def _save_dense_only(self) -> None:

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from memstream.memory.model import NewTurn
 from memstream.errors import MemstreamError
@@ -165,11 +165,13 @@ def memory_router() -> APIRouter:
         except RetrievalError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         found = result.time_window
-        return SearchResponse(
+        response = SearchResponse(
             query=result.query,
             time_window=TimeWindowOut(start=found.start, end=found.end, expression=found.expression) if found else None,
             data=[SearchHit.of(hit) for hit in result.hits],
         )
+        # Serialised once: returning the model would have FastAPI dump, re-validate and dump it again.
+        return Response(response.model_dump_json(), media_type="application/json")
 
     @router.delete("/memories/{memory_id}", response_model=Deleted, responses=error_responses(401, 404, 503),
                    summary="Delete one memory")

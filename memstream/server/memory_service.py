@@ -51,7 +51,7 @@ class MemoryService:
     def _sync_now(self) -> int:
         try:
             through = self.store.max_ids()  # read first: everything up to here is indexed once sync returns
-            indexed = self.memory.refresh()
+            indexed = self.memory.refresh(through)
         except MemstreamError as exc:
             self.last_error = f"index sync failed: {exc}"
             raise

@@ -85,3 +85,42 @@ def test_make_backend_builds_the_openai_backend():
     assert backend.count_tokens("a" * 40) == 10
     with pytest.raises(ValueError, match="empty"):
         backend.complete([])
+
+
+def sse_app(chunks: list[object]) -> FastAPI:
+    """Streams these chunks as server-sent events, then [DONE]."""
+    import json
+
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> StreamingResponse:
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return StreamingResponse(iter([body]), media_type="text/event-stream")
+
+    return app
+
+
+def test_stream_keeps_only_text_deltas():
+    """Role-only, usage-only (no choices), null-content and malformed chunks carry no text and are skipped."""
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 0, "delta": {"content": "Par"}}]},
+        {"choices": [{"index": 0, "delta": {"content": None}}]},
+        {"choices": [{"index": 0, "delta": {"content": "is"}, "finish_reason": None}]},
+        {"choices": "not a list"},
+        [1, 2, 3],
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+        {"choices": [{"index": 0, "delta": {"content": 7}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    with ServerThread(sse_app(chunks)) as server:
+        assert list(remote(server.url).stream(ASK)) == ["Par", "is"]
+
+
+def test_stream_error_event_is_a_backend_error():
+    with ServerThread(sse_app([{"error": {"message": "upstream exploded", "type": "server_error"}}])) as server:
+        with pytest.raises(BackendError, match="upstream exploded"):
+            list(remote(server.url).stream(ASK))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,51 @@ def test_delete_and_forget_reach_the_index_before_returning(settings):
         memory.forget_user("alice")
         assert not memory.has_user("alice")
         assert [h.turn.user_id for h in memory.search("bob", "red kite").hits] == ["bob"]
+
+
+def test_an_add_indexes_what_other_writers_committed_before_it(settings, monkeypatch):
+    """An add indexes its own turns without reading them back only when nothing else changed; a turn, a delete or a
+    fact another writer committed in between is still caught up by that add."""
+    with open_memory(settings, HashingEmbedder()) as mine, open_memory(settings, HashingEmbedder()) as other:
+        mine.add("alice", "chat", [NewTurn("user", "first note about herons")])
+        reads = []
+        original = mine.store.iter_turns
+        monkeypatch.setattr(mine.store, "iter_turns", lambda *a, **k: reads.append(1) or original(*a, **k))
+        mine.add("alice", "chat", [NewTurn("user", "second note about herons")])
+        assert reads == []  # only its own turn was new: indexed as returned, not read back
+        theirs = other.add("alice", "chat", [NewTurn("user", "a note about otters from another process")])[0]
+        mine.add("alice", "chat", [NewTurn("user", "third note about herons")])
+        assert reads, "a gap in the ids sends the add through the full catch-up"
+        assert [h.turn.id for h in mine.search("alice", "otters", mode="bm25").hits] == [theirs.id]
+        heron = mine.search("alice", "herons", mode="bm25").hits[0].turn
+        assert other.delete_turn("alice", heron.id)
+        mine.add("alice", "chat", [NewTurn("user", "a note about swifts")])
+        assert heron.id not in [h.turn.id for h in mine.search("alice", "herons", mode="bm25").hits]
+        assert mine.refresh() == 0  # caught up: a search's catch-up reads nothing more
+
+
+def test_a_round_key_refreshed_while_waiting_is_embedded_once(settings):
+    """Under load a user turn's round key is re-queued when the reply arrives before the first text was embedded:
+    only the newest text is embedded, and the pending count does not wait for the dropped one."""
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    texts: list[str] = []
+    embed = embedder.embed
+    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
+    with open_memory(settings, embedder) as memory:
+        memory.add("bob", "other", [NewTurn("user", "a note that keeps the indexer busy")])
+        deadline = time.monotonic() + 10
+        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:  # the indexer holds bob's keys
+            time.sleep(0.01)
+        question = memory.add("alice", "chat", [NewTurn("user", "Where did the herons nest?")])[0]
+        memory.add("alice", "chat", [NewTurn("assistant", "By the old mill pond.")])
+        assert memory.stats("alice")["index"]["pending_keys"] == 6  # 3 keys per turn; the first round key was dropped
+        embedder.gate.set()
+        assert memory.flush(10)
+        rounds = [t for t in texts if "herons" in t and t.startswith("[")]  # the question's and the reply's round keys
+        assert rounds and all("old mill pond" in t for t in rounds)  # never the question's round without its reply
+        hits = memory.search("alice", "herons nest mill pond", mode="dense").hits
+        assert question.id in [h.turn.id for h in hits]
 
 
 def test_a_crash_with_vectors_pending_loses_nothing(settings):
