@@ -291,7 +291,7 @@ def memory_reembed(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> 
         settings = settings_from(db)
         store = open_store(settings)
         e = settings.embedder
-        counts = reembed(settings, store.store, EmbedderCache().get(e.model, e.batch_size, e.device, e.threads))
+        counts = reembed(settings, store.store, EmbedderCache().for_settings(e))
         if as_json:
             echo_json(counts)
         else:

@@ -53,6 +53,11 @@ class EmbedderSettings(BaseModel):
     """'cpu', 'cuda', or None to pick CUDA when present."""
     threads: int | None = Field(None, ge=1, le=256)
     """CPU threads for torch (process-wide), or None for torch's default. 1 is fastest on a busy machine."""
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
+    """How a CPU runs the model: 'onnx' (ONNX Runtime, the same vectors for less than half the CPU; models with mean
+    pooling only), 'torch', or 'auto' (onnx where it applies, torch otherwise). A GPU always runs torch."""
+    onnx_cache_dir: str | None = None
+    """Where the ONNX export of the model is kept (made once, offline); default: the user cache folder."""
 
 
 class RetrievalSettings(BaseModel):

