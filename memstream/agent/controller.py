@@ -399,9 +399,11 @@ class MemoryAgent:
             yield item
         await worker
 
-    def remember(self, user: str, conversation: str, turns: list[NewTurn], session_id: int | None = None) -> list[Turn]:
-        """Store turns without answering (replaying history); indexes and enrichment as for a live turn."""
-        stored = self.memory.add(user, conversation, turns, session_id=session_id)
+    def remember(self, user: str, conversation: str, turns: list[NewTurn], session_id: int | None = None,
+                 also=None) -> list[Turn]:
+        """Store turns without answering (replaying history); indexes and enrichment as for a live turn.
+        `also`: see Memory.add."""
+        stored = self.memory.add(user, conversation, turns, session_id=session_id, also=also)
         if self.enricher is not None and stored:
             self.enricher.submit(EnrichJob(user, conversation, [t.id for t in stored], stored[-1].session_id))
         return stored

@@ -29,7 +29,7 @@ from memstream.errors import InvalidInputError
 from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
-from memstream.memory.store import ConversationInfo, MemoryStore
+from memstream.memory.store import ConversationInfo, InTransaction, MemoryStore
 from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time
 from memstream.retrieval.embedder import Embedder, EmbedderCache
 from memstream.retrieval.results import SearchResult, SessionHit
@@ -64,12 +64,14 @@ class Memory:
 
     # -- writes -------------------------------------------------------------------------
 
-    def add(self, user: str, conversation: str, turns: Sequence[NewTurn], session_id: int | None = None) -> list[Turn]:
+    def add(self, user: str, conversation: str, turns: Sequence[NewTurn], session_id: int | None = None,
+            also: InTransaction | None = None) -> list[Turn]:
         """Append turns to a conversation (into `session_id`, or its latest session, or a new one); returns them stored.
 
-        Returns once committed and keyword-searchable; dense vectors follow in the background."""
+        Returns once committed and keyword-searchable; dense vectors follow in the background.
+        `also(conn, turn_ids)`: more writes committed in the same transaction (an Idempotency-Key's outcome)."""
         with self._write_lock:
-            stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id)
+            stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id, also=also)
             self._index(stored)
         return stored
 
@@ -147,10 +149,11 @@ class Memory:
             self._index()
         return counts
 
-    def import_records(self, user: str, records: Iterable[dict[str, Any]]) -> dict[str, int]:
-        """Load exported records (memory/transfer.py) into `user`: all validated first, then one transaction."""
+    def import_records(self, user: str, records: Iterable[dict[str, Any]], also: InTransaction | None = None) -> dict[str, int]:
+        """Load exported records (memory/transfer.py) into `user`: all validated first, then one transaction
+        (`also(conn, counts)` writes in it too)."""
         with self._write_lock:
-            counts = self.store.import_records(user, records)
+            counts = self.store.import_records(user, records, also=also)
             self._index()
         return counts
 

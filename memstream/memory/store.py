@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -46,6 +46,9 @@ from memstream.memory.validate import (  # re-exported: callers import the id an
     naive_utc,
     utcnow,
 )
+
+InTransaction = Callable[[Connection, Any], None]
+"""More writes run inside a store write's transaction, given its connection and its result (see MemoryStore._retry)."""
 
 
 class StoreError(UnavailableError):
@@ -123,12 +126,17 @@ class MemoryStore:
             with conn.begin():
                 yield conn
 
-    def _retry(self, work):
-        """Run a write transaction, retrying with jittered backoff while another writer holds the lock."""
+    def _retry(self, work, also: "InTransaction | None" = None):
+        """Run a write transaction, retrying with jittered backoff while another writer holds the lock.
+        `also(conn, result)` runs in the same transaction after `work`: what it writes commits with the write or not
+        at all (the server records an Idempotency-Key's outcome this way)."""
         for attempt in range(self.lock_retries + 1):
             try:
                 with self._write() as conn:
-                    return work(conn)
+                    result = work(conn)
+                    if also is not None:
+                        also(conn, result)
+                    return result
             except OperationalError as exc:
                 if not _is_locked(exc) or attempt == self.lock_retries:
                     if _is_locked(exc):
@@ -216,8 +224,10 @@ class MemoryStore:
         conversation_id: str,
         new_turns: Sequence[NewTurn],
         session_id: int | None = None,
+        also: "InTransaction | None" = None,
     ) -> list[Turn]:
-        """Append live turns to a conversation (into `session_id`, or the conversation's latest session, or a new one)."""
+        """Append live turns to a conversation (into `session_id`, or the conversation's latest session, or a new one).
+        `also(conn, turn_ids)`: more writes in the same transaction (see _retry)."""
         check_id("user id", user_id)
         check_id("conversation id", conversation_id)
 
@@ -255,7 +265,7 @@ class MemoryStore:
             ]
             return list(zip(self._insert_turn_rows(conn, rows), rows))
 
-        stored = self._retry(work)
+        stored = self._retry(work, None if also is None else lambda conn, result: also(conn, [i for i, _ in result]))
         return [Turn(id=turn_id, **{k: v for k, v in row.items() if k != "user_id"}, user_id=user_id) for turn_id, row in stored]
 
     def new_session(self, user_id: str, conversation_id: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
@@ -622,10 +632,10 @@ class MemoryStore:
 
         return export_records(self, user_id)
 
-    def import_records(self, user_id: str, records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    def import_records(self, user_id: str, records: Iterable[dict[str, Any]], also: "InTransaction | None" = None) -> dict[str, int]:
         from memstream.memory.transfer import import_records
 
-        return import_records(self, user_id, records)
+        return import_records(self, user_id, records, also=also)
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def check_records(records: Iterable[Any]) -> list[dict[str, Any]]:
     return checked
 
 
-def import_records(store: "MemoryStore", user_id: str, records: Iterable[Any]) -> dict[str, int]:
+def import_records(store: "MemoryStore", user_id: str, records: Iterable[Any], also=None) -> dict[str, int]:
     """Load exported records into `user_id` in one transaction (all or nothing; ids remapped)."""
     check_id("user id", user_id)
     checked = check_records(records)
@@ -196,4 +196,4 @@ def import_records(store: "MemoryStore", user_id: str, records: Iterable[Any]) -
                 counts["facts"] += 1
         return counts
 
-    return store._retry(work)
+    return store._retry(work, also)

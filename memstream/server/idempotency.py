@@ -7,20 +7,23 @@ Keys live in the memory database (table `server_idempotency`, owned by the serve
 every server process on one database sees them. The first request with a key claims it (a pending
 row), runs, and records its answer; a repeat with the same route, user and body gets that answer
 (header `Idempotent-Replayed: true`); a repeat while the first still runs, or with a different body,
-gets 409. A write that failed with an error releases its key, so a retry runs again. A claim left
-pending by a process that died is taken over after `server.request_timeout_s`; the write and the
-recorded answer are separate commits, so a crash in the milliseconds between them can still let that
-retry store again. Keys are kept for KEEP_HOURS.
+gets 409. A write that failed with an error releases its key, so a retry runs again. The write records
+its outcome (the stored turn ids, the import counts) on the key's row in its own transaction, so a
+write either committed with its outcome or not at all: a claim left pending by a process that died is
+taken over after `server.request_timeout_s`, and the retry either replays the committed outcome
+(rebuilt from the database) or, when nothing committed, runs the write. Keys are kept for KEEP_HOURS.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, and_, delete, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, and_, delete, insert, inspect, select, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from memstream.memory.store import utcnow
@@ -40,7 +43,18 @@ keys_table = Table(
     Column("status", Integer),  # null while the first request runs
     Column("response", Text),
     Column("claimed_at", DateTime, nullable=False),
+    Column("outcome", Text),  # JSON, written in the write's own transaction (see Claim.record)
 )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key was used before: answer this instead of writing."""
+
+    status: int
+    body: dict | None
+    """The recorded answer; None when only the outcome committed (the process died before answering)."""
+    outcome: Any = None
 
 
 def fingerprint(route: str, user: str, body: bytes) -> str:
@@ -62,14 +76,17 @@ class IdempotencyKeys:
         self.stale_after = timedelta(seconds=stale_after_s)
         self.claims = 0
         _metadata.create_all(engine, checkfirst=True)
+        if "outcome" not in {c["name"] for c in inspect(engine).get_columns(keys_table.name)}:
+            with self._write() as conn, conn.begin():  # a table made before outcomes were recorded
+                conn.execute(text(f"ALTER TABLE {keys_table.name} ADD COLUMN outcome TEXT"))
 
     def _write(self):
         conn = self.engine.connect()
         conn.execution_options(memstream_write=True)  # SQLite: BEGIN IMMEDIATE, as the store's writes
         return conn
 
-    def claim(self, tenant: str, key: str, print_: str) -> tuple[int, dict] | None:
-        """None: this request owns the key and must run, then `finish` or `release`. Otherwise the first answer."""
+    def claim(self, tenant: str, key: str, print_: str) -> Replay | None:
+        """None: this request owns the key and must run, then `finish` or `release`. Otherwise what to replay."""
         self.claims += 1
         if self.claims % PURGE_EVERY == 0:
             self.purge()
@@ -90,13 +107,24 @@ class IdempotencyKeys:
                 raise APIError(409, "this Idempotency-Key was used for a different request (route, user or body); "
                                     "use a new key for a new write", param="Idempotency-Key", code="idempotency_key_reused")
             if row.status is not None:
-                return row.status, json.loads(row.response)
+                return Replay(row.status, json.loads(row.response))
+            if row.outcome is not None:  # the write committed; its process died before it could answer
+                return Replay(201, None, json.loads(row.outcome))
             if now - row.claimed_at < self.stale_after:
                 raise APIError(409, "a request with this Idempotency-Key is still running; retry after it ends",
                                param="Idempotency-Key", code="idempotency_key_in_progress", headers={"Retry-After": "1"})
             # The process that claimed it died: take the claim over.
             conn.execute(update(keys_table).where(where, keys_table.c.claimed_at == row.claimed_at).values(claimed_at=now))
             return None
+
+    def recorder(self, tenant: str, key: str):
+        """The `also` hook for a store write: records its outcome on the key's row inside the write's transaction."""
+
+        def record(conn: Connection, outcome: Any) -> None:
+            conn.execute(update(keys_table).where(keys_table.c.tenant == tenant, keys_table.c.key == key)
+                         .values(outcome=json.dumps(outcome)))
+
+        return record
 
     def finish(self, tenant: str, key: str, status: int, body: dict) -> None:
         with self._write() as conn, conn.begin():
@@ -105,8 +133,9 @@ class IdempotencyKeys:
 
     def release(self, tenant: str, key: str) -> None:
         with self._write() as conn, conn.begin():
+            # Only a key whose write did not commit: a committed outcome must keep answering retries.
             conn.execute(delete(keys_table).where(keys_table.c.tenant == tenant, keys_table.c.key == key,
-                                                  keys_table.c.status.is_(None)))
+                                                  keys_table.c.status.is_(None), keys_table.c.outcome.is_(None)))
 
     def purge(self) -> None:
         with self._write() as conn, conn.begin():

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Iterator
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from memstream.memory.model import NewTurn
@@ -82,21 +81,25 @@ async def blocking(fn, *args, **kwargs):
         raise from_memstream(exc) from None
 
 
-async def idempotent(request: Request, tenant: Tenant, key: str | None, route: str, user: str, body: bytes, write):
-    """Run `write()` (-> (status, JSON body)) at most once per Idempotency-Key; without a key, just run it."""
+async def idempotent(request: Request, tenant: Tenant, key: str | None, route: str, user: str, body: bytes, write, replay):
+    """Run `write(also)` (-> (status, JSON body)) at most once per Idempotency-Key; without a key, just run it.
+
+    `also` is None without a key; with one it records the write's outcome in the write's own transaction, and
+    `replay(outcome)` (-> (status, JSON body)) rebuilds the answer of a write that committed but never answered."""
     if key is None:
-        status, payload = await write()
+        status, payload = await write(None)
         return JSONResponse(payload, status_code=status)
     check_key(key)
     keys: IdempotencyKeys = request.app.state.idempotency
     owner, print_ = tenant.name or "", fingerprint(route, user, body)
     first = await blocking(keys.claim, owner, key, print_)
     if first is not None:
-        return JSONResponse(first[1], status_code=first[0], headers={"Idempotent-Replayed": "true"})
+        status, payload = (first.status, first.body) if first.body is not None else await replay(first.outcome)
+        return JSONResponse(payload, status_code=status, headers={"Idempotent-Replayed": "true"})
     try:
-        status, payload = await write()
+        status, payload = await write(keys.recorder(owner, key))
     except BaseException:
-        await blocking(keys.release, owner, key)  # nothing was stored: a retry must run again
+        await blocking(keys.release, owner, key)  # a retry must run again, unless the write had committed
         raise
     await blocking(keys.finish, owner, key, status, payload)
     return JSONResponse(payload, status_code=status)
@@ -114,14 +117,20 @@ def memory_router() -> APIRouter:
         internal = tenant.internal(body.user)
         turns = [NewTurn(t.role, t.text, t.speaker, t.time, t.metadata) for t in body.turns]  # validated at the door
 
-        async def write():
+        def answer(stored) -> tuple[int, dict]:
+            return 201, AddedMemories(data=[Memory.of(t, body.user) for t in stored]).model_dump(mode="json")
+
+        async def write(also):
             try:
-                stored = await blocking(service.agent.remember, internal, body.conversation, turns)
+                stored = await blocking(service.agent.remember, internal, body.conversation, turns, also=also)
             except ValueError as exc:
                 raise APIError(400, str(exc), code="invalid_value") from None
-            return 201, jsonable_encoder(AddedMemories(data=[Memory.of(t, body.user) for t in stored]))
+            return answer(stored)
 
-        return await idempotent(request, tenant, idempotency_key, "add", internal, await request.body(), write)
+        async def replay(turn_ids):
+            return answer(await blocking(service.store.get_turns, internal, turn_ids))
+
+        return await idempotent(request, tenant, idempotency_key, "add", internal, await request.body(), write, replay)
 
     @router.get("/memories", response_model=MemoryPage, responses=error_responses(400, 401, 404, 503),
                 summary="List a user's memories, oldest first")
@@ -222,14 +231,20 @@ def memory_router() -> APIRouter:
         raw = await request.body()
         records = parse_jsonl(raw)
 
-        async def write():
+        def answer(counts: dict) -> tuple[int, dict]:
+            return 201, Imported(user=user, **counts).model_dump(mode="json")
+
+        async def write(also):
             try:
-                counts = await blocking(service.memory.import_records, internal, records)
+                counts = await blocking(service.memory.import_records, internal, records, also=also)
             except ValueError as exc:
                 raise APIError(400, str(exc), code="invalid_record") from None
-            return 201, jsonable_encoder(Imported(user=user, **counts))
+            return answer(counts)
 
-        return await idempotent(request, tenant, idempotency_key, "import", internal, raw, write)
+        async def replay(counts):
+            return answer(counts)
+
+        return await idempotent(request, tenant, idempotency_key, "import", internal, raw, write, replay)
 
     return router
 

@@ -96,3 +96,56 @@ def test_a_repeated_idempotency_key_imports_once(memory_server, server_settings)
     bad_key = httpx.post(f"{memory_server.url}/v1/users/bob/import", content=EXPORT.encode(),
                          headers={**headers, "Idempotency-Key": "x" * 201})
     assert bad_key.status_code == 400 and bad_key.json()["error"]["param"] == "Idempotency-Key"
+
+
+def _as_if_the_process_died_after_committing(settings, key: str) -> None:
+    """The key's row as a process killed between the write's commit and its answer leaves it: the outcome (written in
+    the write's own transaction) is there, the recorded answer is not, and the claim is old enough to take over."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(settings.database_url)
+    with engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT outcome FROM server_idempotency WHERE key = :k"), {"k": key}).one()
+        assert row.outcome is not None  # committed together with the turns
+        conn.execute(sa.text("UPDATE server_idempotency SET status = NULL, response = NULL, claimed_at = :t WHERE key = :k"),
+                     {"k": key, "t": "2000-01-01 00:00:00"})
+    engine.dispose()
+
+
+def test_a_retry_after_a_crash_between_commit_and_answer_stores_once(memory_server, server_settings):
+    key = {"Idempotency-Key": "add-crash-1"}
+    body = {"user": "alice", "conversation": "history", "turns": TURNS}
+    first = httpx.post(f"{memory_server.url}/v1/memories", headers={**ACME, **key}, json=body, timeout=60)
+    assert first.status_code == 201
+    _as_if_the_process_died_after_committing(server_settings, "add-crash-1")
+    retry = httpx.post(f"{memory_server.url}/v1/memories", headers={**ACME, **key}, json=body, timeout=60)
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json() == first.json()  # rebuilt from the stored turns
+    with MemoryStore(server_settings.database_url) as store:
+        assert len(store.list_turns("acme/alice")) == len(TURNS)
+
+    headers = {**ACME, "Content-Type": "application/x-ndjson", "Idempotency-Key": "import-crash-1"}
+    first = httpx.post(f"{memory_server.url}/v1/users/bob/import", content=EXPORT.encode(), headers=headers, timeout=60)
+    assert first.status_code == 201
+    _as_if_the_process_died_after_committing(server_settings, "import-crash-1")
+    retry = httpx.post(f"{memory_server.url}/v1/users/bob/import", content=EXPORT.encode(), headers=headers, timeout=60)
+    assert retry.status_code == 201 and retry.json() == first.json()
+    with MemoryStore(server_settings.database_url) as store:
+        assert len(store.list_turns("acme/bob")) == 1
+
+
+def test_a_write_and_its_outcome_commit_together(tmp_path):
+    """The `also` hook runs inside the write's transaction: when it fails, the turns are not stored either."""
+    with MemoryStore(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        def fail(conn, ids):
+            assert len(ids) == 1
+            raise RuntimeError("the outcome could not be recorded")
+
+        from memstream.memory import NewTurn
+
+        with pytest.raises(RuntimeError, match="could not be recorded"):
+            store.add_turns("alice", "c", [NewTurn("user", "never stored")], also=fail)
+        assert not store.has_user("alice") or store.list_turns("alice") == []
+        seen = []
+        store.add_turns("alice", "c", [NewTurn("user", "stored")], also=lambda conn, ids: seen.append(ids))
+        assert [t.id for t in store.list_turns("alice")] == seen[0]
