@@ -144,6 +144,12 @@ class EmbedderCache:
                 self._loaded[key] = embedder
             return embedder
 
+    def provide(self, embedder: SentenceTransformerEmbedder, device: str | None = None) -> None:
+        """Hand this cache a model the caller built (a benchmark's variant): every runtime asked for gets it."""
+        with self._lock:
+            for runtime in ("auto", "onnx", "torch"):
+                self._loaded[(embedder.name, device, runtime)] = embedder
+
     def for_settings(self, settings: "EmbedderSettings") -> SentenceTransformerEmbedder:
         """The embedder an `embedder` settings section describes."""
         return self.get(settings.model, settings.batch_size, settings.device, settings.threads, settings.runtime,
