@@ -33,18 +33,32 @@ def is_assistant(hit) -> bool:
 
 
 def restates(reply: str, statement: str, threshold: float = RESTATES) -> bool:
-    words = content_words(reply)
-    return bool(words) and len(words & content_words(statement)) / len(words) >= threshold
+    return _restates_words(content_words(reply), content_words(statement), threshold)
+
+
+def _restates_words(said: set[str], source: set[str], threshold: float = RESTATES) -> bool:
+    return bool(said) and len(said & source) / len(said) >= threshold
 
 
 def prefer_own_statements(hits: Sequence[H]) -> list[H]:
     """The hits reordered so that no assistant reply stays above a non-assistant turn it restates; ranks renumbered."""
     order = list(hits)
+    words: dict[int, set[str]] = {}  # id(hit) -> its content words: each text is split once, not once per pair
+
+    def words_of(hit) -> set[str]:
+        found = words.get(id(hit))
+        if found is None:
+            found = words[id(hit)] = content_words(hit.turn.text)
+        return found
+
+    def restated(reply, statement) -> bool:
+        return _restates_words(words_of(reply), words_of(statement))
+
     i = 0
     while i < len(order):
         hit = order[i]
         if is_assistant(hit):
-            source = next((j for j in range(i + 1, len(order)) if not is_assistant(order[j]) and restates(hit.turn.text, order[j].turn.text)), None)
+            source = next((j for j in range(i + 1, len(order)) if not is_assistant(order[j]) and restated(hit, order[j])), None)
             if source is not None:
                 order.insert(i, order.pop(source))
                 i += 1  # the reply itself is now one further down; look at it again there
