@@ -66,6 +66,11 @@ class Memory:
             retriever.background = True
             self.indexer = Indexer(retriever, settings.retrieval.index_batch).start()
 
+    @property
+    def index_in_database(self) -> bool:
+        """True when the index lives in the database (pgvector): nothing to catch up, no per-process copy."""
+        return self._in_db
+
     # -- writes -------------------------------------------------------------------------
 
     def add(self, user: str, conversation: str, turns: Sequence[NewTurn], session_id: int | None = None) -> list[Turn]:
