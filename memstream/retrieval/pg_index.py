@@ -45,7 +45,35 @@ log = logging.getLogger(__name__)
 CONTEXT_LOOKBACK = 8  # earlier turns of the session read for a new turn's round and statement keys
 EF_SEARCH = 100  # hnsw.ef_search for the ANN path (>= the candidates fused)
 MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: how far an iterative scan may go for a selective user filter
+# Lexical ranking: "bm25" scores as the in-process BM25 does (Lucene idf, k1 1.2, b 0.75; retrieval/lexical.py) from
+# PostgreSQL's own parse of the text (the tsvector: stemmed lexemes and their positions), with document frequencies
+# and the average length taken over the user's keys of that kind; "ts_rank_cd" is PostgreSQL's cover density (no
+# idf: a common word counts as much as a rare name). LoCoMo dev recall for both: reports/scale_out.md.
+LEXICAL_RANK = "bm25"
+BM25_K1 = 1.2
+BM25_B = 0.75
 RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length), so long round keys do not win by length
+# Documents: the user's keys of the kind holding any query lexeme (the GIN index finds them); their lexemes' tf from the
+# tsvector positions; df over those documents is the df over all of the user's keys (a key without the lexeme has df 0
+# for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
+BM25_SQL = """
+WITH docs AS (
+    SELECT key_id, turn_id, turn_ids, tsv, length(tsv) AS len FROM index_keys
+    WHERE user_id = :u AND kind = :kind AND tsv @@ CAST(:tq AS tsquery)
+), terms AS (
+    SELECT d.key_id, t.lexeme, cardinality(t.positions) AS tf FROM docs d, unnest(d.tsv) t
+    WHERE t.lexeme = ANY(CAST(:lexemes AS text[]))
+), df AS (
+    SELECT lexeme, count(*) AS df FROM terms GROUP BY lexeme
+), stats AS (
+    SELECT count(*) AS n, greatest(avg(length(tsv)), 1) AS avgdl FROM index_keys WHERE user_id = :u AND kind = :kind
+)
+SELECT d.turn_ids, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                       * t.tf * (:k1 + 1) / (t.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
+FROM terms t JOIN df USING (lexeme) JOIN docs d USING (key_id) CROSS JOIN stats s
+WHERE {allowed}
+GROUP BY d.key_id, d.turn_ids ORDER BY score DESC, d.key_id LIMIT :depth
+"""
 
 
 _FORMATS: dict[int, str] = {}
@@ -401,8 +429,10 @@ class PgIndex:
 class _PgRanker:
     """One search's ranked lists, read in one transaction (the iterative-scan settings are SET LOCAL to it)."""
 
-    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, tsquery: str | None):
-        self.index, self.conn, self.user_id, self.exact, self.tsquery = index, conn, user_id, exact, tsquery
+    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str]):
+        self.index, self.conn, self.user_id, self.exact, self.lexemes = index, conn, user_id, exact, lexemes
+        # OR of the query's lexemes (already normalised: quoted so that the tsquery parser leaves them as they are).
+        self.tsquery = " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes) or None
 
     @classmethod
     def open(cls, index: PgIndex, conn: Connection, user_id: str, query: str) -> "_PgRanker | None":
@@ -421,9 +451,7 @@ class _PgRanker:
         lexemes = conn.execute(
             text("SELECT tsvector_to_array(to_tsvector(CAST(:config AS regconfig), :q))"), {"config": pg_schema.TEXT_CONFIG, "q": query}
         ).scalar() or []
-        # OR of the query's lexemes (already normalised: quoted so that to_tsquery's parser leaves them as they are).
-        tsquery = " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes) or None
-        return cls(index, conn, user_id, exact, tsquery)
+        return cls(index, conn, user_id, exact, list(lexemes))
 
     def allowed(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
         """Turn ids inside the window (said then, or about then: event-time facts) and conversation; None: all."""
@@ -451,9 +479,10 @@ class _PgRanker:
             return []
         params: dict[str, Any] = {"u": self.user_id, "kind": keymod.KIND_CODE[kind], "depth": depth}
         where = "user_id = :u AND kind = :kind"
+        allowed_sql = "{p}turn_ids && CAST(:allowed AS integer[])" if kind == "fact" else "{p}turn_id = ANY(CAST(:allowed AS integer[]))"
         if allowed is not None:
             params["allowed"] = allowed.tolist()
-            where += " AND turn_ids && CAST(:allowed AS integer[])" if kind == "fact" else " AND turn_id = ANY(CAST(:allowed AS integer[]))"
+            where += " AND " + allowed_sql.format(p="")
         if retriever == "dense":
             if query_vector is None:
                 return []
@@ -466,9 +495,15 @@ class _PgRanker:
         else:
             if self.tsquery is None:
                 return []
-            params.update(tq=self.tsquery, norm=RANK_NORMALIZATION)
-            sql = (f"SELECT turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
-                   f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+            params["tq"] = self.tsquery
+            if LEXICAL_RANK == "ts_rank_cd":
+                params["norm"] = RANK_NORMALIZATION
+                sql = (f"SELECT turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
+                       f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+            else:
+                params.update(lexemes=self.lexemes, k1=BM25_K1, b=BM25_B)
+                # Document frequencies count every key of the user; the window or conversation only filters the result.
+                sql = BM25_SQL.format(allowed=allowed_sql.format(p="d.") if allowed is not None else "TRUE")
         rows = self.conn.execute(text(sql), params).all()
         if retriever == "dense" and not self.exact:
             rows.sort(key=lambda r: -r[1])  # relaxed_order returns nearly sorted rows

@@ -176,3 +176,21 @@ def test_pgvector_is_installed_on_the_test_server():
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).first() is not None
     engine.dispose()
+
+
+def test_lexical_ranking_weighs_rare_words_like_bm25(pg_settings, tmp_path):
+    """A rare name outranks a common word said three times (idf), on PostgreSQL as in the in-process BM25."""
+    turns = [
+        NewTurn("user", "we walked and walked and walked home"),
+        NewTurn("user", "Pixel slept all afternoon"),
+        NewTurn("user", "they walked to the market"),
+        NewTurn("user", "she walked the dog"),
+        NewTurn("user", "he walked in the rain"),
+    ]
+    sqlite = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path))
+    for settings in (pg_settings, sqlite):
+        with open_memory(settings, HashingEmbedder()) as memory:
+            stored = memory.add("alice", "chat", turns)
+            ranked = _ids(memory.search("alice", "Pixel walked", mode="bm25", k=5))
+            assert ranked[0] == stored[1].id, settings.database_url
+            assert set(ranked) == {t.id for t in stored}
