@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import sys
 import tempfile
@@ -358,11 +359,13 @@ def serve(url: str, home: Path, users: int, processes_list: list[int]) -> list[d
             if processes == 1:
                 few = _load(urls, everyone[:10], SERVE_SECONDS, CLIENTS, 1)
                 after_few = [rss_mb(p) for p in pids]
-                rows.append({"processes": 1, "users_searched": 10, **few, "rss_mb_idle": idle, "rss_mb_after": after_few})
+                rows.append({"processes": 1, "users_searched": 10, **few, "rss_mb_idle": idle, "rss_mb_after": after_few,
+                             "load_avg_1m": round(os.getloadavg()[0], 1)})
                 print(f"serve: 1 process, 10 users: {few['rps']} req/s, p95 {few['p95_ms']} ms, RSS {after_few}", flush=True)
             result = _load(urls, everyone, SERVE_SECONDS, CLIENTS, 2)
             after = [rss_mb(p) for p in pids]
-            rows.append({"processes": processes, "users_searched": users, **result, "rss_mb_idle": idle, "rss_mb_after": after})
+            rows.append({"processes": processes, "users_searched": users, **result, "rss_mb_idle": idle, "rss_mb_after": after,
+                         "load_avg_1m": round(os.getloadavg()[0], 1)})
             print(f"serve: {processes} processes, {users} users: {result['rps']} req/s, p95 {result['p95_ms']} ms, RSS {after}", flush=True)
         finally:
             for server in servers:
@@ -460,10 +463,12 @@ def main() -> None:
         save()
     if "ingest" in parts:
         results["live_ingest"] = live_ingest(url, embedder, home, rng)
+        results["live_ingest"]["load_avg_1m"] = round(os.getloadavg()[0], 1)
         print(f"ingest: {results['live_ingest']}", flush=True)
         save()
     if "search" in parts:
         results["search"] = search(url, embedder, home, args.users, rng)
+        results["search"]["load_avg_1m"] = round(os.getloadavg()[0], 1)
         results["ann_recall"] = ann_recall(url, embedder, base, args.users, rng)
         print(f"search: {results['search']} {results['ann_recall']}", flush=True)
         save()
@@ -472,6 +477,7 @@ def main() -> None:
         save()
     if "visibility" in parts:
         results["visibility"] = visibility(url, home)
+        results["visibility"]["load_avg_1m"] = round(os.getloadavg()[0], 1)
         print(f"visibility: {results['visibility']}", flush=True)
         save()
     if "locomo" in parts:
@@ -484,7 +490,7 @@ def report_rows(results: dict) -> list[dict]:
     for row in results.get("serve", []):
         rows.append({"processes": row["processes"], "users_searched": row["users_searched"], "search_rps": row["rps"], "p50_ms": row["p50_ms"],
                      "p95_ms": row["p95_ms"], "errors": row["errors"], "rss_mb_idle": ", ".join(f"{x:.0f}" for x in row["rss_mb_idle"]),
-                     "rss_mb_after": ", ".join(f"{x:.0f}" for x in row["rss_mb_after"])})
+                     "rss_mb_after": ", ".join(f"{x:.0f}" for x in row["rss_mb_after"]), "load_avg_1m": row.get("load_avg_1m")})
     return rows
 
 

@@ -446,7 +446,7 @@ class _PgRanker:
         exact = size <= index.ann_threshold
         if not exact:
             conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, index.candidates)}"))
+            conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, index.candidates))}"))  # pgvector's maximum
             conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
         lexemes = conn.execute(
             text("SELECT tsvector_to_array(to_tsvector(CAST(:config AS regconfig), :q))"), {"config": pg_schema.TEXT_CONFIG, "q": query}

@@ -52,9 +52,11 @@ class MemoryService:
 
     def _sync_now(self) -> int:
         if self.memory.index_in_database:
-            # pgvector index: every committed turn is already searchable here; there is nothing to catch up.
+            # pgvector index: every committed turn is already searchable here; there is nothing to catch up. Only the
+            # first call (at start) indexes rows that have no keys (a database from before the index existed).
+            indexed = self.memory.retriever.sync() if self.last_sync is None else 0
             self.last_sync = time.monotonic()
-            return 0
+            return indexed
         try:
             through = self.store.max_ids()  # read first: everything up to here is indexed once sync returns
             indexed = self.memory.refresh()
