@@ -56,17 +56,20 @@ RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length), so lon
 # Documents: the user's keys of the kind holding any query lexeme (the GIN index finds them); their lexemes' tf from the
 # tsvector positions; df over those documents is the df over all of the user's keys (a key without the lexeme has df 0
 # for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
+# The user's keys are read through the (user_id, kind) btree first (MATERIALIZED): left to itself the planner ANDs in
+# the GIN index, whose postings for a common word span every user (measured at 1M turns: 35 ms of a 40 ms query).
 BM25_SQL = """
-WITH docs AS (
-    SELECT key_id, turn_id, turn_ids, tsv, length(tsv) AS len FROM index_keys
-    WHERE user_id = :u AND kind = :kind AND tsv @@ CAST(:tq AS tsquery)
+WITH mine AS MATERIALIZED (
+    SELECT key_id, turn_id, turn_ids, tsv FROM index_keys WHERE user_id = :u AND kind = :kind
+), docs AS (
+    SELECT key_id, turn_id, turn_ids, tsv, length(tsv) AS len FROM mine WHERE tsv @@ CAST(:tq AS tsquery)
 ), terms AS (
     SELECT d.key_id, t.lexeme, cardinality(t.positions) AS tf FROM docs d, unnest(d.tsv) t
     WHERE t.lexeme = ANY(CAST(:lexemes AS text[]))
 ), df AS (
     SELECT lexeme, count(*) AS df FROM terms GROUP BY lexeme
 ), stats AS (
-    SELECT count(*) AS n, greatest(avg(length(tsv)), 1) AS avgdl FROM index_keys WHERE user_id = :u AND kind = :kind
+    SELECT count(*) AS n, greatest(avg(length(tsv)), 1) AS avgdl FROM mine
 )
 SELECT d.turn_ids, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
                        * t.tf * (:k1 + 1) / (t.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
