@@ -81,6 +81,10 @@ class RetrievalSettings(BaseModel):
     inside each write, as benchmarks that need every vector at once may want."""
     index_batch: int = Field(256, ge=1, le=65_536)
     """Dense keys the background indexer embeds per model call (batched across turns and users)."""
+    index_backend: Literal["auto", "memory", "database"] = "auto"
+    """Where the index lives. 'auto': follows the database (SQLite: 'memory'; PostgreSQL: 'database'). 'memory': FAISS +
+    BM25 in each process, caught up from the database. 'database': pgvector + PostgreSQL full text in the database
+    itself, so server processes hold no per-user copies (PostgreSQL with the pgvector extension only)."""
     faiss_threads: int | None = Field(None, ge=1, le=256)
     """OpenMP threads for FAISS, or None for its default. Single-query search is faster with 1 (2 cores, FAISS + BM25
     p50 at 10k / 100k turns: 1.1 / 3.2 ms vs 1.7 / 3.7 ms with 2; reports/retrieval_scale_threads*.md), but the

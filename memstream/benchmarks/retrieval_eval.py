@@ -122,8 +122,10 @@ def evaluate_locomo_retrieval(
     ablation: bool = True,
     embedders: EmbedderCache | None = None,
     progress: Callable[[str], None] | None = None,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
-    """Run the retrieval evaluation; returns the results dict (see write_results for the files)."""
+    """Run the retrieval evaluation; returns the results dict (see write_results for the files). `db_url`: an empty
+    database to load into (PostgreSQL: the database-resident index); default a fresh SQLite file in `work_dir`."""
     data_path = Path(data_path)
     say = progress or (lambda message: None)
     questions = select_questions(load_locomo_questions(data_path), categories, limit)
@@ -135,7 +137,7 @@ def evaluate_locomo_retrieval(
         raise ValueError(f"unknown system(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.name for s in BASELINES)}")
     extra = ablation_specs() if ablation else []
     work_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings.model_copy(update={"db_url": f"sqlite:///{work_dir / 'memstream.db'}"})
+    settings = settings.model_copy(update={"db_url": db_url or f"sqlite:///{work_dir / 'memstream.db'}"})
     store = open_memory(settings, embedders=embedders)
     try:
         started = time.perf_counter()

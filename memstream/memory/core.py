@@ -10,6 +10,10 @@ Invariants, kept here and nowhere else:
   that still cannot be indexed is skipped and reported (`stats()["index"]`), never allowed to stop other users
   or the next start.
 - Every read and write is per user: nothing one user stores is visible to another.
+- The index backend follows the database (`index_backend`): SQLite keeps FAISS + BM25 in this process (the
+  cache above); PostgreSQL keeps the index in the database (retrieval/pg_index.py: pgvector + full text), where
+  `add` embeds first and then commits the rows and their keys in one transaction, so every process finds them
+  at once, and delete and forget cascade to the keys. Both backends share the IndexBackend protocol.
 
     memory = open_memory(settings)                  # or open_memory(settings, embedder=SmallEmbedder()) in tests
     memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon last spring.")])
@@ -30,9 +34,11 @@ from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.store import ConversationInfo, InTransaction, MemoryStore
-from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time
+from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time, check_turn_fields
 from memstream.retrieval.embedder import Embedder, EmbedderCache
 from memstream.retrieval.results import SearchResult, SessionHit
+from memstream.retrieval.backend import IndexBackend
+from memstream.retrieval.pg_index import PgIndex
 from memstream.retrieval.retriever import Retriever
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import set_faiss_threads
@@ -45,7 +51,7 @@ INGEST_BATCH_TURNS = 2048  # bulk ingest commits and indexes this many turns at 
 class Memory:
     """A user-partitioned long-term memory over one database. Thread-safe. Open it with `open_memory`."""
 
-    def __init__(self, settings, store: MemoryStore, retriever: Retriever | None, *, background: bool, cache_lock: IO | None = None):
+    def __init__(self, settings, store: MemoryStore, retriever: IndexBackend | None, *, background: bool, cache_lock: IO | None = None):
         self.settings = settings
         self.store = store
         """The rows (read-only use outside memory/: writes go through this object's verbs)."""
@@ -56,11 +62,18 @@ class Memory:
         # PostgreSQL hands out ids before commit, so two concurrent writes can commit out of id order and a catch-up
         # in between would step over the lower id: this process writes one at a time there. SQLite commits in id
         # order (one writer), so concurrent writes only share the catch-up (the retriever's own lock).
-        self._write_lock = contextlib.nullcontext() if store.is_sqlite else threading.Lock()
+        # The database-resident index writes keys in the write's own transaction: no cursor, nothing to serialise.
+        self._in_db = bool(getattr(retriever, "writes_in_transaction", False))
+        self._write_lock = contextlib.nullcontext() if store.is_sqlite or self._in_db else threading.Lock()
         self.indexer: Indexer | None = None
-        if retriever is not None and background and retriever.embedder is not None:
+        if retriever is not None and background and retriever.embedder is not None and not self._in_db:
             retriever.background = True
             self.indexer = Indexer(retriever, settings.retrieval.index_batch).start()
+
+    @property
+    def index_in_database(self) -> bool:
+        """True when the index lives in the database (pgvector): nothing to catch up, no per-process copy."""
+        return self._in_db
 
     # -- writes -------------------------------------------------------------------------
 
@@ -68,8 +81,17 @@ class Memory:
             also: InTransaction | None = None) -> list[Turn]:
         """Append turns to a conversation (into `session_id`, or its latest session, or a new one); returns them stored.
 
-        Returns once committed and keyword-searchable; dense vectors follow in the background.
+        Returns once committed and keyword-searchable; dense vectors follow in the background (in-process index),
+        or are written in the same transaction (database-resident index: every process finds the turns at once).
         `also(conn, turn_ids)`: more writes committed in the same transaction (an Idempotency-Key's outcome)."""
+        if self._in_db:
+            turns = list(turns)
+            check_id("user id", user)
+            check_id("conversation id", conversation)
+            for turn in turns:
+                check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
+            hook = self.retriever.turns_hook(user, conversation, turns, session_id)
+            return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
         with self._write_lock:
             stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id, also=also)
             self._index(stored)
@@ -98,7 +120,7 @@ class Memory:
         results: list[tuple[int, list[int]]] = []
         if atomic:
             with self._write_lock:
-                results = self.store.ingest_session_batch(user, sessions)
+                results = self.store.ingest_session_batch(user, sessions, on_insert=self._sessions_hook(user, sessions))
                 self._index()
             if progress is not None:
                 progress(sum(len(ids) for _, ids in results))
@@ -117,13 +139,23 @@ class Memory:
 
     def _ingest_batch(self, user, batch, progress, done) -> list[tuple[int, list[int]]]:
         with self._write_lock:
-            stored = self.store.ingest_session_batch(user, batch)
+            stored = self.store.ingest_session_batch(user, batch, on_insert=self._sessions_hook(user, batch))
             self._index()
         if progress is not None:
             progress(sum(len(ids) for _, ids in done) + sum(len(ids) for _, ids in stored))
         return stored
 
+    def _sessions_hook(self, user: str, sessions: Sequence[NewSession]):
+        # Database-resident index: the batch's keys, embedded now, written in the batch's transaction.
+        return self.retriever.sessions_hook(user, sessions) if self._in_db else None
+
     def add_fact(self, user: str, subject: str, text: str, source_turn_ids: Sequence[int] = (), **fields: Any) -> Fact:
+        if self._in_db:
+            if not isinstance(text, str):
+                raise InvalidInputError(f"fact text must be a string, got {type(text).__name__}")
+            valid_from = check_time("fact valid_from", fields.get("valid_from"))
+            hook = self.retriever.fact_hook(text, valid_from)
+            return self.store.add_fact(user, subject, text, source_turn_ids, on_insert=hook, **fields)
         with self._write_lock:
             fact = self.store.add_fact(user, subject, text, source_turn_ids, **fields)
             self._index()
@@ -154,17 +186,23 @@ class Memory:
         (`also(conn, counts)` writes in it too)."""
         with self._write_lock:
             counts = self.store.import_records(user, records, also=also)
-            self._index()
+            if self._in_db:
+                self.retriever.sync(user_id=user)  # the imported rows' keys (an import is rare; rows and keys in two steps)
+            else:
+                self._index()
         return counts
 
     def refresh(self, through: dict[str, int] | None = None) -> int:
         """Catch the indexes up with rows other processes wrote; returns how many rows were newly indexed.
-        `through`: the store's max_ids(), when the caller has just read them."""
+        `through`: the store's max_ids(), when the caller has just read them. The database-resident index has
+        nothing to catch up (0)."""
+        if self._in_db:
+            return 0
         with self._write_lock:
             return self._index(through=through)
 
     def _index(self, fresh: Sequence[Turn] = (), through: dict[str, int] | None = None) -> int:
-        if self.retriever is None:
+        if self.retriever is None or self._in_db:
             return 0
         return self.retriever.sync(save=False, fresh=fresh, through=through)
 
@@ -283,7 +321,7 @@ class Memory:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _require_retriever(self) -> Retriever:
+    def _require_retriever(self) -> IndexBackend:
         if self.retriever is None:
             raise InvalidInputError("this memory was opened without an embedder: it can forget and export, not search")
         return self.retriever
@@ -317,11 +355,14 @@ def open_memory(
         if embedder is None and load_embedder:
             e = settings.embedder
             embedder = (embedders or EmbedderCache()).for_settings(e)
-        if cache_dir == "auto":
+        in_db = index_backend(settings, store) == "database"
+        if cache_dir == "auto" and not in_db:
             cache_dir, lock = claim_cache_dir(cache_dir_for(settings, store))
-        retriever = build_retriever(settings, store, embedder, cache_dir=cache_dir)
+        retriever = build_retriever(settings, store, embedder, cache_dir=None if in_db else cache_dir)
         memory = Memory(settings, store, retriever, background=r.background_indexing if background is None else background, cache_lock=lock)
-        if sync:
+        if sync and in_db:
+            retriever.sync()  # rows without keys (a database from before this index): indexed once, at open
+        elif sync:
             memory.refresh()
         return memory
     except BaseException:
@@ -331,9 +372,29 @@ def open_memory(
         raise
 
 
-def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, cache_dir: Path | None = None, sync: bool = False) -> Retriever:
-    """The retriever the settings describe over `store` (open_memory's part; index tests use it directly)."""
+def index_backend(settings, store: MemoryStore) -> str:
+    """'memory' (FAISS + BM25 in process) or 'database' (pgvector + full text in PostgreSQL), as the settings say."""
+    chosen = settings.retrieval.index_backend
+    if chosen == "auto":
+        return "memory" if store.is_sqlite else "database"
+    if chosen == "database" and store.is_sqlite:
+        raise InvalidInputError("retrieval.index_backend = 'database' needs PostgreSQL (with pgvector); SQLite uses 'memory'")
+    return chosen
+
+
+def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, cache_dir: Path | None = None, sync: bool = False) -> IndexBackend:
+    """The index the settings describe over `store` (open_memory's part; index tests use it directly)."""
     r = settings.retrieval
+    if index_backend(settings, store) == "database":
+        index = PgIndex(
+            store, embedder, model_name=embedder.name if embedder is not None else settings.embedder.model,
+            ann_threshold=r.ann_threshold, rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours,
+            session_decomposition=r.session_decomposition, fact_expansion=r.fact_expansion, time_expansion=r.time_expansion,
+            time_mode=r.time_mode, time_weight=r.time_weight,
+        )
+        if sync:
+            index.sync()
+        return index
     set_faiss_threads(r.faiss_threads)
     retriever = Retriever(
         store,

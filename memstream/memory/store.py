@@ -51,6 +51,10 @@ InTransaction = Callable[[Connection, Any], None]
 """More writes run inside a store write's transaction, given its connection and its result (see MemoryStore._retry)."""
 
 
+InsertHook = Callable[[Connection, "list[Turn]"], None]
+"""Runs inside a write's transaction with the turns it stored (the database-resident index writes their keys)."""
+
+
 class StoreError(UnavailableError):
     """The database cannot do what was asked (locked, unreachable, failed); the message names the problem."""
 
@@ -169,12 +173,25 @@ class MemoryStore:
             results.append(self._retry(lambda conn, s=new_session: self._insert_session(conn, user_id, s)))
         return results
 
-    def ingest_session_batch(self, user_id: str, new_sessions: Sequence[NewSession]) -> list[tuple[int, list[int]]]:
-        """Store many sessions in a single transaction (bulk loads: all or nothing)."""
+    def ingest_session_batch(
+        self, user_id: str, new_sessions: Sequence[NewSession], on_insert: InsertHook | None = None
+    ) -> list[tuple[int, list[int]]]:
+        """Store many sessions in a single transaction (bulk loads: all or nothing). `on_insert(conn, turns)` runs
+        in that transaction with the stored turns (a database-resident index writes their keys there)."""
         check_id("user id", user_id)
-        return self._retry(lambda conn: [self._insert_session(conn, user_id, s) for s in new_sessions])
 
-    def _insert_session(self, conn: Connection, user_id: str, new_session: NewSession) -> tuple[int, list[int]]:
+        def work(conn: Connection) -> list[tuple[int, list[int]]]:
+            stored: list[Turn] = []
+            results = [self._insert_session(conn, user_id, s, stored) for s in new_sessions]
+            if on_insert is not None:
+                on_insert(conn, stored)
+            return results
+
+        return self._retry(work)
+
+    def _insert_session(
+        self, conn: Connection, user_id: str, new_session: NewSession, stored: list[Turn] | None = None
+    ) -> tuple[int, list[int]]:
         check_id("conversation id", new_session.conversation_id)
         now = utcnow()
         started_at = check_time("session start", new_session.started_at)
@@ -192,6 +209,8 @@ class MemoryStore:
             for position, turn in enumerate(new_session.turns)
         ]
         turn_ids = self._insert_turn_rows(conn, rows)
+        if stored is not None:
+            stored += [_new_turn(turn_id, row) for turn_id, row in zip(turn_ids, rows)]
         return session_id, turn_ids
 
     def _turn_row(self, user_id, conversation_id, session_id, position, turn: NewTurn, default_time, now) -> dict:
@@ -224,10 +243,12 @@ class MemoryStore:
         conversation_id: str,
         new_turns: Sequence[NewTurn],
         session_id: int | None = None,
+        on_insert: InsertHook | None = None,
         also: "InTransaction | None" = None,
     ) -> list[Turn]:
         """Append live turns to a conversation (into `session_id`, or the conversation's latest session, or a new one).
-        `also(conn, turn_ids)`: more writes in the same transaction (see _retry)."""
+        `on_insert(conn, turns)` runs in the same transaction with the stored turns (the database-resident index);
+        `also(conn, turn_ids)` after it, still in it (an Idempotency-Key's outcome; see _retry)."""
         check_id("user id", user_id)
         check_id("conversation id", conversation_id)
 
@@ -263,10 +284,12 @@ class MemoryStore:
             rows = [
                 self._turn_row(user_id, conversation_id, target, start + i, turn, now, now) for i, turn in enumerate(new_turns)
             ]
-            return list(zip(self._insert_turn_rows(conn, rows), rows))
+            stored = [_new_turn(turn_id, row) for turn_id, row in zip(self._insert_turn_rows(conn, rows), rows)]
+            if on_insert is not None:
+                on_insert(conn, stored)
+            return stored
 
-        stored = self._retry(work, None if also is None else lambda conn, result: also(conn, [i for i, _ in result]))
-        return [Turn(id=turn_id, **{k: v for k, v in row.items() if k != "user_id"}, user_id=user_id) for turn_id, row in stored]
+        return self._retry(work, None if also is None else lambda conn, stored: also(conn, [t.id for t in stored]))
 
     def new_session(self, user_id: str, conversation_id: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
         check_id("user id", user_id)
@@ -324,6 +347,7 @@ class MemoryStore:
         conversation_id: str | None = None,
         metadata: dict | None = None,
         supersede: bool = True,
+        on_insert: Callable[[Connection, Fact], None] | None = None,
     ) -> Fact:
         """Store a fact. With `supersede`, an open fact on the same subject with different text is closed at
         `valid_from` (a knowledge update keeps the old fact, with its validity ended); the same text again is a
@@ -351,18 +375,14 @@ class MemoryStore:
                     .where(schema.facts.c.id.in_([f[0] for f in open_facts]))
                     .values(valid_to=start)
                 )
-            return conn.execute(
-                insert(schema.facts).values(
-                    user_id=user_id,
-                    conversation_id=conversation_id,
-                    subject=subject,
-                    text=text,
-                    source_turn_ids=list(source_turn_ids),
-                    valid_from=start,
-                    created_at=utcnow(),
-                    metadata=metadata,
-                )
-            ).inserted_primary_key[0]
+            values = dict(
+                user_id=user_id, conversation_id=conversation_id, subject=subject, text=text,
+                source_turn_ids=list(source_turn_ids), valid_from=start, created_at=utcnow(), metadata=metadata,
+            )
+            fact_id = conn.execute(insert(schema.facts).values(**values)).inserted_primary_key[0]
+            if on_insert is not None:
+                on_insert(conn, Fact(id=fact_id, **values))
+            return fact_id
 
         fact_id = self._retry(work)
         return self.get_facts(user_id, ids=[fact_id])[0]
@@ -441,6 +461,19 @@ class MemoryStore:
         if limit is not None:
             statement = statement.limit(limit)
         return [_turn(row) for row in self._read(statement)]
+
+    def latest_session(self, user_id: str, conversation_id: str) -> int | None:
+        """The session `add_turns` appends to when none is named (None: it would start one)."""
+        rows = self._read(
+            select(func.max(schema.sessions.c.id)).where(schema.sessions.c.user_id == user_id, schema.sessions.c.conversation_id == conversation_id)
+        )
+        return rows[0][0] if rows else None
+
+    def read_sql(self, sql: str, **params: Any) -> list:
+        """Rows of a read-only SQL statement (the database-resident index's own tables; bound parameters only)."""
+        from sqlalchemy import text
+
+        return self._read(text(sql).bindparams(**params) if params else text(sql))
 
     def recent_turns(self, user_id: str, conversation_id: str, limit: int) -> list[Turn]:
         """The last `limit` turns of a conversation, oldest first."""
@@ -696,6 +729,10 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<invalid URL>"
+
+
+def _new_turn(turn_id: int, row: dict) -> Turn:
+    return Turn(id=turn_id, **row)
 
 
 def _turn(row, with_embedding: bool = False) -> Turn:

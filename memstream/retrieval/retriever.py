@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from memstream.memory.model import Fact, Turn
-from memstream.memory.validate import check_id, utcnow
+from memstream.memory.validate import check_id
 from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, embed_jobs
 from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
@@ -39,10 +39,10 @@ from memstream.retrieval.embedder import Embedder, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
-from memstream.retrieval.provenance import prefer_own_statements
+from memstream.retrieval.fusion import fused_search
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.user_index import UserIndex
-from memstream.retrieval.timeparse import TimeWindow, extract_time_window
+from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import IndexFileError
 
 log = logging.getLogger(__name__)
@@ -53,21 +53,6 @@ MAX_QUERY_CHARS = 20_000
 SYNC_BATCH = 4096
 MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monologue's statement key
 CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
-# RRF weight of each ranked list: (retriever, key kind). Raw turn keys are the precise
-# ones; round keys add context; statements and facts add paraphrases. Tuned on the LoCoMo
-# dev split (see reports/locomo_retrieval/report.md for the ablation).
-LIST_WEIGHTS = {
-    ("dense", "turn"): 1.0,
-    ("lexical", "turn"): 1.0,
-    ("dense", "round"): 1.0,
-    ("lexical", "round"): 0.7,
-    ("dense", "statement"): 0.7,
-    ("lexical", "statement"): 0.7,
-    ("dense", "fact"): 0.8,
-    ("lexical", "fact"): 0.6,
-}
-
-
 class IndexSource(Protocol):
     """What the indexes read from the database (the store implements it); retrieval/ imports no store module."""
 
@@ -510,20 +495,6 @@ class Retriever:
             raise RetrievalError("this retriever was opened without an embedder; only mode='bm25' can search")
         return query.strip()
 
-    def _lists(self, mode: str) -> list[tuple[str, str]]:
-        if mode == "dense":
-            return [("dense", "turn")]
-        if mode == "bm25":
-            return [("lexical", "turn")]
-        if mode == "hybrid":
-            return [("dense", "turn"), ("lexical", "turn")]
-        lists = [("dense", "turn"), ("lexical", "turn")]
-        if self.session_decomposition:
-            lists += [("dense", "round"), ("lexical", "round")]
-        if self.fact_expansion:
-            lists += [("dense", "statement"), ("lexical", "statement"), ("dense", "fact"), ("lexical", "fact")]
-        return lists
-
     def search(
         self,
         user_id: str,
@@ -547,64 +518,14 @@ class Retriever:
         time_mode = time_mode or self.time_mode
         if time_mode not in ("boost", "filter"):
             raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
-        timings: dict[str, float] = {}
-        window = time_window
-        if window is None and mode == "memstream" and self.time_expansion:
-            window = extract_time_window(query, now or utcnow())
         index = self._users.get(user_id)
         if index is None:
             self.store.require_user(user_id)  # unknown user: a clear error; known but empty: no hits
-            return SearchResult(query, [], window, mode, {"total": _ms(started)})
-        lists = self._lists(mode)
-        query_vector = None
-        if any(r == "dense" for r, _ in lists):
-            t0 = time.perf_counter()
-            query_vector = self._embed_query(query)
-            timings["embed"] = _ms(t0)
-        depth = max(self.candidates, k)
-        fused: dict[int, float] = defaultdict(float)
-        best_dense: dict[int, float] = {}
-        best_lexical: dict[int, float] = {}
-        via: dict[int, tuple[float, str]] = {}
-        with self._lock:
-            base_allowed = index.allowed_turns(window if time_mode == "filter" and window else None, conversation_id)
-            window_allowed = index.allowed_turns(window, conversation_id) if window is not None and mode == "memstream" and time_mode == "boost" else None
-            runs: list[tuple[str, str, float, np.ndarray | None, str]] = [
-                (r, kind, LIST_WEIGHTS[(r, kind)], base_allowed, kind) for r, kind in lists
-            ]
-            if window_allowed is not None:
-                time_kind = "round" if self.session_decomposition else "turn"
-                runs += [(r, time_kind, self.time_weight, window_allowed, "time") for r in ("dense", "lexical")]
-            for retriever, kind, weight, allowed, label in runs:
-                t0 = time.perf_counter()
-                ranked = index.ranked(retriever, kind, query_vector, query, depth, allowed)
-                timings[retriever] = timings.get(retriever, 0.0) + _ms(t0)
-                scores = best_dense if retriever == "dense" else best_lexical
-                for rank, (turn_id, score) in enumerate(ranked):
-                    contribution = weight / (self.rrf_k + rank + 1)
-                    fused[turn_id] += contribution
-                    if score > scores.get(turn_id, float("-inf")):
-                        scores[turn_id] = score
-                    if contribution > via.get(turn_id, (0.0, ""))[0]:
-                        via[turn_id] = (contribution, label)
-        t0 = time.perf_counter()
-        order = sorted(fused, key=lambda t: (-fused[t], t))[:k]
-        timings["fuse"] = _ms(t0)
-        t0 = time.perf_counter()
-        turns = {t.id: t for t in self.store.get_turns(user_id, order)}  # the database is the truth: deleted turns vanish here
-        timings["fetch"] = _ms(t0)
-        hits = []
-        for turn_id in order:
-            turn = turns.get(turn_id)
-            if turn is None:
-                continue
-            hits.append(
-                Hit(turn, best_dense.get(turn_id), best_lexical.get(turn_id), fused[turn_id], len(hits) + 1, via[turn_id][1])
-            )
-        if mode == "memstream":
-            hits = prefer_own_statements(hits)  # provenance: a statement above the assistant reply that restates it
-        timings["total"] = _ms(started)
-        return SearchResult(query, hits, window, mode, timings)
+        return fused_search(
+            self, index, user_id, query, k, now=now, conversation_id=conversation_id, time_window=time_window,
+            mode=mode, time_mode=time_mode, embed_query=self._embed_query, fetch_turns=self.store.get_turns,
+            lock=self._lock, started=started,
+        )
 
     def _embed_query(self, query: str) -> np.ndarray:
         # Agents and benchmarks ask the same query of several modes; a small cache saves the model call.

@@ -116,6 +116,8 @@ class UserIndex:
                 return np.array(merge_turn_ids(ids[mask].tolist(), extra), dtype=np.int64)
         return ids[mask]
 
+    allowed = allowed_turns  # the fusion's Ranker protocol (retrieval/fusion.py)
+
     def allowed_keys(self, kind: str, turns: np.ndarray | None) -> np.ndarray | None:
         if turns is None:
             return None

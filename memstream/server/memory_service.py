@@ -1,8 +1,10 @@
 """The memory side of one server process: the `Memory`, the agent, and the index refresh.
 
 Scale-out rule: nothing the server needs lives only in this process. The database is the
-truth; the memory's index is a per-process cache that `Memory.refresh()` catches up with turns
-and tombstones written by any process. Each process refreshes
+truth. On PostgreSQL with pgvector the index lives in the database too (retrieval/pg_index.py): a
+committed turn is searchable from every process at once and nothing below runs. Otherwise (SQLite, or
+retrieval.index_backend = 'memory') the memory's index is a per-process cache that `Memory.refresh()`
+catches up with turns and tombstones written by any process. Each process then refreshes
 - before every search and memory chat (so a turn committed anywhere is found by the next
   search everywhere), and
 - in the background every `server.index_refresh_s` seconds (so that catching up mostly happens
@@ -49,6 +51,12 @@ class MemoryService:
         return self._sync_flight()
 
     def _sync_now(self) -> int:
+        if self.memory.index_in_database:
+            # pgvector index: every committed turn is already searchable here; there is nothing to catch up. Only the
+            # first call (at start) indexes rows that have no keys (a database from before the index existed).
+            indexed = self.memory.retriever.sync() if self.last_sync is None else 0
+            self.last_sync = time.monotonic()
+            return indexed
         try:
             through = self.store.max_ids()  # read first: everything up to here is indexed once sync returns
             indexed = self.memory.refresh(through)
@@ -71,7 +79,8 @@ class MemoryService:
             return False, details
         details["index"] = {
             "last_sync_age_s": None if self.last_sync is None else round(time.monotonic() - self.last_sync, 3),
-            "turns_behind": max(0, current["turn"] - self.synced_through.get("turn", 0)),
+            "turns_behind": 0 if self.memory.index_in_database else max(0, current["turn"] - self.synced_through.get("turn", 0)),
+            "in_database": self.memory.index_in_database,
             "error": self.last_error,
             **self.memory.stats()["index"],
         }
@@ -80,6 +89,8 @@ class MemoryService:
     async def refresh_forever(self, stop: asyncio.Event) -> None:
         """Sync every index_refresh_s seconds until `stop` is set; failures are logged and shown by /ready."""
         interval = self.settings.server.index_refresh_s
+        if self.memory.index_in_database:
+            return  # no per-process index to refresh
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)

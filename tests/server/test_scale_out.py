@@ -1,5 +1,7 @@
 """Two `memstream serve` processes on one PostgreSQL database: what one writes, the other finds;
-what one forgets, both forget. Each process keeps its own index, caught up from the database."""
+what one forgets, both forget. With pgvector (the default on PostgreSQL) the index is in the database and the
+other process finds a turn on its next request; with retrieval.index_backend = 'memory' each process keeps its
+own index, caught up from the database within the refresh interval."""
 
 from __future__ import annotations
 
@@ -34,16 +36,22 @@ def test_only_one_process_may_own_an_index_cache(tmp_path):
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.skipif(PG_URL is None, reason="MEMSTREAM_TEST_PG_URL not set (CI starts a PostgreSQL server)")
-def test_two_processes_share_one_postgres_store(tmp_path):
+@pytest.mark.parametrize("index_backend", ["database", "memory"])
+def test_two_processes_share_one_postgres_store(tmp_path, index_backend):
     reset_postgres(PG_URL)
     # Same data dir on purpose: only one of them may own the on-disk index cache.
-    env = server_env(PG_URL, tmp_path / "home", {KEY: "team"}, index_refresh_s=REFRESH_S, MEMSTREAM_AGENT__ENRICH="false")
+    env = server_env(PG_URL, tmp_path / "home", {KEY: "team"}, index_refresh_s=REFRESH_S, MEMSTREAM_AGENT__ENRICH="false",
+                     MEMSTREAM_RETRIEVAL__INDEX_BACKEND=index_backend)
     a, b = ServerProcess(env).launch(), ServerProcess(env).launch()
     try:
         a.wait_ready(), b.wait_ready()
         turns = [{"role": "user", "text": "My sister Ines is a marine biologist in Faro."}]
         added = httpx.post(f"{a.url}/v1/memories", json={"user": "alice", "turns": turns}, headers=AUTH, timeout=60)
         fact_id = added.json()["data"][0]["id"]
+        if index_backend == "database":
+            # The index is in the database: B's very next request finds it, with no refresh in between.
+            assert [h["id"] for h in search(b, "alice", "what does my sister do?").json()["data"]] == [fact_id]
+            assert httpx.get(f"{b.url}/ready").json()["index"]["in_database"] is True
 
         # B's background refresh alone catches up within the stated delay (no request to B in between) ...
         deadline = time.monotonic() + 2 * REFRESH_S + 5  # refresh interval, plus slack for a loaded machine

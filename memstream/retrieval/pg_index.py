@@ -1,0 +1,522 @@
+"""The database-resident index (PostgreSQL): pgvector for dense search, PostgreSQL full text for lexical search.
+
+Invariants:
+- The index lives in the database, beside the rows: a process holds no per-user copy, no catch-up cursor and no
+  queue. Any number of server processes search the same committed keys.
+- A write commits its rows and their keys in one transaction (the store calls `on_insert` inside it): a turn
+  is found by every process as soon as it is committed. Keys reference their turn or fact ON DELETE CASCADE,
+  so delete and forget are immediate everywhere. Dense keys are embedded before the transaction opens.
+- Every query filters by user first; hits are re-read from the store filtered by user.
+- Fusion is the in-process path's own (retrieval/fusion.py): only the ranked lists come from SQL here.
+
+Dense search: a user with at most `ann_threshold` keys of a kind is searched exactly (the btree on
+(user_id, kind), then a sort: a few thousand inner products); a larger one through the HNSW index with
+pgvector's iterative scan (`hnsw.iterative_scan = relaxed_order`), which keeps scanning the graph until
+enough rows pass the user filter. Lexical search: the query's lexemes OR-ed, ranked by `ts_rank_cd`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from memstream.memory.model import Fact, NewSession, NewTurn, Turn
+from memstream.memory.validate import check_id, naive_utc, utcnow
+from memstream.retrieval import keys as keymod
+from memstream.retrieval import pg_schema
+from memstream.retrieval.embedder import Embedder
+from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
+from memstream.retrieval.event_windows import fact_window
+from memstream.retrieval.fusion import fused_search
+from memstream.retrieval.results import Hit, SearchResult, SessionHit
+from memstream.retrieval.timeparse import TimeWindow
+
+log = logging.getLogger(__name__)
+
+CONTEXT_LOOKBACK = 8  # earlier turns of the session read for a new turn's round and statement keys
+EF_SEARCH = 100  # hnsw.ef_search for the ANN path (>= the candidates fused)
+MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: how far an iterative scan may go for a selective user filter
+# Lexical ranking: "bm25" scores as the in-process BM25 does (Lucene idf, k1 1.2, b 0.75; retrieval/lexical.py) from
+# PostgreSQL's own parse of the text (the tsvector: stemmed lexemes and their positions), with document frequencies
+# and the average length taken over the user's keys of that kind; "ts_rank_cd" is PostgreSQL's cover density (no
+# idf: a common word counts as much as a rare name). LoCoMo dev recall for both: reports/scale_out.md.
+LEXICAL_RANK = "bm25"
+BM25_K1 = 1.2
+BM25_B = 0.75
+RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length), so long round keys do not win by length
+# Documents: the user's keys of the kind holding any query lexeme (the GIN index finds them); their lexemes' tf from the
+# tsvector positions; df over those documents is the df over all of the user's keys (a key without the lexeme has df 0
+# for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
+# The user's keys are read through the (user_id, kind) btree first (MATERIALIZED): left to itself the planner ANDs in
+# the GIN index, whose postings for a common word span every user (measured at 1M turns: 35 ms of a 40 ms query).
+BM25_SQL = """
+WITH mine AS MATERIALIZED (
+    SELECT key_id, turn_id, turn_ids, tsv FROM index_keys WHERE user_id = :u AND kind = :kind
+), docs AS (
+    SELECT key_id, turn_id, turn_ids, tsv, length(tsv) AS len FROM mine WHERE tsv @@ CAST(:tq AS tsquery)
+), terms AS (
+    SELECT d.key_id, t.lexeme, cardinality(t.positions) AS tf FROM docs d, unnest(d.tsv) t
+    WHERE t.lexeme = ANY(CAST(:lexemes AS text[]))
+), df AS (
+    SELECT lexeme, count(*) AS df FROM terms GROUP BY lexeme
+), stats AS (
+    SELECT count(*) AS n, greatest(avg(length(tsv)), 1) AS avgdl FROM mine
+)
+SELECT d.turn_ids, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                       * t.tf * (:k1 + 1) / (t.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
+FROM terms t JOIN df USING (lexeme) JOIN docs d USING (key_id) CROSS JOIN stats s
+WHERE {allowed}
+GROUP BY d.key_id, d.turn_ids ORDER BY score DESC, d.key_id LIMIT :depth
+"""
+
+
+_FORMATS: dict[int, str] = {}
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form: '[x,y,...]', 7 significant digits (a float32 holds about 7; one %-format per vector is
+    several times faster than a repr per value, which matters for bulk loads)."""
+    values = np.asarray(vector, dtype=np.float32).tolist()
+    fmt = _FORMATS.get(len(values))
+    if fmt is None:
+        fmt = _FORMATS[len(values)] = "[" + ",".join(["%.7g"] * len(values)) + "]"
+    return fmt % tuple(values)
+
+
+@dataclass
+class _Key:
+    key_id: int
+    user_id: str
+    kind: str
+    text: str
+    turn_ids: list[int]
+    conversation_id: str | None
+    turn_id: int | None = None
+    fact_id: int | None = None
+    event_time: datetime | None = None
+    window: TimeWindow | None = None
+
+
+class PgIndex:
+    """Per-user hybrid search whose index is the database itself. Thread-safe (no in-process state but a
+    query-embedding cache). Writes go through `Memory`, which passes `on_insert` hooks into the store."""
+
+    writes_in_transaction = True
+    """Memory: hand writes to `*_hook` here instead of catching an in-process index up after commit."""
+    background = False
+    skipped: dict[str, str] = {}
+
+    def __init__(
+        self,
+        store,
+        embedder: Embedder | None,
+        *,
+        model_name: str,
+        ann_threshold: int = 50_000,
+        rrf_k: int = 60,
+        candidates: int = 100,
+        round_neighbours: int = 1,
+        session_decomposition: bool = True,
+        fact_expansion: bool = True,
+        time_expansion: bool = True,
+        time_mode: str = "boost",
+        time_weight: float = 1.0,
+    ):
+        if store.is_sqlite:
+            raise RetrievalError("the database-resident index needs PostgreSQL; SQLite uses the in-process index")
+        if time_mode not in ("boost", "filter"):
+            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
+        self.store = store
+        self.engine = store.engine
+        self.embedder = embedder
+        self.model_name = model_name
+        self.ann_threshold = ann_threshold
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+        self.round_neighbours = round_neighbours
+        self.session_decomposition = session_decomposition
+        self.fact_expansion = fact_expansion
+        self.time_expansion = time_expansion
+        self.time_mode = time_mode
+        self.time_weight = time_weight
+        self.skipped = {}
+        self._query_cache: dict[str, np.ndarray] = {}
+        self.dim = self._open_schema()
+
+    def _open_schema(self) -> int | None:
+        with self.engine.begin() as conn:
+            if self.embedder is None:
+                meta = pg_schema.stored_meta(conn)  # forget and export only: deletes cascade without the index
+            else:
+                meta = pg_schema.ensure_schema(conn, self.embedder.dim, self.model_name)
+        if not meta:
+            return None
+        if self.embedder is not None and meta["model"] != self.model_name:
+            raise EmbeddingModelMismatch(self.model_name, {meta["model"]: self.key_count()})
+        if self.embedder is not None and int(meta["dim"]) != self.embedder.dim:
+            raise RetrievalError(f"the database index holds {meta['dim']}-dimensional vectors; the embedder makes {self.embedder.dim}")
+        return int(meta["dim"])
+
+    # -- writes: keys built and embedded before the store's transaction, written inside it ----------
+
+    def turns_hook(self, user_id: str, conversation_id: str, new_turns: Sequence[NewTurn], session_id: int | None) -> Callable[[Connection, list[Turn]], None]:
+        """The `on_insert` hook for `store.add_turns`: the session's recent turns are read and the keys of the new
+        ones embedded now (outside the transaction); the hook writes them, re-embedding only a key whose text
+        changed meanwhile (another writer appended to the same session first)."""
+        self._require_embedder()
+        now = utcnow()
+        target = session_id if session_id is not None else self.store.latest_session(user_id, conversation_id)
+        before = self._before(user_id, target, None) if target is not None else []
+        start = before[-1].position + 1 if before else 0
+        predicted = [
+            Turn(id=-(i + 1), user_id=user_id, conversation_id=conversation_id, session_id=target, role=t.role, speaker=t.speaker,
+                 text=t.text, event_time=naive_utc(t.event_time) or now, ingested_at=now, position=start + i)
+            for i, t in enumerate(new_turns)
+        ]
+        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted)])
+
+        def hook(conn: Connection, stored: list[Turn]) -> None:
+            context = before if stored and stored[0].session_id == target else self._before(user_id, stored[0].session_id, stored[0].id)
+            self._write_keys(conn, self._turn_keys(context, stored), cache)
+
+        return hook
+
+    def sessions_hook(self, user_id: str, sessions: Sequence[NewSession]) -> Callable[[Connection, list[Turn]], None]:
+        """The `on_insert` hook for `store.ingest_session_batch`: new sessions are their own context, so every key
+        is known (and embedded, in one batch) before the transaction."""
+        self._require_embedder()
+        now = utcnow()
+        texts: list[str] = []
+        for session in sessions:
+            default = naive_utc(session.started_at) or now
+            predicted = [
+                Turn(id=-(i + 1), user_id=user_id, conversation_id=session.conversation_id, session_id=None, role=t.role,
+                     speaker=t.speaker, text=t.text, event_time=naive_utc(t.event_time) or default, ingested_at=now, position=i)
+                for i, t in enumerate(session.turns)
+            ]
+            texts += [k.text for k in self._turn_keys([], predicted)]
+        cache = self._embed_texts(texts)
+
+        def hook(conn: Connection, stored: list[Turn]) -> None:
+            by_session: dict[int | None, list[Turn]] = defaultdict(list)
+            for turn in stored:
+                by_session[turn.session_id].append(turn)
+            keys = [key for turns in by_session.values() for key in self._turn_keys([], turns)]
+            self._write_keys(conn, keys, cache)
+
+        return hook
+
+    def fact_hook(self, text_: str, valid_from: datetime | None) -> Callable[[Connection, Fact], None]:
+        """The `on_insert` hook for `store.add_fact` (a duplicate fact inserts nothing and runs no hook)."""
+        self._require_embedder()
+        predicted = Fact(id=0, user_id="", conversation_id=None, subject="", text=text_.strip(), source_turn_ids=[],
+                         valid_from=naive_utc(valid_from) or utcnow())
+        cache = self._embed_texts([keymod.fact_key_text(predicted)])
+
+        def hook(conn: Connection, fact: Fact) -> None:
+            self._write_keys(conn, [self._fact_key(fact)], cache)
+
+        return hook
+
+    def _turn_keys(self, before: list[Turn], fresh: list[Turn]) -> list[_Key]:
+        """The turn, round and statement keys of `fresh` (in session order after `before`), and the round keys of
+        the last turns of `before`, whose neighbours just arrived."""
+        context = before + fresh
+        keys = []
+        offset = len(before)
+        for i in range(max(0, offset - self.round_neighbours), len(context)):
+            turn = context[i]
+            kinds = ("round",) if i < offset else ("turn", "round", "statement")
+            for kind in kinds:
+                if kind == "turn":
+                    body = keymod.turn_key_text(turn)
+                elif kind == "round":
+                    body = keymod.round_key_text(context, i, self.round_neighbours)
+                else:
+                    body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
+                keys.append(_Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id,
+                                 turn_id=turn.id, event_time=turn.event_time))
+        return keys
+
+    def _fact_key(self, fact: Fact) -> _Key:
+        return _Key(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
+                    fact.conversation_id, fact_id=fact.id, window=fact_window(fact))
+
+    def _before(self, user_id: str, session_id: int | None, before_id: int | None) -> list[Turn]:
+        """The last turns of a session (before `before_id`), oldest first: a new turn's neighbours and other speaker."""
+        if session_id is None:
+            return []
+        lookback = 2 * self.round_neighbours + CONTEXT_LOOKBACK
+        filters: dict[str, Any] = {"session_id": session_id, "limit": lookback, "newest_first": True}
+        if before_id is not None:
+            filters["before_id"] = before_id
+        return list(reversed(self.store.list_turns(user_id, **filters)))
+
+    def _embed_texts(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}
+        vectors = self.embedder.embed(unique)
+        return dict(zip(unique, vectors))
+
+    def _write_keys(self, conn: Connection, keys: list[_Key], cache: dict[str, np.ndarray]) -> None:
+        if not keys:
+            return
+        missing = [k.text for k in keys if k.text not in cache]
+        if missing:
+            cache.update(self._embed_texts(missing))  # rare: the session changed between the embedding and the commit
+        conn.execute(
+            text(
+                """
+                INSERT INTO index_keys (key_id, user_id, kind, turn_id, fact_id, turn_ids, conversation_id, event_time,
+                                        window_start, window_end, embedding, tsv)
+                VALUES (:key_id, :user_id, :kind, :turn_id, :fact_id, :turn_ids, :conversation_id, :event_time,
+                        :window_start, :window_end, CAST(:embedding AS vector), to_tsvector(CAST(:config AS regconfig), :body))
+                ON CONFLICT (key_id) DO UPDATE SET embedding = EXCLUDED.embedding, tsv = EXCLUDED.tsv
+                """
+            ),
+            [
+                {
+                    "key_id": k.key_id, "user_id": k.user_id, "kind": keymod.KIND_CODE[k.kind], "turn_id": k.turn_id,
+                    "fact_id": k.fact_id, "turn_ids": k.turn_ids, "conversation_id": k.conversation_id,
+                    "event_time": k.event_time, "window_start": k.window.start if k.window else None,
+                    "window_end": k.window.end if k.window else None, "embedding": vector_literal(cache[k.text]),
+                    "config": pg_schema.TEXT_CONFIG, "body": k.text,
+                }
+                for k in keys
+            ],
+        )
+
+    def sync(self, save: bool = True, turns: bool = True, user_id: str | None = None) -> int:
+        """Index the rows that have no keys: a database written before this index existed, or an import (a live
+        write cannot leave any: rows and keys share its transaction). Nothing to catch up otherwise."""
+        if self.embedder is None or self.dim is None:
+            return 0
+        indexed = 0
+        only = " AND t.user_id = :u" if user_id is not None else ""
+        params = {"u": user_id} if user_id is not None else {}
+        missing = self.store.read_sql(
+            "SELECT t.user_id, t.session_id FROM turns t WHERE NOT EXISTS (SELECT 1 FROM index_keys k WHERE k.turn_id = t.id)"
+            f"{only} GROUP BY t.user_id, t.session_id", **params
+        ) if turns else []
+        for user_id, session_id in missing:
+            session_turns = self.store.list_turns(user_id, session_id=session_id) if session_id is not None else [
+                t for t in self.store.list_turns(user_id) if t.session_id is None
+            ]
+            keys = self._turn_keys([], session_turns)
+            cache = self._embed_texts(k.text for k in keys)
+            with self.engine.begin() as conn:
+                self._write_keys(conn, keys, cache)
+            indexed += len(session_turns)
+        facts = self.store.read_sql(
+            "SELECT f.user_id, f.id FROM facts f WHERE NOT EXISTS (SELECT 1 FROM index_keys k WHERE k.fact_id = f.id)"
+            + only.replace("t.", "f."), **params
+        )
+        by_user: dict[str, list[int]] = defaultdict(list)
+        for user_id, fact_id in facts:
+            by_user[user_id].append(fact_id)
+        for user_id, ids in by_user.items():
+            keys = [self._fact_key(f) for f in self.store.get_facts(user_id, ids=ids)]
+            cache = self._embed_texts(k.text for k in keys)
+            with self.engine.begin() as conn:
+                self._write_keys(conn, keys, cache)
+            indexed += len(keys)
+        return indexed
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def search(
+        self, user_id: str, query: str, k: int = 10, now: datetime | None = None, conversation_id: str | None = None,
+        time_window: TimeWindow | None = None, mode: str = "memstream", time_mode: str | None = None,
+    ) -> SearchResult:
+        """As Retriever.search, over the database's keys."""
+        from memstream.retrieval.retriever import MODES, check_search_args
+
+        started = time.perf_counter()
+        try:
+            check_id("user id", user_id)
+        except ValueError as exc:
+            raise RetrievalError(str(exc)) from None
+        query = check_search_args(query, k)
+        if mode not in MODES:
+            raise RetrievalError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+        if self.embedder is None and mode != "bm25":
+            raise RetrievalError("this index was opened without an embedder; only mode='bm25' can search")
+        time_mode = time_mode or self.time_mode
+        if time_mode not in ("boost", "filter"):
+            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
+        if self.dim is None:
+            self.store.require_user(user_id)
+            return SearchResult(query, [], time_window, mode, {"total": 0.0})
+        try:
+            with self.engine.begin() as conn:
+                ranker = _PgRanker.open(self, conn, user_id, query)
+                if ranker is None:
+                    self.store.require_user(user_id)  # unknown user: a clear error; known but empty: no hits
+                return fused_search(
+                    self, ranker, user_id, query, k, now=now, conversation_id=conversation_id, time_window=time_window,
+                    mode=mode, time_mode=time_mode, embed_query=self._embed_query, fetch_turns=self.store.get_turns,
+                    started=started,
+                )
+        except SQLAlchemyError as exc:
+            raise RetrievalError(f"database search failed: {str(exc).splitlines()[0]}") from exc
+
+    def _embed_query(self, query: str) -> np.ndarray:
+        vector = self._query_cache.get(query)
+        if vector is None:
+            vector = self.embedder.embed([query])[0]
+            if len(self._query_cache) >= 4096:
+                self._query_cache.pop(next(iter(self._query_cache)))
+            self._query_cache[query] = vector
+        return vector
+
+    def prime_query_cache(self, queries: Sequence[str], vectors: np.ndarray) -> None:
+        for query, vector in zip(queries, vectors):
+            self._query_cache[query.strip()] = vector
+
+    def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
+        result = self.search(user_id, query, k=min(1000, max(k * 10, 50)), **options)
+        grouped: dict[int | None, list[Hit]] = defaultdict(list)
+        for hit in result.hits:
+            grouped[hit.session_id].append(hit)
+        sessions = [SessionHit(sid, hits[0].fused_score + 0.1 * sum(h.fused_score for h in hits[1:]), hits) for sid, hits in grouped.items()]
+        sessions.sort(key=lambda s: -s.score)
+        return sessions[:k]
+
+    # -- what Memory, the agent and the server ask of an index ------------------------------------
+
+    def speakers(self, user_id: str) -> set[str]:
+        return {row[0] for row in self.store.read_sql("SELECT DISTINCT speaker FROM turns WHERE user_id = :u AND speaker IS NOT NULL", u=user_id)}
+
+    def facts_of_turns(self, user_id: str, turn_ids: Iterable[int]) -> tuple[set[int], int]:
+        """(ids of the facts drawn from these turns, the fact id through which that is complete): every committed
+        fact has its key, so it is complete through the newest fact id."""
+        ids = sorted({int(t) for t in turn_ids})
+        rows = self.store.read_sql(
+            "SELECT fact_id FROM index_keys WHERE user_id = :u AND kind = 3 AND turn_ids && CAST(:ids AS integer[])", u=user_id, ids=ids
+        ) if ids else []
+        return {row[0] for row in rows}, self.store.max_ids()["fact"]
+
+    def pending(self, user_id: str | None = None) -> int:
+        return 0  # keys are written with their rows
+
+    def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
+        return True
+
+    def indexed_turns(self, user_id: str) -> int:
+        return int(self.store.read_sql("SELECT count(*) FROM index_keys WHERE user_id = :u AND kind = 0", u=user_id)[0][0]) if self.dim else 0
+
+    def indexed_turns_total(self) -> int:
+        return int(self.store.read_sql("SELECT count(*) FROM index_keys WHERE kind = 0")[0][0]) if self.dim else 0
+
+    def key_count(self) -> int:
+        return int(self.store.read_sql("SELECT count(*) FROM index_keys")[0][0])
+
+    def close(self) -> None:
+        pass  # nothing held in process: the database is the index
+
+    def _require_embedder(self) -> None:
+        if self.embedder is None or self.dim is None:
+            raise RetrievalError("this memory was opened without an embedder: it can forget and export, not write new rows")
+
+
+class _PgRanker:
+    """One search's ranked lists, read in one transaction (the iterative-scan settings are SET LOCAL to it)."""
+
+    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str]):
+        self.index, self.conn, self.user_id, self.exact, self.lexemes = index, conn, user_id, exact, lexemes
+        # OR of the query's lexemes (already normalised: quoted so that the tsquery parser leaves them as they are).
+        self.tsquery = " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes) or None
+
+    @classmethod
+    def open(cls, index: PgIndex, conn: Connection, user_id: str, query: str) -> "_PgRanker | None":
+        # How many turn keys the user has, counted no further than the threshold (an index-only scan).
+        size = conn.execute(
+            text("SELECT count(*) FROM (SELECT 1 FROM index_keys WHERE user_id = :u AND kind = 0 LIMIT :n) s"),
+            {"u": user_id, "n": index.ann_threshold + 1},
+        ).scalar()
+        if not size:
+            return None
+        exact = size <= index.ann_threshold
+        if not exact:
+            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, index.candidates))}"))  # pgvector's maximum
+            conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
+        lexemes = conn.execute(
+            text("SELECT tsvector_to_array(to_tsvector(CAST(:config AS regconfig), :q))"), {"config": pg_schema.TEXT_CONFIG, "q": query}
+        ).scalar() or []
+        return cls(index, conn, user_id, exact, list(lexemes))
+
+    def allowed(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
+        """Turn ids inside the window (said then, or about then: event-time facts) and conversation; None: all."""
+        if window is None and conversation_id is None:
+            return None
+        where, params = ["user_id = :u", "kind = 0"], {"u": self.user_id}
+        if window is not None:
+            where.append("event_time >= :ws AND event_time < :we")
+            params.update(ws=naive_utc(window.start), we=naive_utc(window.end))
+        if conversation_id is not None:
+            where.append("conversation_id = :c")
+            params["c"] = conversation_id
+        sql = f"SELECT turn_id FROM index_keys WHERE {' AND '.join(where)}"
+        if window is not None:
+            about = "SELECT unnest(turn_ids) FROM index_keys WHERE user_id = :u AND kind = 3 AND window_start < :we AND window_end > :ws"
+            if conversation_id is not None:
+                about = f"SELECT turn_id FROM index_keys WHERE user_id = :u AND kind = 0 AND conversation_id = :c AND turn_id IN ({about})"
+            sql = f"{sql} UNION {about}"
+        ids = [row[0] for row in self.conn.execute(text(sql), params)]
+        return np.array(sorted(set(ids)), dtype=np.int64)
+
+    def ranked(self, retriever: str, kind: str, query_vector: np.ndarray | None, query: str, depth: int,
+               allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        if allowed is not None and len(allowed) == 0:
+            return []
+        params: dict[str, Any] = {"u": self.user_id, "kind": keymod.KIND_CODE[kind], "depth": depth}
+        where = "user_id = :u AND kind = :kind"
+        allowed_sql = "{p}turn_ids && CAST(:allowed AS integer[])" if kind == "fact" else "{p}turn_id = ANY(CAST(:allowed AS integer[]))"
+        if allowed is not None:
+            params["allowed"] = allowed.tolist()
+            where += " AND " + allowed_sql.format(p="")
+        if retriever == "dense":
+            if query_vector is None:
+                return []
+            params["q"] = vector_literal(query_vector)
+            # Exact: ordering by an expression the HNSW index does not serve makes the planner read the user's
+            # rows through the btree and sort them. ANN: the HNSW index, scanned iteratively past the filter.
+            order = "(embedding <#> CAST(:q AS vector)) + 0" if self.exact else "embedding <#> CAST(:q AS vector)"
+            sql = (f"SELECT turn_ids, -(embedding <#> CAST(:q AS vector)) AS score FROM index_keys "
+                   f"WHERE {where} AND embedding IS NOT NULL ORDER BY {order} LIMIT :depth")
+        else:
+            if self.tsquery is None:
+                return []
+            params["tq"] = self.tsquery
+            if LEXICAL_RANK == "ts_rank_cd":
+                params["norm"] = RANK_NORMALIZATION
+                sql = (f"SELECT turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
+                       f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+            else:
+                params.update(lexemes=self.lexemes, k1=BM25_K1, b=BM25_B)
+                # Document frequencies count every key of the user; the window or conversation only filters the result.
+                sql = BM25_SQL.format(allowed=allowed_sql.format(p="d.") if allowed is not None else "TRUE")
+        rows = self.conn.execute(text(sql), params).all()
+        if retriever == "dense" and not self.exact:
+            rows.sort(key=lambda r: -r[1])  # relaxed_order returns nearly sorted rows
+        allowed_set = set(params["allowed"]) if allowed is not None and kind == "fact" else None
+        out: list[tuple[int, float]] = []
+        seen: set[int] = set()
+        for turn_ids, score in rows:
+            for turn_id in turn_ids:
+                if turn_id in seen or (allowed_set is not None and turn_id not in allowed_set):
+                    continue
+                seen.add(turn_id)
+                out.append((turn_id, float(score)))
+        return out
