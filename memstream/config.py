@@ -58,8 +58,9 @@ class EmbedderSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     ann_threshold: int = Field(50_000, ge=1)
     """Collections larger than this (per index) use an approximate (HNSW) index instead of exact search."""
-    rrf_k: int = Field(60, ge=1)
-    """Reciprocal-rank fusion constant."""
+    rrf_k: int = Field(30, ge=1)
+    """Reciprocal-rank fusion constant. 30 was chosen by leave-one-conversation-out on the LoCoMo dev set
+    (reports/attribution_loco.md; a smaller constant lets the top of each list count for more)."""
     candidates: int = Field(100, ge=1, le=10_000)
     """Candidates pulled from each retriever before fusion."""
     session_decomposition: bool = True
@@ -145,6 +146,10 @@ class AgentSettings(BaseModel):
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
     attribution_mention_counts: bool = False
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
+    attribution_story_ratio: float | None = Field(None, ge=0.0)
+    """When the best memory is its speaker's own story (first person, not said to the listener) and fits the
+    question's words better than the person's own best turn, their turn must reach this share of its score to
+    answer (None: not read). Chosen as above."""
     extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
