@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--per-conversation", type=int, default=60)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "locomo_loco")
     parser.add_argument("--max-seconds", type=float, default=None, help="Stop asking after this long and report on the questions answered.")
+    parser.add_argument("--report-only", action="store_true", help="Ask nothing: report on the questions already answered in WORK/qa_rows.jsonl.")
     args = parser.parse_args()
     from memstream.backends.models import make_backend
     from memstream.benchmarks.runner import bench_settings
@@ -40,13 +41,16 @@ def main() -> None:
     chosen = {q.qid for q in select(load_benchmark("locomo", args.data), per_history=args.per_conversation)}
     qa_path = args.work / "qa_rows.jsonl"
     done = {r["qid"]: r for r in read_rows(qa_path)} if qa_path.exists() else {}
-    todo = chosen - set(done)
+    todo = set() if args.report_only else chosen - set(done)
+    model = "(answers from an earlier run)"
     if todo:
         settings = bench_settings(args.work)
         backend = make_backend(settings.backend, settings.attention)
+        model_name = f"{settings.backend.kind}:{settings.backend.model}"
         with qa_path.open("a", encoding="utf-8") as handle:
             def sink(row):
                 if "prediction" in row:
+                    row["model"] = model_name
                     handle.write(json.dumps(row) + "\n")
                     handle.flush()
                     done[row["qid"]] = row
@@ -58,8 +62,8 @@ def main() -> None:
             except OutOfTime:
                 print(f"stopped after {args.max_seconds} s with {len(done)} of {len(chosen)} questions answered")
         model = f"{settings.backend.kind}:{settings.backend.model}"
-    else:
-        model = "(all answers from an earlier run)"
+    elif done:
+        model = next((r["model"] for r in done.values() if "model" in r), model)
     qa_rows = [done[q] for q in sorted(chosen) if q in done]
     results = {"data": args.data.name, "per_conversation": args.per_conversation, "questions": len(qa_rows), "selected": len(chosen), "model": model,
                **tune_answers(qa_rows, signals), "seconds": round(time.perf_counter() - started, 1)}

@@ -144,12 +144,13 @@ class AgentSettings(BaseModel):
     """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
     attribution_own_ratio: float = Field(0.8, ge=0.0)
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
-    attribution_mention_counts: bool = False
+    attribution_mention_counts: bool = True
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
-    attribution_story_ratio: float | None = Field(None, ge=0.0)
+    attribution_story_ratio: float | None = Field(1.01, ge=0.0)
     """When the best memory is its speaker's own story (first person, not said to the listener) and fits the
     question's words better than the person's own best turn, their turn must reach this share of its score to
-    answer (None: not read). Chosen as above."""
+    answer (None: not read; 1.01: abstain then unless one of their turns ranks in the top `attribution_own_rank`
+    or, with mentions counting, a top turn names them). Chosen as above."""
     extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample

@@ -69,9 +69,9 @@ class AttributionParams:
     """The person's own turn within the top this many counts as their presence: answer."""
     own_ratio: float = 0.8
     """Their best own turn scoring at least this share of the best hit's fused score: answer."""
-    mention_counts: bool = False
+    mention_counts: bool = True
     """A top-`own_rank` turn by someone else that names them (said to or about them) counts as their presence."""
-    story_ratio: float | None = None
+    story_ratio: float | None = 1.01
     """When the best turn tells its speaker's own story and matches the question's words better than the person's
     own best turn, that turn must score at least this share of the best (instead of `own_ratio`) to answer."""
 

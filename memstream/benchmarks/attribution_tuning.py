@@ -119,7 +119,7 @@ def hits_of(row: dict[str, Any]) -> list[EvidenceHit]:
     key = "_evidence_hits"
     if key not in row:
         terms = query_terms(row.get("query") or row["question"])
-        row[key] = [EvidenceHit.from_text(h["speaker"], h["fused"], text, row["people"], terms) for h, text in zip(row["hits"], row["texts"])]
+        row[key] = [EvidenceHit.from_text(h["speaker"], h["fused"], text, row["people"], terms) for h, text in zip(row["hits"], row["texts"], strict=True)]
     return row[key]
 
 

@@ -97,7 +97,7 @@ def test_the_story_signal_catches_a_borrowed_answer_the_score_ratio_lets_through
         EvidenceHit.from_text("Melanie", 0.050, "The charity race made me realize self-care is really important.", ["Caroline"], terms),
         EvidenceHit.from_text("Caroline", 0.046, "That's great, Melanie! So proud of you.", ["Caroline"], terms),
     ]
-    without = AttributionParams(own_rank=1, own_ratio=0.8)
+    without = AttributionParams(own_rank=1, own_ratio=0.8, mention_counts=False, story_ratio=None)
     assert decide_attribution("Caroline", evidence, without) is None
     wrong = decide_attribution("Caroline", evidence, AttributionParams(own_rank=1, own_ratio=0.8, story_ratio=1.01))
     assert wrong is not None and wrong.speaker == "Melanie"
