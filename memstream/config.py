@@ -151,11 +151,11 @@ class AgentSettings(BaseModel):
     question's words better than the person's own best turn, their turn must reach this share of its score to
     answer (None: not read; 1.01: abstain then unless one of their turns ranks in the top `attribution_own_rank`
     or, with mentions counting, a top turn names them). Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
+    extract_kinds: list[str] = Field(default_factory=lambda: ["count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
-    fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
-    view in reports/attribution_loco.md ("what" spans score no better than the model there); the paired
-    leave-one-conversation-out choice is benchmarks/answer_loco.py, not yet run."""
+    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo
+    QA run with the local model (benchmarks/answer_loco.py, reports/locomo_loco.md: every fold's choice includes
+    "count", four of five chose it alone)."""
     chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
     number) are answered with that span instead of generated text; [] lets the model always write."""
