@@ -50,7 +50,7 @@ def main() -> None:
         retrieval = None if args.no_retrieval else retrieval_section(args)
     results = {"data": args.data.name, "questions": len(rows), "attribution": attribution, "retrieval": retrieval,
                "extraction_alone": extraction_alone(rows), "agent_path_recall_any@10": recall_of(rows),
-               "seconds": round(time.perf_counter() - started, 1)}
+               "seconds": round(time.perf_counter() - started, 1), "signals_reused": args.signals is not None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     args.out.with_suffix(".md").write_text(render(results), encoding="utf-8")
@@ -130,7 +130,8 @@ def retrieval_lines(retrieval: dict) -> list[str]:
     else:
         note = (f"The widened grid's choice differs from it: the attribution decision above and the QA run "
                 "(reports/locomo_loco.md) were fitted and run with the shipped setting; moving to the widened grid's choice "
-                "means collecting the signals again with it, re-fitting the decision and rerunning the QA run.")
+                "means collecting the signals again with it, re-fitting the decision and rerunning the QA run "
+                "(the decision at RRF 10: reports/attribution_loco_rrf10.md).")
     lines += ["", f"Shipped default: `{shipped_params}`. " + note]
     return lines
 
@@ -153,7 +154,7 @@ def render(results: dict) -> str:
         "",
         f"Data: `{results['data']}`, {results['questions']} questions, five conversations. Command: "
         "`python benchmarks/attribution_loco.py --work runs/loco` (no model; MiniLM embeddings; the machine was shared "
-        f"with other jobs, {results['seconds']} s).",
+        f"with other jobs, {results['seconds']} s" + (", signals reused from an earlier collection (`--signals`)" if results.get("signals_reused") else "") + ").",
         "",
         "## Attribution decision",
         "",
