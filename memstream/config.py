@@ -63,8 +63,9 @@ class EmbedderSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     ann_threshold: int = Field(50_000, ge=1)
     """Collections larger than this (per index) use an approximate (HNSW) index instead of exact search."""
-    rrf_k: int = Field(60, ge=1)
-    """Reciprocal-rank fusion constant."""
+    rrf_k: int = Field(30, ge=1)
+    """Reciprocal-rank fusion constant. 30 was chosen by leave-one-conversation-out on the LoCoMo dev set
+    (reports/attribution_loco.md; a smaller constant lets the top of each list count for more)."""
     candidates: int = Field(100, ge=1, le=10_000)
     """Candidates pulled from each retriever before fusion."""
     session_decomposition: bool = True
@@ -152,13 +153,18 @@ class AgentSettings(BaseModel):
     """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
     attribution_own_ratio: float = Field(0.8, ge=0.0)
     """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
-    attribution_mention_counts: bool = False
+    attribution_mention_counts: bool = True
     """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
+    attribution_story_ratio: float | None = Field(1.01, ge=0.0)
+    """When the best memory is its speaker's own story (first person, not said to the listener) and fits the
+    question's words better than the person's own best turn, their turn must reach this share of its score to
+    answer (None: not read; 1.01: abstain then unless one of their turns ranks in the top `attribution_own_rank`
+    or, with mentions counting, a top turn names them). Chosen as above."""
+    extract_kinds: list[str] = Field(default_factory=lambda: ["count"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
-    fits (memstream/agent/extract.py: name, where, count, what). Provisional: picked from the model-free in-sample
-    view in reports/attribution_loco.md ("what" spans score no better than the model there); the paired
-    leave-one-conversation-out choice is benchmarks/answer_loco.py, not yet run."""
+    fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo
+    QA run with the local model (benchmarks/answer_loco.py, reports/locomo_loco.md: every fold's choice includes
+    "count", four of five chose it alone)."""
     chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
     number) are answered with that span instead of generated text; [] lets the model always write."""

@@ -284,7 +284,7 @@ class MemoryAgent:
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
             abstain_text = prompts.ABSTAIN_REPLY
         elif asked_about and agent_settings.attribution_check:
-            wrong = check_attribution(asked_about, hits, attribution_params(agent_settings))
+            wrong = check_attribution(asked_about, hits, attribution_params(agent_settings), plan.query)
             if wrong is not None:
                 reply.notes.append(f"the evidence is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
                 abstain_text = prompts.MISATTRIBUTED_REPLY.format(asked_about=wrong.asked_about, speaker=wrong.speaker)

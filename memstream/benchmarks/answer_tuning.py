@@ -19,7 +19,7 @@ from memstream.agent.attribution import AttributionParams
 from memstream.agent.extract import KINDS, extract_answer
 from memstream.agent.prompts import MISATTRIBUTED_REPLY
 from memstream.benchmarks.answers import clean_prediction
-from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains
+from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains, abstains_old_rule
 from memstream.benchmarks.attribution_tuning import fit as fit_attribution
 from memstream.benchmarks.scoring import LOCOMO_CATEGORIES, locomo_f1
 from memstream.benchmarks.tuning import leave_one_group_out, pick_best
@@ -29,14 +29,22 @@ from memstream.benchmarks.tuning import leave_one_group_out, pick_best
 class AnswerParams:
     attribution: AttributionParams | None
     extract_kinds: tuple[str, ...]
+    old_margin: float | None = None
+    """Use the single-margin rule the decision replaced (baselines only) instead of `attribution`."""
 
     def describe(self) -> dict[str, Any]:
         return {"attribution": asdict(self.attribution) if self.attribution else None, "extract_kinds": list(self.extract_kinds)}
 
 
+def _abstains(row: dict[str, Any], params: AnswerParams) -> bool:
+    if params.old_margin is not None:
+        return abstains_old_rule(row, params.old_margin)
+    return abstains(row, params.attribution)
+
+
 def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, str]:
     """(prediction, prompt tokens, which step answered: attribution | extract | model)."""
-    if abstains(row, params.attribution):
+    if _abstains(row, params):
         text = MISATTRIBUTED_REPLY.format(asked_about=row["asked_about"], speaker=row["hits"][0]["speaker"])
         return clean_prediction(text, row.get("choices")), 0, "attribution"
     if params.extract_kinds and row["texts"] and row.get("answered_by", "model") == "model":
@@ -89,9 +97,15 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
     for row in qa_rows:
         groups.setdefault(row["conversation"], []).append(row)
     result = leave_one_group_out(groups, fit, score)
+    before_kinds = ("name", "where", "count")
     baselines = {
         "model only (both steps off)": score([(r, AnswerParams(None, ())) for r in qa_rows]),
         "all extraction kinds, attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
+        # What shipped before: the margin rule (0.005, picked on this dev set), then the first multi-signal decision.
+        "before: margin rule 0.005, extract name/where/count": score([(r, AnswerParams(None, before_kinds, old_margin=0.005)) for r in qa_rows]),
+        "before: multi-signal without story (1, 0.8), extract name/where/count": score(
+            [(r, AnswerParams(AttributionParams(own_rank=1, own_ratio=0.8, mention_counts=False), before_kinds)) for r in qa_rows]
+        ),
     }
     return {"loco": result.to_dict(lambda p: p.describe()), "fixed": baselines}
 

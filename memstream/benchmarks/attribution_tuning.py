@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from memstream.agent.attribution import AttributionParams, EvidenceHit, decide_attribution, named_people, strip_names
+from memstream.agent.attribution import AttributionParams, EvidenceHit, decide_attribution, named_people, query_terms, strip_names
 from memstream.benchmarks.tuning import leave_one_group_out, pick_best
 
 MAX_FALSE_NM = 0.02
@@ -85,11 +85,13 @@ def collect_signals(
                 "query": plan.query,
                 "evidence": question.evidence,
                 "retrieved": [h.source_id or str(h.turn.id) for h in hits],
-                "hits": [asdict(EvidenceHit.of(h, people)) for h in hits],
+                "hits": [asdict(EvidenceHit.of(h, people, plan.query)) for h in hits],
                 "question": question.question,
                 "gold": question.gold,
                 "choices": question.choices,
                 "texts": [h.turn.text for h in hits],
+                # Per-hit dense/lexical scores and matching key, so other attribution signals can be fitted offline.
+                "scores": [{"dense": h.dense_score, "lexical": h.lexical_score, "via": h.matched_via} for h in hits],
             }
             if answer_backend is not None and answer_for is not None and question.qid in answer_for:
                 answer = agent_answer(agent, "memstream", question, settings.agent.top_k, 32)
@@ -112,7 +114,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def hits_of(row: dict[str, Any]) -> list[EvidenceHit]:
-    return [EvidenceHit(**h) for h in row["hits"]]
+    """The row's hits with the text signals recomputed from its saved texts and query (rows saved before a
+    signal existed still carry everything it needs)."""
+    key = "_evidence_hits"
+    if key not in row:
+        terms = query_terms(row.get("query") or row["question"])
+        row[key] = [EvidenceHit.from_text(h["speaker"], h["fused"], text, row["people"], terms) for h, text in zip(row["hits"], row["texts"], strict=True)]
+    return row[key]
 
 
 def abstains(row: dict[str, Any], params: AttributionParams | None) -> bool:
@@ -146,12 +154,14 @@ def outcome(pairs: Sequence[tuple[dict[str, Any], Any]], decide: Callable[[dict[
 
 def candidates() -> list[AttributionParams]:
     """The grid, most inclined to answer first (so `pick_best` ties err towards answering): a deeper own_rank,
-    a lower own_ratio and counting mentions each make the decision answer more often."""
+    a lower own_ratio, counting mentions and a lower (or no) story_ratio each make the decision answer more often.
+    story_ratio 2.0 abstains whenever the story signal holds (a share above 1 no own turn reaches)."""
     return [
-        AttributionParams(own_rank=own_rank, own_ratio=own_ratio, mention_counts=mention)
+        AttributionParams(own_rank=own_rank, own_ratio=own_ratio, mention_counts=mention, story_ratio=story)
         for own_rank in (10, 5, 3, 2, 1)
-        for own_ratio in (0.8, 0.85, 0.9, 0.93, 0.96, 1.01)
+        for own_ratio in (0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.96, 1.01)
         for mention in (True, False)
+        for story in (None, 0.9, 0.95, 1.01, 2.0)
     ]
 
 

@@ -8,6 +8,7 @@ passes, so the index is built once. Questions are the non-adversarial ones with 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,15 +24,21 @@ K = 10
 
 @dataclass(frozen=True)
 class RetrievalParams:
-    rrf_k: int = 60
+    rrf_k: int = 30
     time_weight: float = 1.0
 
     def describe(self) -> dict[str, Any]:
         return {"rrf_k": self.rrf_k, "time_weight": self.time_weight}
 
 
-CANDIDATES = [RetrievalParams(60, 1.0), RetrievalParams(30, 1.0), RetrievalParams(120, 1.0), RetrievalParams(60, 0.5), RetrievalParams(60, 2.0)]
-"""The shipped setting first, so ties keep it."""
+CANDIDATES = [
+    RetrievalParams(60, 1.0), RetrievalParams(30, 1.0), RetrievalParams(120, 1.0), RetrievalParams(60, 0.5), RetrievalParams(60, 2.0),
+    RetrievalParams(20, 1.0), RetrievalParams(40, 1.0), RetrievalParams(30, 0.5), RetrievalParams(30, 2.0),
+    RetrievalParams(15, 1.0), RetrievalParams(10, 1.0),
+]
+"""The earlier default (60) first, so ties keep it; the first five are the grid 30 was chosen from; then the
+neighbours of 30, and smaller constants (20 won the widened grid, at its edge)."""
+FIRST_GRID = CANDIDATES[:5]
 
 
 def recall_rows(retriever, data_path: Path, asked_at: dict[str, datetime], candidates: Sequence[RetrievalParams] = CANDIDATES) -> list[dict[str, Any]]:
@@ -64,6 +71,25 @@ def tune_retrieval(rows: list[dict[str, Any]], candidates: Sequence[RetrievalPar
     result = leave_one_group_out(groups, fit, score)
     fixed = {str(p.describe()): score([(r, p) for r in rows])["recall_any@10"] for p in candidates}
     return {"loco": result.to_dict(lambda p: p.describe()), "each_candidate_in_sample": fixed}
+
+
+def save_recall_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per-question recall under each candidate, so a report can be recomputed (or another grid's LOCO run) without searching again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            recall = [[p.rrf_k, p.time_weight, value] for p, value in row["recall"].items()]
+            handle.write(json.dumps({**row, "recall": recall}) + "\n")
+
+
+def load_recall_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            row["recall"] = {RetrievalParams(int(k), float(w)): v for k, w, v in row["recall"]}
+            rows.append(row)
+    return rows
 
 
 def asked_dates(histories: dict[str, list]) -> dict[str, datetime]:

@@ -89,7 +89,7 @@ class Retriever:
         dim: int | None = None,
         cache_dir: Path | None = None,
         ann_threshold: int = 50_000,
-        rrf_k: int = 60,
+        rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
         session_decomposition: bool = True,

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from memstream.agent import prompts
-from memstream.agent.attribution import AttributionParams, EvidenceHit, check_attribution_margin, decide_attribution, named_people, strip_names
+from memstream.agent.attribution import (
+    AttributionParams,
+    EvidenceHit,
+    check_attribution_margin,
+    decide_attribution,
+    named_people,
+    query_terms,
+    strip_names,
+    tells_own_story,
+)
 from memstream.agent.controller import TurnOptions
 from memstream.backends.scripted import ScriptedBackend
 from memstream.memory.model import NewSession, NewTurn
@@ -67,6 +76,52 @@ def test_the_decision_abstains_only_when_every_signal_agrees():
     ann_fourth = hits(("Bob", 0.05), ("Bob", 0.045), ("Bob", 0.04), ("Ann", 0.02))
     assert decide_attribution("Ann", ann_fourth, AttributionParams(3, 0.8, False)) is not None
     assert decide_attribution("Ann", ann_fourth, AttributionParams(5, 0.8, False)) is None
+
+
+def test_the_story_signal_reads_who_tells_the_story():
+    assert tells_own_story("I ran a charity race and realized self-care matters.")
+    assert not tells_own_story("That's great! Did you enjoy your race?")  # said to the listener
+    assert not tells_own_story("Caroline ran the race.")  # not first person
+    terms = query_terms("What did realize after charity race?")
+    melanie = EvidenceHit.from_text("Melanie", 0.05, "Thanks! The charity race made me realize self-care is important.", ["Caroline"], terms)
+    assert melanie.own_story and melanie.overlap == 3  # realiz, chariti, race
+    reply = EvidenceHit.from_text("Caroline", 0.045, "That's great, Melanie! So proud of you.", ["Caroline"], terms)
+    assert not reply.own_story and reply.overlap == 0
+
+
+def test_the_story_signal_catches_a_borrowed_answer_the_score_ratio_lets_through():
+    # Caroline asked about Melanie's race: Caroline's reply ranks second on the round key they share and scores 0.92
+    # of Melanie's story, so the score ratio answers (with Melanie's words); the story signal does not.
+    terms = query_terms("What did realize after charity race?")
+    evidence = [
+        EvidenceHit.from_text("Melanie", 0.050, "The charity race made me realize self-care is really important.", ["Caroline"], terms),
+        EvidenceHit.from_text("Caroline", 0.046, "That's great, Melanie! So proud of you.", ["Caroline"], terms),
+    ]
+    without = AttributionParams(own_rank=1, own_ratio=0.8, mention_counts=False, story_ratio=None)
+    assert decide_attribution("Caroline", evidence, without) is None
+    wrong = decide_attribution("Caroline", evidence, AttributionParams(own_rank=1, own_ratio=0.8, story_ratio=1.01))
+    assert wrong is not None and wrong.speaker == "Melanie"
+    # The old margin rule (0.005) missed it too: the margin is 0.004.
+    assert check_attribution_margin("Caroline", evidence, 0.005) is None
+
+
+def test_the_story_signal_answers_when_the_person_own_turn_fits_the_question_as_well():
+    terms = query_terms("What did paint last week?")
+    # Bob's first-person turn is best, but Ann's own turn has as many of the question's words: her own story.
+    evidence = [
+        EvidenceHit.from_text("Bob", 0.050, "I saw the painting you showed me last week, I loved it.", ["Ann"], terms),
+        EvidenceHit.from_text("Ann", 0.045, "Last week I painted a lake at sunrise.", ["Ann"], terms),
+    ]
+    assert not evidence[0].own_story  # "you": said to Ann
+    params = AttributionParams(own_rank=1, own_ratio=0.8, story_ratio=2.0)
+    assert decide_attribution("Ann", evidence, params) is None
+    told = [
+        EvidenceHit.from_text("Bob", 0.050, "Last week I painted my garage and a fence.", ["Ann"], terms),
+        EvidenceHit.from_text("Ann", 0.045, "Last week I painted a lake at sunrise.", ["Ann"], terms),
+    ]
+    # Both tell their own story; Ann's fits the question's words as well as Bob's: the ratio alone decides (0.9 >= 0.8).
+    assert told[0].overlap == told[1].overlap
+    assert decide_attribution("Ann", told, params) is None
 
 
 def seed_two_people(agent, user="researcher"):

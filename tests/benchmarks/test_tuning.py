@@ -49,7 +49,7 @@ def row(code, conversation="c1", asked_about="Ann", hits=(("Bob", 0.05), ("Bob",
         "hits": [{"speaker": s, "fused": f, "names": []} for s, f in hits],
         "question": "What did Ann paint?",
         "gold": "a sunset",
-        "texts": ["I painted a sunset over the lake."],
+        "texts": ["I painted a sunset over the lake."] + ["Thanks for the tea."] * (len(hits) - 1),
         "prediction": "She painted a lake",
         "prompt_tokens": 500,
     }
