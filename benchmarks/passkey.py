@@ -6,7 +6,9 @@ product path for its policy: `prefill` in chunks through the policy (sparse from
 token, positions kept in range as the policy's paper does), then `decode_n`. Lengths past the
 model's trained window extend the RoPE tables (positions continue; the policies keep the
 distances attention sees in range). Per trial: pass/fail, prefill seconds, and the process's
-peak resident memory during the trial (sampled every 20 ms from /proc/self/statm).
+peak resident memory during the trial (sampled every 20 ms from /proc/self/statm). Prefill is timed
+in wall seconds and in this process's CPU seconds (with --threads 1 the latter barely moves when
+other jobs share the machine).
 
 Resumable: every finished trial is appended to `reports/passkey.jsonl`; a rerun skips the
 trials already there and rewrites `reports/passkey.{json,md}` from all of them. Trials run

@@ -18,6 +18,11 @@ Prefill chunk [c0, c0 + C): blocks are selected once per chunk, from the mean of
 far queries (InfLLM); each query attends the sinks, the selected blocks and the local window
 [win_start, p], win_start computed as for a decode step at c0 (so the local part holds at most
 window + C tokens, all at true distances). A chunk of one token is exactly a decode step.
+
+Cost per chunk is independent of the context length but for the block scores (R keys per block):
+the near keys (true distances) and the far keys (sinks + selected blocks, far-scored) each go
+through one fused attention call, merged by log-sum-exp (`_prefill.attend_parts`); only the
+selected blocks are gathered, so a long prompt's prefill grows linearly with its length.
 """
 
 from __future__ import annotations
