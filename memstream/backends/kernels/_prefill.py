@@ -23,7 +23,7 @@ import torch
 
 # The fused CPU kernel that F.scaled_dot_product_attention dispatches to, exposed with its
 # log-sum-exp output. Private to torch, so its absence is not an error: the math path takes over.
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None) if hasattr(torch.ops, "aten") else None
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 @dataclass
