@@ -87,6 +87,24 @@ def test_block_topk_representatives_do_not_depend_on_chunk_boundaries(model, chu
             torch.testing.assert_close(got[ids], want[whole.block_table[0, :full].long()], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [7, 24, 40])
+@pytest.mark.parametrize("name", ["sink_window", "block_topk"])
+def test_fused_chunk_attention_equals_the_plain_torch_path(model, name, chunk, monkeypatch):
+    # Small budgets, so sinks, selected blocks and window are separate key sets with their own
+    # queries; the fused CPU attention + log-sum-exp merge must give what one plain softmax gives.
+    from memstream.backends.kernels import _prefill
+
+    if _prefill._FLASH_CPU is None:
+        pytest.skip("this torch has no fused CPU attention with log-sum-exp")
+    policy = make_policy(name, SMALL)
+    fused, _ = run_prefill(model, policy, chunk=chunk)
+    monkeypatch.setattr(_prefill, "_FLASH_CPU", None)
+    plain, _ = run_prefill(model, policy, chunk=chunk)
+    torch.testing.assert_close(fused, plain, atol=1e-4, rtol=1e-4)
+    dense, _ = run_prefill(model, make_policy("dense", SMALL), chunk=PROMPT)
+    assert not torch.allclose(fused[-1], dense[-1], atol=1e-3)  # the budget really dropped context
+
+
 def test_sink_window_evicts_into_a_bounded_pool(model):
     policy = make_policy("sink_window", dataclasses.replace(SMALL, prefill_chunk=8))
     pooled, cache = run_prefill(model, policy, chunk=8)

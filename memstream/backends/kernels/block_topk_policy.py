@@ -18,6 +18,11 @@ Prefill chunk [c0, c0 + C): blocks are selected once per chunk, from the mean of
 far queries (InfLLM); each query attends the sinks, the selected blocks and the local window
 [win_start, p], win_start computed as for a decode step at c0 (so the local part holds at most
 window + C tokens, all at true distances). A chunk of one token is exactly a decode step.
+
+Cost per chunk is independent of the context length but for the block scores (R keys per block):
+the near keys (true distances) and the far keys (sinks + selected blocks, far-scored) each go
+through one fused attention call, merged by log-sum-exp (`_prefill.attend_parts`); only the
+selected blocks are gathered, so a long prompt's prefill grows linearly with its length.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from __future__ import annotations
 import torch
 
 from . import block_topk as bt
-from .policy import AttentionPolicy, Rope, gather_range, query_positions, softmax_attend
+from ._prefill import KeyPart, attend_parts
+from .policy import AttentionPolicy, Rope, gather_range, query_positions
 
 REPS = "representatives"
 PENDING = "pending_queries"
@@ -100,46 +106,46 @@ class BlockTopkPolicy(AttentionPolicy):
         self.update_representatives(cache, layer, 0, q[0], cache.lengths_before_write[0], rope)
         k_layer, v_layer, table = cache.k(layer), cache.v(layer), cache.block_table
         n_kv = k_layer.shape[1]
-        group = n_heads // n_kv
         n_sink, win_start = bt.distant_range(c0 + 1, p.sinks, p.window, size)
-        scale = head_dim**-0.5
-        q_far = self.far_query(q[0], pos[None, :], rope).float()  # [H, C, Dh]
-        qg = q[0].float().reshape(n_kv, group * n_q, head_dim)
-        qfg = q_far.reshape(n_kv, group * n_q, head_dim)
-        rows = pos.repeat(group)[:, None]  # [G*C, 1]
-        parts_s, parts_v = [], []
-        if n_sink > 0:  # sinks: min(true distance, far_distance)
-            k_s = gather_range(k_layer, table, 0, 0, n_sink).float()
-            v_s = gather_range(v_layer, table, 0, 0, n_sink).float()
+        q_far = self.far_query(q[0], pos[None, :], rope)  # [H, C, Dh]
+        rows = pos[:, None]  # [C, 1] query positions
+        # Distant blocks exist only once c0 + 1 - window > n_sink, and then every sink is farther than
+        # `window` from every query of the chunk: sinks are all far-scored. Before that (no distant
+        # blocks) each sink is far-scored only for the queries more than `window` past it.
+        near_from = win_start if win_start > n_sink else 0
+        parts = []
+        k_l = gather_range(k_layer, table, 0, near_from, end)
+        v_l = gather_range(v_layer, table, 0, near_from, end)
+        j = torch.arange(near_from, end, device=q.device)[None, :]
+        near = (j <= rows) & ((j >= n_sink) | (rows - j <= self.far_distance))
+        parts.append(KeyPart(q[0], k_l, v_l, near))  # true distances
+        far_k, far_v, far_mask = [], [], []
+        if n_sink > 0 and end - 1 > self.far_distance:  # some query is far from sink 0
+            k_s = gather_range(k_layer, table, 0, 0, n_sink)
             j = torch.arange(n_sink, device=q.device)
-            raw = rope.shift(k_s, -j[None, :]).float()
-            s = torch.where(rows - j[None, :] > self.far_distance, qfg @ raw.transpose(1, 2), qg @ k_s.transpose(1, 2))
-            parts_s.append((s * scale).masked_fill(~(j[None, :] <= rows), float("-inf")))
-            parts_v.append(v_s)
-        blocks = [b for b in range(-(-win_start // size)) if max(b * size, n_sink) < min((b + 1) * size, win_start)]
-        if blocks:
-            # Selection once per chunk: the chunk's mean far query against each block's representatives.
+            far_k.append(rope.shift(k_s, -j[None, :]))  # rotated back to position 0
+            far_v.append(gather_range(v_layer, table, 0, 0, n_sink))
+            far_mask.append((rows - j[None, :] > self.far_distance).expand(-1, n_sink))
+        if win_start > n_sink:
+            # Selection once per chunk: the chunk's mean far query against each distant block's representatives.
+            blocks = torch.arange(n_sink // size, -(-win_start // size), device=q.device)  # blocks overlapping [n_sink, win_start)
             ids = table[0, blocks].long()
             reps = self.representatives(cache, layer)[ids].float()  # [nb, H_kv, R, Dh]
-            mean_q = q_far.mean(dim=1).reshape(n_kv, group, head_dim)
+            mean_q = q_far.float().mean(dim=1).reshape(n_kv, n_heads // n_kv, head_dim)
             scores = torch.einsum("hgd,bhrd->hgbr", mean_q, reps).amax(dim=-1).sum(dim=1)  # [H_kv, nb]
             chosen = scores.topk(min(p.topk, len(blocks)), dim=-1).indices  # [H_kv, k] into `blocks`
-            logical = torch.tensor(blocks, device=q.device)[chosen]  # [H_kv, k]
-            tok = (logical[..., None] * size + torch.arange(size, device=q.device)).flatten(1)  # [H_kv, k*size]
-            valid = (tok >= n_sink) & (tok < win_start)
+            tok = (blocks[chosen][..., None] * size + torch.arange(size, device=q.device)).flatten(1)  # [H_kv, k*size]
             phys = table[0].long()[tok // size]
             heads = torch.arange(n_kv, device=q.device)[:, None]
-            k_sel = k_layer[phys, heads, tok % size].float()  # [H_kv, k*size, Dh]
-            v_sel = v_layer[phys, heads, tok % size].float()
+            k_sel = k_layer[phys, heads, tok % size]  # [H_kv, k*size, Dh]: only the selected blocks are read
             # Every selected token is at least `window` before every query of the chunk: far-scored.
-            raw = rope.shift(k_sel, -tok).float()
-            s = (qfg @ raw.transpose(1, 2)) * scale
-            parts_s.append(s.masked_fill(~valid[:, None, :], float("-inf")))
-            parts_v.append(v_sel)
-        k_l = gather_range(k_layer, table, 0, win_start, end).float()
-        v_l = gather_range(v_layer, table, 0, win_start, end).float()
-        j = torch.arange(win_start, end, device=q.device)
-        parts_s.append((qg @ k_l.transpose(1, 2) * scale).masked_fill(~(j[None, :] <= rows), float("-inf")))
-        parts_v.append(v_l)
-        out = softmax_attend(torch.cat(parts_s, dim=-1), torch.cat(parts_v, dim=1))
-        return out.reshape(1, n_heads, n_q, head_dim).to(q.dtype)
+            far_k.append(rope.shift(k_sel, -tok))
+            far_v.append(v_layer[phys, heads, tok % size])
+            valid = (tok >= n_sink) & (tok < win_start)  # [H_kv, k*size]
+            if far_mask:  # the sinks are attended by every query here (see above)
+                far_mask = [torch.ones(n_kv, 1, n_sink, dtype=torch.bool, device=q.device)]
+            far_mask.append(valid[:, None, :])
+        if far_k:
+            parts.append(KeyPart(q_far, torch.cat(far_k, dim=1), torch.cat(far_v, dim=1), torch.cat(far_mask, dim=-1)))
+        out = attend_parts(parts, head_dim**-0.5)  # [H, C, Dh]
+        return out[None].to(q.dtype)

@@ -27,7 +27,8 @@ from ._launch import cdiv, check_device, dot_precision, group_pad, jit, num_spli
 from .dense import alloc_partials, reduce_splits
 from ._softmax import load_kv_tile, online_softmax_step, store_partials
 from .layout import attend_positions, check_inputs, gather_tokens
-from .policy import AttentionPolicy, Rope, gather_range, query_positions, softmax_attend
+from ._prefill import KeyPart, attend_parts
+from .policy import AttentionPolicy, Rope, gather_range, query_positions
 
 
 @jit
@@ -242,32 +243,24 @@ class SinkWindowPolicy(AttentionPolicy):
         sinks, window = self.params.sinks, self.params.window
         pos = query_positions(cache, n_q)  # [C]
         c0, end = int(pos[0]), int(pos[-1]) + 1
-        n_kv = cache.k(layer).shape[1]
-        group = n_heads // n_kv
         # Keys: A = [0, a_end) are sinks whenever attended; B = [b_start, end) window keys.
         a_end = min(sinks, end)
         b_start = max(a_end, c0 + 1 - window)
-        qg = q[0].float().reshape(n_kv, group * n_q, head_dim)
-        q_far = rope.shift(q[0], self.far_shift(pos)[None, :]).float().reshape(n_kv, group * n_q, head_dim)
-        rows = pos.repeat(group)[:, None]  # [G*C, 1] query position per row
-        scale = head_dim**-0.5
-        parts_s, parts_v = [], []
+        q_far = rope.shift(q[0], self.far_shift(pos)[None, :])  # [H, C, Dh]
+        rows = pos[:, None]  # [C, 1] query positions
+        parts = []
         if a_end > 0:
-            k_a = gather_range(cache.k(layer), cache.block_table, 0, 0, a_end).float()
-            v_a = gather_range(cache.v(layer), cache.block_table, 0, 0, a_end).float()
             j = torch.arange(a_end, device=q.device)[None, :]
-            parts_s.append((q_far @ k_a.transpose(1, 2) * scale).masked_fill(~(j <= rows), float("-inf")))
-            parts_v.append(v_a)
+            parts.append(KeyPart(q_far, gather_range(cache.k(layer), cache.block_table, 0, 0, a_end),
+                                 gather_range(cache.v(layer), cache.block_table, 0, 0, a_end), j <= rows))
         if b_start < end:
-            k_b = gather_range(cache.k(layer), cache.block_table, 0, b_start, end).float()
-            v_b = gather_range(cache.v(layer), cache.block_table, 0, b_start, end).float()
             j = torch.arange(b_start, end, device=q.device)[None, :]
-            keep = (j <= rows) & (j > rows - window)
-            parts_s.append((qg @ k_b.transpose(1, 2) * scale).masked_fill(~keep, float("-inf")))
-            parts_v.append(v_b)
-        out = softmax_attend(torch.cat(parts_s, dim=-1), torch.cat(parts_v, dim=1))  # [Hkv, G*C, Dh]
+            parts.append(KeyPart(q[0], gather_range(cache.k(layer), cache.block_table, 0, b_start, end),
+                                 gather_range(cache.v(layer), cache.block_table, 0, b_start, end),
+                                 (j <= rows) & (j > rows - window)))
+        out = attend_parts(parts, head_dim**-0.5)  # [H, C, Dh]
         self._evict(cache, layer)
-        return out.reshape(1, n_heads, n_q, head_dim).to(q.dtype)
+        return out[None].to(q.dtype)
 
     def _evict(self, cache, layer: int) -> None:
         # The block table is shared by every layer: release once, after the last layer attended.
