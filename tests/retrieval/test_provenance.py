@@ -60,10 +60,10 @@ def test_real_search_puts_the_users_statement_first(make_memory, monkeypatch):
     assert memory.flush(60)
     retriever = memory.retriever
     question = "What is the name of my cat, and when did I adopt her?"
-    import memstream.retrieval.retriever as retriever_module
+    import memstream.retrieval.fusion as fusion_module
 
     with monkeypatch.context() as patch:
-        patch.setattr(retriever_module, "prefer_own_statements", list)  # the fused scores alone, as before
+        patch.setattr(fusion_module, "prefer_own_statements", list)  # the fused scores alone, as before
         plain = retriever.search("me", question, k=5, now=said + timedelta(days=2), mode="memstream")
     assert [h.turn.role for h in plain.hits] == ["assistant", "user"]  # the reply first
     ranked = retriever.search("me", question, k=5, now=said + timedelta(days=2), mode="memstream")
