@@ -270,7 +270,7 @@ def search(url: str, embedder, home: Path, users: int, rng: np.random.Generator)
         total, without = [], []
         stages: dict[str, list[float]] = {"embed": [], "dense": [], "lexical": [], "fetch": []}
         for q in queries:
-            memory.retriever._query_cache.clear()  # every search pays its own query embedding
+            memory.retriever.queries.clear()  # every search pays its own query embedding
             t0 = time.perf_counter()
             result = memory.search(user_name(int(rng.integers(users))), q, k=10, mode="hybrid")
             total.append((time.perf_counter() - t0) * 1000)

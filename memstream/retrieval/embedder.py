@@ -156,6 +156,35 @@ class EmbedderCache:
                         settings.onnx_cache_dir)
 
 
+class QueryVectors:
+    """Query embeddings by text, bounded (the oldest go first): agents and benchmarks ask one query of several modes,
+    and a small cache saves the model call. Shared by both index backends."""
+
+    def __init__(self, embedder: Embedder | None, limit: int = 4096):
+        self.embedder = embedder
+        self.limit = limit
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def vector(self, query: str) -> np.ndarray:
+        found = self._vectors.get(query)
+        if found is None:
+            found = self.embedder.embed([query])[0]
+            if len(self._vectors) >= self.limit:
+                self._vectors.pop(next(iter(self._vectors)))
+            self._vectors[query] = found
+        return found
+
+    def prime(self, queries: Sequence[str], vectors: np.ndarray) -> None:
+        """Hand over query embeddings computed in a batch (benchmarks ask many known questions)."""
+        for query, vector in zip(queries, vectors):
+            self._vectors[query.strip()] = vector
+        while len(self._vectors) > max(self.limit, len(queries)):
+            self._vectors.pop(next(iter(self._vectors)))
+
+    def clear(self) -> None:
+        self._vectors.clear()
+
+
 def default_onnx_cache() -> Path:
     import platformdirs
 

@@ -33,7 +33,7 @@ from memstream.memory.model import Fact, NewSession, NewTurn, Turn
 from memstream.memory.validate import check_id, naive_utc, utcnow
 from memstream.retrieval import keys as keymod
 from memstream.retrieval import pg_schema
-from memstream.retrieval.embedder import Embedder
+from memstream.retrieval.embedder import Embedder, QueryVectors
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.fusion import fused_search
@@ -149,7 +149,7 @@ class PgIndex:
         self.time_mode = time_mode
         self.time_weight = time_weight
         self.skipped = {}
-        self._query_cache: dict[str, np.ndarray] = {}
+        self.queries = QueryVectors(embedder)
         self.dim = self._open_schema()
 
     def _open_schema(self) -> int | None:
@@ -371,17 +371,10 @@ class PgIndex:
             raise RetrievalError(f"database search failed: {str(exc).splitlines()[0]}") from exc
 
     def _embed_query(self, query: str) -> np.ndarray:
-        vector = self._query_cache.get(query)
-        if vector is None:
-            vector = self.embedder.embed([query])[0]
-            if len(self._query_cache) >= 4096:
-                self._query_cache.pop(next(iter(self._query_cache)))
-            self._query_cache[query] = vector
-        return vector
+        return self.queries.vector(query)
 
     def prime_query_cache(self, queries: Sequence[str], vectors: np.ndarray) -> None:
-        for query, vector in zip(queries, vectors):
-            self._query_cache[query.strip()] = vector
+        self.queries.prime(queries, vectors)
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
         result = self.search(user_id, query, k=min(1000, max(k * 10, 50)), **options)

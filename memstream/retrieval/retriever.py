@@ -35,7 +35,7 @@ from memstream.memory.validate import check_id
 from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, embed_jobs
 from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
-from memstream.retrieval.embedder import Embedder, to_bytes
+from memstream.retrieval.embedder import Embedder, QueryVectors, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
@@ -122,7 +122,7 @@ class Retriever:
         self._dense_cursor = _Cursor()
         self._dirty = False
         self._synced_once = False
-        self._query_cache: dict[str, np.ndarray] = {}
+        self.queries = QueryVectors(embedder)
         # Dense keys waiting for the background indexer (background=True); inline otherwise.
         self.background = False
         self.queue = DenseQueue(self._lock)
@@ -528,21 +528,10 @@ class Retriever:
         )
 
     def _embed_query(self, query: str) -> np.ndarray:
-        # Agents and benchmarks ask the same query of several modes; a small cache saves the model call.
-        vector = self._query_cache.get(query)
-        if vector is None:
-            vector = self.embedder.embed([query])[0]
-            if len(self._query_cache) >= 4096:
-                self._query_cache.pop(next(iter(self._query_cache)))
-            self._query_cache[query] = vector
-        return vector
+        return self.queries.vector(query)
 
     def prime_query_cache(self, queries: Sequence[str], vectors: np.ndarray) -> None:
-        """Hand over query embeddings computed in a batch (benchmarks ask many known questions)."""
-        for query, vector in zip(queries, vectors):
-            self._query_cache[query.strip()] = vector
-        while len(self._query_cache) > max(4096, len(queries)):
-            self._query_cache.pop(next(iter(self._query_cache)))
+        self.queries.prime(queries, vectors)
 
     def speakers(self, user_id: str) -> set[str]:
         """The speaker names in this user's indexed turns."""
