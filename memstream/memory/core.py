@@ -385,32 +385,20 @@ def index_backend(settings, store: MemoryStore) -> str:
 def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, cache_dir: Path | None = None, sync: bool = False) -> IndexBackend:
     """The index the settings describe over `store` (open_memory's part; index tests use it directly)."""
     r = settings.retrieval
+    # The ranking options both backends share (the same fusion code reads them).
+    options = dict(
+        model_name=embedder.name if embedder is not None else settings.embedder.model, ann_threshold=r.ann_threshold,
+        rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours,
+        session_decomposition=r.session_decomposition, fact_expansion=r.fact_expansion, time_expansion=r.time_expansion,
+        time_mode=r.time_mode, time_weight=r.time_weight,
+    )
     if index_backend(settings, store) == "database":
-        index = PgIndex(
-            store, embedder, model_name=embedder.name if embedder is not None else settings.embedder.model,
-            ann_threshold=r.ann_threshold, rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours,
-            session_decomposition=r.session_decomposition, fact_expansion=r.fact_expansion, time_expansion=r.time_expansion,
-            time_mode=r.time_mode, time_weight=r.time_weight,
-        )
+        index = PgIndex(store, embedder, **options)
         if sync:
             index.sync()
         return index
     set_faiss_threads(r.faiss_threads)
-    retriever = Retriever(
-        store,
-        embedder,
-        model_name=embedder.name if embedder is not None else settings.embedder.model,
-        cache_dir=cache_dir,
-        ann_threshold=r.ann_threshold,
-        rrf_k=r.rrf_k,
-        candidates=r.candidates,
-        round_neighbours=r.round_neighbours,
-        session_decomposition=r.session_decomposition,
-        fact_expansion=r.fact_expansion,
-        time_expansion=r.time_expansion,
-        time_mode=r.time_mode,
-        time_weight=r.time_weight,
-    )
+    retriever = Retriever(store, embedder, cache_dir=cache_dir, **options)
     if sync:
         retriever.sync()
     return retriever

@@ -122,7 +122,7 @@ class PgIndex:
         *,
         model_name: str,
         ann_threshold: int = 50_000,
-        rrf_k: int = 60,
+        rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
         session_decomposition: bool = True,
