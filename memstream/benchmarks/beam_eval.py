@@ -26,6 +26,7 @@ from memstream.benchmarks.beam import ABILITIES, BeamChat, BeamQuestion, load_be
 from memstream.benchmarks.judge import JudgeError, parse_verdict
 from memstream.benchmarks.metrics import percentile, recall_all, recall_any
 from memstream.benchmarks.scoring import normalize_answer
+from memstream.retrieval.embedder import recorded_name
 
 SYSTEMS = ("memstream", "hybrid", "bm25", "dense")
 KS = (5, 10)
@@ -212,7 +213,7 @@ def summarise(rows, config: BeamRunConfig, chats: Sequence[BeamChat], history_to
         "questions": sum(len(c.questions) for c in chats),
         "history_tokens": history_tokens,
         "config": {
-            "embedder": settings.embedder.model,
+            "embedder": recorded_name(settings.embedder.model, settings.embedder.runtime),
             "top_k": config.top_k,
             "ks": list(KS),
             "judge": config.judge,

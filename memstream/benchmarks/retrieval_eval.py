@@ -23,7 +23,7 @@ from memstream.benchmarks.datasets import LOCOMO_CATEGORIES, LocomoQuestion, loa
 from memstream.benchmarks.metrics import ndcg, percentile, recall_all, recall_any
 from memstream.memory.importers import load_file
 from memstream.memory.core import Memory, open_memory
-from memstream.retrieval.embedder import EmbedderCache
+from memstream.retrieval.embedder import EmbedderCache, recorded_name
 from memstream.retrieval.retriever import Retriever
 
 KS = (1, 5, 10, 20)
@@ -188,7 +188,7 @@ def evaluate_locomo_retrieval(
             "questions": len(questions),
             "conversations": len(asked_at),
             "config": {
-                "embedder": settings.embedder.model,
+                "embedder": recorded_name(settings.embedder.model, settings.embedder.runtime),
                 "retrieval": settings.retrieval.model_dump(),
                 "ks": list(KS),
                 "asked_at": "the day after each conversation's last session",

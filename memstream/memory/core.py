@@ -35,7 +35,7 @@ from memstream.memory.indexer import Indexer
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.store import ConversationInfo, InTransaction, MemoryStore
 from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time, check_turn_fields
-from memstream.retrieval.embedder import Embedder, EmbedderCache
+from memstream.retrieval.embedder import Embedder, EmbedderCache, recorded_name
 from memstream.retrieval.results import SearchResult, SessionHit
 from memstream.retrieval.backend import IndexBackend
 from memstream.retrieval.pg_index import PgIndex
@@ -387,7 +387,7 @@ def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, 
     r = settings.retrieval
     # The ranking options both backends share (the same fusion code reads them).
     options = dict(
-        model_name=embedder.name if embedder is not None else settings.embedder.model, ann_threshold=r.ann_threshold,
+        model_name=embedder.name if embedder is not None else recorded_name(settings.embedder.model, settings.embedder.runtime), ann_threshold=r.ann_threshold,
         rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours,
         session_decomposition=r.session_decomposition, fact_expansion=r.fact_expansion, time_expansion=r.time_expansion,
         time_mode=r.time_mode, time_weight=r.time_weight,

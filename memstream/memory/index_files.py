@@ -15,14 +15,14 @@ from typing import IO
 
 from memstream.memory.store import MemoryStore
 from memstream.retrieval import keys as keymod
-from memstream.retrieval.embedder import Embedder, to_bytes
+from memstream.retrieval.embedder import Embedder, recorded_name, to_bytes
 
 log = logging.getLogger(__name__)
 
 
 def cache_dir_for(settings, store: MemoryStore) -> Path | None:
     """Where the index cache lives: beside a SQLite file, or in the data dir keyed by the database URL."""
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.embedder.model)[-60:]
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in recorded_name(settings.embedder.model, settings.embedder.runtime))[-60:]
     path = store.sqlite_path
     if path is not None:
         return path.parent / f"{path.name}.index" / slug

@@ -41,6 +41,9 @@ class DenseJob:
     """The vector the database already holds for this item with this model (turn and fact keys), if any."""
     superseded: bool = field(default=False, repr=False)
     """A newer job for the same key was queued before this one was taken (a round key refreshed while it waited)."""
+    deferred: bool = False
+    """A round key whose later neighbours have not arrived yet (the newest turn of a live conversation): its text
+    changes with the next turn, so it is embedded only when nothing else waits."""
 
     @property
     def key(self) -> int:
@@ -87,10 +90,15 @@ class DenseQueue:
     """The dense keys waiting for vectors, in order, and the condition searches and the indexer wait on.
 
     Shares the retriever's lock, so a batch leaves the queue, is embedded outside it, and lands in the index
-    while `pending()` counts it the whole time (a search that waits for a user's keys sees them land)."""
+    while `pending()` counts it the whole time (a search that waits for a user's keys sees them land).
+
+    Deferred jobs (round keys still waiting for their next turn) wait in a second line, taken only when the first
+    is empty: on an idle indexer they are embedded at once, as before; on a busy one the next turn usually
+    supersedes them first, and the newest round of every live chat is embedded once instead of twice."""
 
     def __init__(self, lock: threading.RLock):
         self._jobs: deque[DenseJob] = deque()
+        self._later: deque[DenseJob] = deque()
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: list[DenseJob] = []
         self._users: Counter[str] = Counter()
@@ -107,20 +115,23 @@ class DenseQueue:
                 older.superseded = True
                 self._forget(older.user_id)
             self._waiting[(id(job.index), job.key)] = job
-        self._jobs.extend(jobs)
+            (self._later if job.deferred else self._jobs).append(job)
         self._users.update(job.user_id for job in jobs)
         self.settled.notify_all()
 
     def take(self, max_keys: int) -> list[DenseJob]:
         with self.settled:
             batch: list[DenseJob] = []
-            while self._jobs and len(batch) < max_keys:
-                job = self._jobs.popleft()
-                if job.superseded:
-                    continue
-                if self._waiting.get((id(job.index), job.key)) is job:
-                    del self._waiting[(id(job.index), job.key)]
-                batch.append(job)
+            for line in (self._jobs, self._later):
+                while line and len(batch) < max_keys:
+                    job = line.popleft()
+                    if job.superseded:
+                        continue
+                    if self._waiting.get((id(job.index), job.key)) is job:
+                        del self._waiting[(id(job.index), job.key)]
+                    batch.append(job)
+                if batch:
+                    break  # the deferred line only when nothing else waits
             self._in_flight = batch
             return batch
 
@@ -142,7 +153,7 @@ class DenseQueue:
 
     def resume_point(self, facts: bool, cursor: int) -> int:
         """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
-        waiting = [job.origin - 1 for job in (*self._jobs, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
+        waiting = [job.origin - 1 for job in (*self._jobs, *self._later, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
         return min([cursor, *waiting])
 
     def wait_until_empty(self, user_id: str | None, timeout_s: float) -> bool:

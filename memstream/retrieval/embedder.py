@@ -68,14 +68,17 @@ def pick_device(requested: str | None) -> str:
 @dataclass
 class SentenceTransformerEmbedder:
     name: str
-    """The configured model name; this is what the database records next to each vector."""
+    """The configured model name. After loading: what the database records next to each vector (the model name,
+    plus INT8_SUFFIX when the int8 runtime runs it); `model` keeps the configured name."""
     batch_size: int = 64
     device: str | None = None
     threads: int | None = None
     """torch CPU threads; process-wide, so only set when asked (on a contended CPU one thread is several times faster)."""
     runtime: str = "torch"
-    """'auto' or 'onnx': ONNX Runtime on a CPU where the model allows; 'torch': always torch. After loading: the one in use."""
+    """'auto' or 'onnx': ONNX Runtime on a CPU where the model allows; 'onnx-int8': ONNX Runtime with int8 weights
+    (other vectors: recorded under their own name); 'torch': always torch. After loading: the one in use."""
     onnx_cache_dir: str | None = None
+    model: str = ""
     _model: object = field(default=None, repr=False)
     _onnx: object = field(default=None, repr=False)
     dim: int = 0
@@ -91,25 +94,30 @@ class SentenceTransformerEmbedder:
 
             torch.set_num_threads(self.threads)
 
-        path = resolve_model(self.name)
+        self.model = self.model or self.name
+        path = resolve_model(self.model)
         self.device = pick_device(self.device)
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"embedder runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        int8 = self.runtime == "onnx-int8"
+        if int8 and self.device != "cpu":
+            raise EmbedderUnavailable(f"embedder.runtime 'onnx-int8' runs on a CPU, not on {self.device!r} (set embedder.device to cpu)")
         try:
             self._model = SentenceTransformer(path, device=self.device)
         except (OSError, ValueError) as exc:
             raise EmbedderUnavailable(f"cannot load embedding model {self.name!r} ({path}): {exc}".splitlines()[0]) from exc
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        if self.runtime not in ("auto", "onnx", "torch"):
-            raise ValueError(f"embedder runtime must be auto, onnx or torch, got {self.runtime!r}")
         if self.runtime != "torch" and self.device == "cpu":
             from memstream.retrieval.onnx_encoder import onnx_encoder
 
             cache = Path(self.onnx_cache_dir).expanduser() if self.onnx_cache_dir else default_onnx_cache()
-            self._onnx = onnx_encoder(self._model, path, cache, self.threads)
-        if self.runtime == "onnx" and self._onnx is None:
-            raise EmbedderUnavailable(f"embedder.runtime is 'onnx' but {self.name!r} cannot run on ONNX Runtime here "
+            self._onnx = onnx_encoder(self._model, path, cache, self.threads, quantize=int8)
+        if self.runtime in ("onnx", "onnx-int8") and self._onnx is None:
+            raise EmbedderUnavailable(f"embedder.runtime is {self.runtime!r} but {self.model!r} cannot run on ONNX Runtime here "
                                       "(see the log; set embedder.runtime to auto or torch)")
-        self.runtime = "onnx" if self._onnx is not None else "torch"
+        self.runtime = "torch" if self._onnx is None else "onnx-int8" if int8 else "onnx"
+        self.name = recorded_name(self.model, self.runtime)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -124,6 +132,16 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
+
+
+def recorded_name(model: str, runtime: str) -> str:
+    """The model name stored beside vectors made by `runtime` (int8 vectors are not the float model's)."""
+    from memstream.retrieval.onnx_encoder import INT8_SUFFIX
+
+    return model + INT8_SUFFIX if runtime == "onnx-int8" else model
 
 
 class EmbedderCache:
@@ -147,8 +165,8 @@ class EmbedderCache:
     def provide(self, embedder: SentenceTransformerEmbedder, device: str | None = None) -> None:
         """Hand this cache a model the caller built (a benchmark's variant): every runtime asked for gets it."""
         with self._lock:
-            for runtime in ("auto", "onnx", "torch"):
-                self._loaded[(embedder.name, device, runtime)] = embedder
+            for runtime in RUNTIMES:
+                self._loaded[(embedder.model or embedder.name, device, runtime)] = embedder
 
     def for_settings(self, settings: "EmbedderSettings") -> SentenceTransformerEmbedder:
         """The embedder an `embedder` settings section describes."""

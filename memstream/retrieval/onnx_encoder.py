@@ -9,6 +9,12 @@ model name recorded next to them does not change. Measured on the 2-core machine
 
 Any other pipeline (CLS pooling, a Dense layer, prompts) keeps the torch path: `onnx_encoder` returns None
 and says why in the log.
+
+`quantize=True` (embedder.runtime "onnx-int8") runs a copy of the export whose MatMul weights are int8, per output
+channel (ONNX Runtime's dynamic quantisation, made once from the float export, offline). On the 2-core machine it
+costs 2.2x less CPU per text (LoCoMo turns, batches of 16: 6.1 against 14 ms); its vectors are within cosine
+0.98 (mean 0.992) of the float ones, so they are recorded under their own model name (`INT8_SUFFIX`) and a
+database embedded with one runtime is not searched with the other.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +35,8 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = "1"
 """Part of the cache key: bump when the export below changes."""
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INT8_SUFFIX = "+int8"
+"""Appended to the model name recorded beside int8 vectors (they are not the float model's vectors)."""
 
 
 class OnnxEncoder:
@@ -59,7 +68,7 @@ class OnnxEncoder:
         return result
 
 
-def onnx_encoder(model: Any, model_path: str, cache_dir: Path, threads: int | None) -> OnnxEncoder | None:
+def onnx_encoder(model: Any, model_path: str, cache_dir: Path, threads: int | None, quantize: bool = False) -> OnnxEncoder | None:
     """An ONNX Runtime encoder equivalent to the loaded SentenceTransformer `model`, or None when this model or
     this install cannot have one (the reason is logged; the caller keeps torch)."""
     reason = _unsupported(model)
@@ -82,6 +91,15 @@ def onnx_encoder(model: Any, model_path: str, cache_dir: Path, threads: int | No
         except (ImportError, RuntimeError, OSError, ValueError) as exc:
             log.warning("embedding with torch: exporting the model to ONNX failed (%s)", str(exc).splitlines()[0][:200])
             return None
+    if quantize:
+        quantized = path.with_name(f"{path.stem}-int8.onnx")
+        if not quantized.exists():
+            try:
+                _quantize(path, quantized)
+            except (ImportError, RuntimeError, OSError, ValueError) as exc:
+                log.warning("embedding with torch: quantising the ONNX export failed (%s)", str(exc).splitlines()[0][:200])
+                return None
+        path = quantized
     options = ort.SessionOptions()
     # One thread unless asked: several threads spin for work and, on a busy 2-core machine, cost more CPU than
     # they save (the same holds for torch; see EmbedderSettings.threads).
@@ -125,6 +143,30 @@ def _cache_key(model_path: str) -> str:
     return f"{root.name or 'model'}-{digest.hexdigest()[:16]}"
 
 
+def _quantize(source: Path, path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _partial_beside(path) as partial:
+        # MatMul weights only, one scale per output channel: per-tensor scales cost accuracy (mean cosine 0.954 to
+        # the float vectors against 0.992) for no speed.
+        quantize_dynamic(str(source), partial, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+
+
+@contextmanager
+def _partial_beside(path: Path) -> Iterator[str]:
+    """A temp file beside `path`, renamed onto it when the block succeeds: two processes writing at once never
+    leave a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
+    os.close(handle)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
 def _export(network: Any, tokenizer: Any, inputs: Sequence[str], path: Path) -> None:
     import torch
 
@@ -138,17 +180,8 @@ def _export(network: Any, tokenizer: Any, inputs: Sequence[str], path: Path) -> 
 
     sample = tokenizer(["an example sentence", "a second, longer example sentence"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "tokens"} for name in (*inputs, "hidden")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed: two processes exporting at once never leave a half-written file.
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
-    os.close(handle)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on constant folding are not the user's business
-            torch.onnx.export(LastHidden(network.eval()), tuple(sample[name] for name in inputs), partial,
-                              input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes, opset_version=17,
-                              dynamo=False)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+    with _partial_beside(path) as partial, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constant folding are not the user's business
+        torch.onnx.export(LastHidden(network.eval()), tuple(sample[name] for name in inputs), partial,
+                          input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)

@@ -120,6 +120,9 @@ class Retriever:
         self._users: dict[str, UserIndex] = {}
         self._cursor = _Cursor()
         self._dense_cursor = _Cursor()
+        self._ahead: set[int] = set()  # turn ids above the cursor already indexed (their writers went first)
+        self._claims_lock = threading.Lock()
+        self._claimed: set[int] = set()  # turn ids committed by writers in this process that are about to index them
         self._dirty = False
         self._synced_once = False
         self.queries = QueryVectors(embedder)
@@ -198,25 +201,45 @@ class Retriever:
         `fresh`: turns the caller just committed. `through`: the store's max_ids() if the caller read them already.
         One max_ids() read decides whether anything else changed: when nothing did, a search's catch-up reads nothing
         more, and an add indexes its own turns without reading them back."""
-        with self._lock:
-            # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving
-            # a changed index to the full pass.
-            if self.embedder is not None and turns and self._synced_once and not (save and self._dirty):
-                through = through if through is not None else self.store.max_ids()
-                changed = self._changed_besides(fresh, through)
-                if not changed:
-                    return self._index_turns(list(fresh)) if fresh else 0
-            return self._sync_all(save, turns)
+        ids = [t.id for t in fresh]
+        with self._claims_lock:
+            # Committed, about to be indexed by this caller: others waiting for the lock need not read them back.
+            self._claimed.update(ids)
+        try:
+            with self._lock:
+                # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving
+                # a changed index to the full pass.
+                if self.embedder is not None and turns and self._synced_once and not (save and self._dirty):
+                    through = through if through is not None else self.store.max_ids()
+                    if not self._changed_besides(ids, through):
+                        return self._index_ahead(list(fresh)) if fresh else 0
+                return self._sync_all(save, turns)
+        finally:
+            with self._claims_lock:
+                self._claimed.difference_update(ids)
 
-    def _changed_besides(self, fresh: Sequence[Turn], through: dict[str, int]) -> bool:
-        """Whether the store holds rows the index has not seen other than `fresh` (the caller's own new turns)."""
+    def _changed_besides(self, ids: Sequence[int], through: dict[str, int]) -> bool:
+        """Whether the store holds rows the index has not seen other than `ids` (the caller's own new turns) and the
+        turns other writers in this process committed and are about to index themselves."""
         if through["fact"] > self._cursor.fact or through["deletion"] > self._cursor.deletion:
             return True
-        ids = [t.id for t in fresh]
-        if not ids:
-            return through["turn"] > self._cursor.turn
-        # Ids are handed out in order under SQLite's one writer: ours directly follow the cursor and nothing after them.
-        return ids != list(range(self._cursor.turn + 1, self._cursor.turn + 1 + len(ids))) or through["turn"] != ids[-1]
+        low, high = self._cursor.turn, through["turn"]
+        if high <= low:
+            return False
+        with self._claims_lock:
+            known = {i for i in (*self._ahead, *self._claimed, *ids) if low < i <= high}
+        # Ids are whole numbers: every id in (cursor, top] is accounted for, or some writer's turn is unseen.
+        return len(known) < high - low
+
+    def _index_ahead(self, fresh: list[Turn]) -> int:
+        """Index the caller's own turns while other writers' turns below them are still on their way: the cursor stays
+        below the gap (it means "everything up to here is indexed") and moves up as the gap closes."""
+        indexed = self._index_turns(fresh, advance=False)
+        self._ahead.update(t.id for t in fresh if t.id > self._cursor.turn)  # a full pass may have gone first
+        while self._cursor.turn + 1 in self._ahead:
+            self._cursor.turn += 1
+            self._ahead.discard(self._cursor.turn)
+        return indexed
 
     def _sync_all(self, save: bool, turns: bool) -> int:
         with self._lock:
@@ -276,6 +299,7 @@ class Retriever:
             again = min(min(deleted_turns) - 1, self.store.max_ids()["turn"])
             self._cursor.turn = min(self._cursor.turn, again)
             self._dense_cursor.turn = min(self._dense_cursor.turn, again)
+            self._ahead.clear()  # the full pass that follows rereads from the lowered cursor
 
     def _drop_user_files(self, user_id: str) -> None:
         self._users.pop(user_id, None)
@@ -288,7 +312,7 @@ class Retriever:
         # Re-reading from the cursor (not trusting `turns`) also picks up turns other writers committed meanwhile.
         return self.sync(save=False)
 
-    def _index_turns(self, turns: list[Turn]) -> int:
+    def _index_turns(self, turns: list[Turn], advance: bool = True) -> int:
         """Build and add the keys of these turns (sorted by id); refresh the round keys of earlier turns whose neighbours arrived."""
         dense_known = self._dense_cursor.turn
         by_session: dict[tuple[str, Any], list[Turn]] = defaultdict(list)
@@ -297,6 +321,7 @@ class Retriever:
         jobs: list[tuple[UserIndex, str, int, str, Turn, bool]] = []  # (user index, kind, item id, text, turn, needs dense)
         new_count = 0
         refresh: set[tuple[UserIndex, int]] = set()  # (user index, key) of round keys being replaced
+        open_rounds: set[tuple[int, int]] = set()  # (id(user index), turn id) of rounds whose next turns are not here yet
         for (user_id, session_id), fresh in by_session.items():
             index = self._user(user_id)
             fresh = [t for t in fresh if t.id not in index.turn_time]  # a rescan after deletes skips what is indexed
@@ -319,6 +344,8 @@ class Retriever:
                 dense = turn.id > dense_known
                 jobs.append((index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
                 jobs.append((index, "round", turn.id, keymod.round_key_text(context, i, self.round_neighbours), turn, dense))
+                if i + self.round_neighbours >= len(context):
+                    open_rounds.add((id(index), turn.id))
                 jobs.append((index, "statement", turn.id, keymod.statement_key_text(turn, keymod.other_speaker(context, i)), turn, dense))
                 new_count += 1
             # Earlier turns whose round now includes a new neighbour.
@@ -328,9 +355,13 @@ class Retriever:
                 if old.id not in fresh_ids and old.id in index.turn_time:
                     jobs.append((index, "round", old.id, keymod.round_key_text(context, i, self.round_neighbours), old, any_dense))
                     refresh.add((index, keymod.key_id(old.id, "round")))
-        self._add_jobs(jobs, refresh, origin=turns[0].id if turns else 0)
+                    if i + self.round_neighbours >= len(context):
+                        open_rounds.add((id(index), old.id))
+        self._add_jobs(jobs, refresh, origin=turns[0].id if turns else 0, open_rounds=open_rounds)
         if turns:
-            self._cursor.turn = max(self._cursor.turn, turns[-1].id)
+            if advance:  # these are every stored turn up to the last one (a full pass reads them in order)
+                self._cursor.turn = max(self._cursor.turn, turns[-1].id)
+                self._ahead = {i for i in self._ahead if i > self._cursor.turn}
             self._dirty = True
         return new_count
 
@@ -364,7 +395,8 @@ class Retriever:
                 return [by_id.get(t.id, t) for t in reversed(older)] + context[len(before):]
         return context
 
-    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int) -> None:
+    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int,
+                  open_rounds: set[tuple[int, int]] = frozenset()) -> None:
         if not jobs:
             return
         # Lexical: always, at once (it is rebuilt on every process start and costs microseconds a key).
@@ -381,7 +413,8 @@ class Retriever:
             if not needed:
                 continue
             stored = turn.embedding if kind == "turn" and turn.embedding_model == self.model_name else None
-            dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored))
+            dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored,
+                                  deferred=kind == "round" and (id(index), item) in open_rounds))
         for index, key in refresh:
             # A round key is replaced when its turn's neighbour arrives: the old vector goes now, the new one follows.
             if "round" in index.dense:

@@ -73,6 +73,36 @@ def test_an_add_indexes_what_other_writers_committed_before_it(settings, monkeyp
         assert mine.refresh() == 0  # caught up: a search's catch-up reads nothing more
 
 
+
+def test_writers_in_one_process_index_their_own_turns_in_any_order_without_reading_back(settings, monkeypatch):
+    """Concurrent adds in one process commit in one order and reach the index in another: a writer whose turn lies
+    above another's not yet indexed indexes its own without a full catch-up, the cursor waits for the gap to close,
+    and a search meanwhile does not read back a turn its writer is about to index."""
+    with open_memory(settings, HashingEmbedder()) as memory:
+        memory.add("alice", "chat", [NewTurn("user", "first note about herons")])
+        reads = []
+        original = memory.store.iter_turns
+        monkeypatch.setattr(memory.store, "iter_turns", lambda *a, **k: reads.append(1) or original(*a, **k))
+        retriever = memory.retriever
+        slow, fast = (memory.store.add_turns("alice", "chat", [NewTurn("user", text)]) for text in ("otters", "swifts"))
+        before = retriever._cursor.turn
+        with retriever._claims_lock:
+            retriever._claimed.add(slow[0].id)  # the slow writer committed and waits for the retriever's lock
+        retriever.sync(save=False, fresh=fast)  # the later turn reaches the index first
+        assert retriever._cursor.turn == before and fast[0].id in retriever._ahead
+        assert [h.turn.id for h in memory.search("alice", "swifts", mode="bm25").hits] == [fast[0].id]
+        with retriever._claims_lock:
+            retriever._claimed.discard(slow[0].id)
+        retriever.sync(save=False, fresh=slow)
+        assert reads == []  # nobody read the turns back
+        assert retriever._cursor.turn == fast[0].id and not retriever._ahead  # the gap closed
+        assert [h.turn.id for h in memory.search("alice", "otters", mode="bm25").hits] == [slow[0].id]
+        # A turn in the gap that no writer here claims (another process's) is read back by the next catch-up.
+        theirs = memory.store.add_turns("alice", "chat", [NewTurn("user", "kingfishers from elsewhere")])
+        mine = memory.add("alice", "chat", [NewTurn("user", "a note about wrens")])
+        assert reads and theirs[0].id < mine[0].id
+        assert [h.turn.id for h in memory.search("alice", "kingfishers", mode="bm25").hits] == [theirs[0].id]
+
 def test_a_round_key_refreshed_while_waiting_is_embedded_once(settings):
     """Under load a user turn's round key is re-queued when the reply arrives before the first text was embedded:
     only the newest text is embedded, and the pending count does not wait for the dropped one."""
@@ -97,6 +127,47 @@ def test_a_round_key_refreshed_while_waiting_is_embedded_once(settings):
         assert question.id in [h.turn.id for h in hits]
 
 
+
+def test_open_rounds_wait_behind_other_keys_and_each_round_text_is_embedded_once(settings):
+    """A live chat's newest round key changes with the next turn: it waits behind every other queued key, so on a
+    busy indexer the reply supersedes it and each round text is embedded once; alone in the queue it goes at once."""
+    from memstream.retrieval.dense_jobs import DenseJob, DenseQueue
+
+    lock = threading.RLock()
+    queue = DenseQueue(lock)
+    index = object()
+    job = lambda kind, item, text, deferred=False: DenseJob(index, "alice", kind, item, text, 1, deferred=deferred)  # noqa: E731
+    with lock:  # the retriever's lock, which put's callers hold
+        queue.put([job("turn", 1, "q"), job("round", 1, "q open", deferred=True)])
+    assert [j.text for j in queue.take(10)] == ["q"]  # the open round waits while anything else is queued
+    queue.done([])
+    with lock:
+        queue.put([job("turn", 2, "a"), job("round", 1, "q + a"), job("round", 2, "a open", deferred=True)])
+    assert [j.text for j in queue.take(10)] == ["a", "q + a"]  # the reply superseded the question's open round
+    assert [j.text for j in queue.take(10)] == ["a open"]  # nothing else waits: the open round goes
+
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    texts: list[str] = []
+    embed = embedder.embed
+    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
+    with open_memory(settings, embedder) as memory:
+        memory.add("bob", "other", [NewTurn("user", "a note that keeps the indexer busy")])
+        deadline = time.monotonic() + 10
+        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for n in range(3):
+            memory.add("alice", "chat", [NewTurn("user", f"question {n} about herons")])
+            memory.add("alice", "chat", [NewTurn("assistant", f"answer {n} about the mill pond")])
+        embedder.gate.set()
+        assert memory.flush(10)
+        rounds = [t for t in texts if "herons" in t and t.startswith("[")]
+        assert len(rounds) == len(set(rounds)) == 6  # one text per turn's round key: no open round embedded and replaced
+        assert any(t.endswith("answer 2 about the mill pond") for t in rounds)  # the last round, still open, went when the queue emptied
+        # An idle indexer embeds an open round at once: a search right after a single question finds it densely.
+        question = memory.add("carol", "chat", [NewTurn("user", "Where did the kingfishers nest?")])[0]
+        assert memory.flush(10)
+        assert question.id in [h.turn.id for h in memory.search("carol", "kingfishers nest", mode="dense").hits]
 def test_a_crash_with_vectors_pending_loses_nothing(settings):
     """The index cache is saved while vectors wait; the process dies; the next open embeds them from the database."""
     embedder = HashingEmbedder()

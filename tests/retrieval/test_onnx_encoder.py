@@ -59,3 +59,19 @@ def test_a_broken_export_falls_back_to_torch_and_onnx_only_is_a_clear_error(tmp_
         SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="onnx", onnx_cache_dir=str(broken))
     with pytest.raises(ValueError, match="runtime must be"):
         SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="tensorrt")
+
+
+def test_int8_runtime_is_close_to_float_and_recorded_under_its_own_name(pair):
+    _, onnx_side, cache = pair
+    int8 = SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cpu", runtime="onnx-int8", onnx_cache_dir=str(cache))
+    assert int8.runtime == "onnx-int8" and int8.model == "all-MiniLM-L6-v2"
+    assert int8.name == "all-MiniLM-L6-v2+int8" != onnx_side.name  # a database keeps one kind of vector
+    assert len(list(cache.glob("*-int8.onnx"))) == 1  # quantised once, beside the float export
+    got, expected = int8.embed(TEXTS), onnx_side.embed(TEXTS)
+    assert got.shape == expected.shape and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = (got * expected).sum(axis=1)
+    assert cosine.min() > 0.97 and cosine.mean() > 0.985
+    # Still a useful embedder: each text is nearest to its own float vector.
+    assert (np.argmax(got @ expected.T, axis=1) == np.arange(len(TEXTS))).all()
+    with pytest.raises(EmbedderUnavailable, match="runs on a CPU"):
+        SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cuda", runtime="onnx-int8", onnx_cache_dir=str(cache))
