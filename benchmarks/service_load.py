@@ -257,12 +257,16 @@ class StubUpstream:
             self.proc.wait(10)
 
 
-def remote_env(db_url: str, home: Path, upstream: str, tenant: str, **server: str) -> dict[str, str]:
+EMBEDDER_RUNTIME = "onnx-int8"
+"""What the servers embed with by default (--embedder-runtime): the int8 runtime a CPU server is advised to use."""
+
+
+def remote_env(db_url: str, home: Path, upstream: str, tenant: str, runtime: str, **server: str) -> dict[str, str]:
     """A server with the openai backend on the stub, API key KEY for `tenant`, enrichment off."""
     extra = {f"MEMSTREAM_SERVER__{name.upper()}": value for name, value in server.items()}
     return server_env(db_url, home, {KEY: tenant}, index_refresh_s=1.0, backend="openai", MEMSTREAM_AGENT__ENRICH="false",
                       MEMSTREAM_BACKEND__BASE_URL=upstream, MEMSTREAM_BACKEND__MODEL="stub", MEMSTREAM_BACKEND__MAX_RETRIES="0",
-                      **extra)
+                      MEMSTREAM_EMBEDDER__RUNTIME=runtime, **extra)
 
 
 def _serve(env: dict[str, str], processes: int, work) -> dict:
@@ -284,9 +288,9 @@ def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: f
 
 
 def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float, stream: bool, processes: int = 1,
-                  name: str = "1 process, SQLite") -> list[dict]:
-    """One server (or `processes`), each level in turn: memory chats only, then (level 'search') searches only."""
-    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}")
+                  name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True) -> list[dict]:
+    """One server (or `processes`), each level in turn: memory chats only, then (`search`) searches only."""
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime)
 
     def work(urls, pids):
         runs = []
@@ -296,6 +300,8 @@ def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float
             runs.append({"config": name, "kind": "memory chat", **result})
             print(f"{name}: {clients} clients, {result['chat']['rps']} chats/s, p99 {result['chat']['p99_ms']} ms, "
                   f"{result['errors']} errors", flush=True)
+        if not search:
+            return runs
         result = run_load(urls, KEY, SEARCH_CLIENTS, seconds, search_every=1, pids=pids, seed=False)
         runs.append({"config": name, "kind": "memory search", **result})
         print(f"{name}: search {SEARCH_CLIENTS} clients, {result['search']['rps']} req/s", flush=True)
@@ -304,10 +310,10 @@ def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float
     return _serve(env, processes, work)
 
 
-def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: float) -> dict:
+def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: float, runtime: str = EMBEDDER_RUNTIME) -> dict:
     """More clients than the server admits: only 429/503 past the cap, admitted latency bounded."""
     caps = {"chat_workers": "16", "max_queue": "16", "max_queue_per_key": "64"}
-    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", **caps)
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, **caps)
     result = _serve(env, 1, lambda urls, pids: run_load(urls, KEY, clients, seconds, stream=False, search_every=0, pids=pids,
                                                          model="memstream/stub"))
     return {"config": "1 process, SQLite, queue cap 16 running + 16 waiting", "kind": "memory chat (overload)", "caps": caps, **result}
@@ -359,17 +365,26 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("MEMSTREAM_TEST_PG_URL"), help="PostgreSQL URL for the 2-process run")
     parser.add_argument("--local", action="store_true", help="also measure search beside a local-model generation")
     parser.add_argument("--note", default="", help="appended to the report's notes (e.g. how loaded the machine was)")
+    parser.add_argument("--embedder-runtime", default=EMBEDDER_RUNTIME, help="embedder.runtime of the servers")
+    parser.add_argument("--float-clients", default="1,32", help="levels also run with the float runtime (onnx), for comparison; '' skips")
     args = parser.parse_args()
+    runtime = args.embedder_runtime
     levels = [int(x) for x in args.levels.split(",") if x]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp, StubUpstream(args.delay_ms) as stub:
         tmp = Path(tmp)
-        runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream)
+        runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream,
+                              runtime=runtime)
+        float_levels = [int(x) for x in args.float_clients.split(",") if x]
+        if float_levels and args.embedder_runtime != "onnx":
+            runs += remote_levels(f"sqlite:///{tmp / 'float.db'}", tmp / "home4", stub.url, float_levels, args.seconds, args.stream,
+                                  name="1 process, SQLite, float embedder (onnx)", runtime="onnx", search=False)
         if args.overload_clients:
-            runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds))
+            runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds,
+                                 runtime))
             print(f"overload: {runs[-1]['chat']['rps']} chats/s, refused {runs[-1]['refused']}, errors {runs[-1]['errors']}", flush=True)
         if args.pg_url:
-            runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2,
+            runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2, runtime=runtime,
                                   name="2 processes, PostgreSQL")
     local = None
     if args.local:
@@ -384,11 +399,12 @@ def main() -> None:
              **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
              "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
              "server cores": r.get("server_cpu_cores_used"), "RSS MB": r.get("rss_peak_mb")} for r in runs]
-    chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"].startswith("1 process")}
+    chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"] == "1 process, SQLite"}
     speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
     notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
              f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
-             f"level, loopback, SQLite, enrichment off. Throughput relative to 1 client: {speedup}. Search: "
+             f"level, loopback, SQLite, enrichment off, embedder.runtime {args.embedder_runtime!r} (the float 'onnx' runtime "
+             f"at {args.float_clients or 'no'} clients for comparison). Throughput relative to 1 client: {speedup}. Search: "
              f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
              "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
              "Rerun: `python benchmarks/service_load.py --seconds N`.")

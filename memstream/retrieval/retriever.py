@@ -202,6 +202,9 @@ class Retriever:
         One max_ids() read decides whether anything else changed: when nothing did, a search's catch-up reads nothing
         more, and an add indexes its own turns without reading them back."""
         ids = [t.id for t in fresh]
+        # The neighbours of the caller's turns, read before taking the lock (searches wait on it, reads need not).
+        contexts = {key: self._session_context(key[0], key[1], group) for key, group in _by_session(fresh).items()
+                    if group[0].position > 0 and isinstance(key[1], int)} if fresh and self.embedder is not None else {}
         with self._claims_lock:
             # Committed, about to be indexed by this caller: others waiting for the lock need not read them back.
             self._claimed.update(ids)
@@ -212,7 +215,7 @@ class Retriever:
                 if self.embedder is not None and turns and self._synced_once and not (save and self._dirty):
                     through = through if through is not None else self.store.max_ids()
                     if not self._changed_besides(ids, through):
-                        return self._index_ahead(list(fresh)) if fresh else 0
+                        return self._index_ahead(list(fresh), contexts) if fresh else 0
                 return self._sync_all(save, turns)
         finally:
             with self._claims_lock:
@@ -231,10 +234,10 @@ class Retriever:
         # Ids are whole numbers: every id in (cursor, top] is accounted for, or some writer's turn is unseen.
         return len(known) < high - low
 
-    def _index_ahead(self, fresh: list[Turn]) -> int:
+    def _index_ahead(self, fresh: list[Turn], contexts: dict[tuple[str, Any], list[Turn]]) -> int:
         """Index the caller's own turns while other writers' turns below them are still on their way: the cursor stays
         below the gap (it means "everything up to here is indexed") and moves up as the gap closes."""
-        indexed = self._index_turns(fresh, advance=False)
+        indexed = self._index_turns(fresh, advance=False, contexts=contexts)
         self._ahead.update(t.id for t in fresh if t.id > self._cursor.turn)  # a full pass may have gone first
         while self._cursor.turn + 1 in self._ahead:
             self._cursor.turn += 1
@@ -312,12 +315,11 @@ class Retriever:
         # Re-reading from the cursor (not trusting `turns`) also picks up turns other writers committed meanwhile.
         return self.sync(save=False)
 
-    def _index_turns(self, turns: list[Turn], advance: bool = True) -> int:
+    def _index_turns(self, turns: list[Turn], advance: bool = True, contexts: dict[tuple[str, Any], list[Turn]] | None = None) -> int:
         """Build and add the keys of these turns (sorted by id); refresh the round keys of earlier turns whose neighbours arrived."""
         dense_known = self._dense_cursor.turn
-        by_session: dict[tuple[str, Any], list[Turn]] = defaultdict(list)
-        for turn in turns:
-            by_session[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
+        by_session = _by_session(turns)
+        contexts = contexts or {}
         jobs: list[tuple[UserIndex, str, int, str, Turn, bool]] = []  # (user index, kind, item id, text, turn, needs dense)
         new_count = 0
         refresh: set[tuple[UserIndex, int]] = set()  # (user index, key) of round keys being replaced
@@ -328,7 +330,9 @@ class Retriever:
             if not fresh:
                 continue
             context = fresh
-            if fresh[0].position > 0 and isinstance(session_id, int):
+            if (user_id, session_id) in contexts and [t.id for t in fresh] == [t.id for t in by_session[(user_id, session_id)]]:
+                context = contexts[(user_id, session_id)]
+            elif fresh[0].position > 0 and isinstance(session_id, int):
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
                 context = self._session_context(user_id, session_id, fresh)
             positions = {t.id: i for i, t in enumerate(context)}
@@ -607,6 +611,14 @@ class Retriever:
     def close(self) -> None:
         if self._dirty:
             self.save()
+
+
+def _by_session(turns: Sequence[Turn]) -> dict[tuple[str, Any], list[Turn]]:
+    """Turns grouped by (user, session id), or by conversation for a turn without a session."""
+    grouped: dict[tuple[str, Any], list[Turn]] = defaultdict(list)
+    for turn in turns:
+        grouped[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
+    return grouped
 
 
 def check_search_args(query: str, k: int) -> str:
