@@ -89,10 +89,10 @@ class RetrievalSettings(BaseModel):
     BM25 in each process, caught up from the database. 'database': pgvector + PostgreSQL full text in the database
     itself, so server processes hold no per-user copies (PostgreSQL with the pgvector extension only)."""
     faiss_threads: int | None = Field(None, ge=1, le=256)
-    """OpenMP threads for FAISS, or None for its default. Single-query search is faster with 1 (2 cores, FAISS + BM25
-    p50 at 10k / 100k turns: 1.1 / 3.2 ms vs 1.7 / 3.7 ms with 2; reports/retrieval_scale_threads*.md), but the
-    OpenMP pool is process-wide and torch shares it: 1 here also runs the in-process local model and embedder on
-    one thread. Set it when the model runs elsewhere."""
+    """OpenMP threads of the thread that opens the memory (FAISS adds and training there), or None to leave them. A
+    search always runs on one thread of the thread that asks (2 cores, FAISS + BM25 p50 at 10k / 100k turns: 1.1 /
+    3.2 ms vs 1.7 / 3.7 ms with 2, reports/retrieval_scale_threads*.md; far worse with 2 when the cores are busy).
+    torch shares the OpenMP runtime: a value here also sets the local model's threads on the opening thread."""
 
 
 class BackendSettings(BaseModel):

@@ -162,3 +162,25 @@ def test_ids_reused_after_deletes_in_separate_catch_ups_are_indexed(settings, ba
     assert retriever.indexed_turns("ann") == 2
     for query, text in (("Where does my sister live?", "My sister lives in Lisbon."), ("Where does the cat sleep?", "The cat sleeps on the sofa.")):
         assert retriever.search("ann", query, k=1, mode="dense").hits[0].turn.text == text
+
+
+def test_a_search_runs_on_one_openmp_thread_and_leaves_the_callers_count(monkeypatch):
+    """A team of OpenMP threads per query spins on a busy machine (13 ms a search instead of 12 us): each search runs
+    on one thread, and the calling thread's count (which torch shares) is put back afterwards."""
+    index = VectorIndex(8)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add(np.arange(50, dtype=np.int64), vectors)
+    seen = []
+    real_search = faiss.IndexIDMap.search
+    monkeypatch.setattr(faiss.IndexIDMap, "search", lambda self, *a, **k: seen.append(faiss.omp_get_max_threads()) or real_search(self, *a, **k))
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        ids, _ = index.search(vectors[3], 5)
+        assert ids[0] == 3
+        assert index.search(vectors[7], 5, allowed=np.array([7, 8]))[0][0] == 7
+        assert seen == [1, 1] and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
