@@ -209,11 +209,13 @@ class Retriever:
             # Committed, about to be indexed by this caller: others waiting for the lock need not read them back.
             self._claimed.update(ids)
         try:
+            fast = self.embedder is not None and turns
+            if fast and through is None:
+                through = self.store.max_ids()  # before the lock: rows committed later are their writers' to index
             with self._lock:
                 # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving
                 # a changed index to the full pass.
-                if self.embedder is not None and turns and self._synced_once and not (save and self._dirty):
-                    through = through if through is not None else self.store.max_ids()
+                if fast and self._synced_once and not (save and self._dirty):
                     if not self._changed_besides(ids, through):
                         return self._index_ahead(list(fresh), contexts) if fresh else 0
                 return self._sync_all(save, turns)
@@ -572,9 +574,10 @@ class Retriever:
 
     def speakers(self, user_id: str) -> set[str]:
         """The speaker names in this user's indexed turns."""
-        with self._lock:
-            index = self._users.get(user_id)
-            return set(index.speaker_turns) if index is not None else set()
+        # Without the lock, which every chat's adds and searches queue on: copying a dict's keys is one step under
+        # CPython's GIL, so a concurrent add cannot tear it.
+        index = self._users.get(user_id)
+        return set(index.speaker_turns) if index is not None else set()
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
         """Sessions ranked by their turns' fused scores (max, plus a little for each further hit)."""
@@ -592,13 +595,15 @@ class Retriever:
     def facts_of_turns(self, user_id: str, turn_ids: Iterable[int]) -> tuple[set[int], int]:
         """(ids of the indexed facts drawn from these turns, the fact id through which the index is complete): facts
         above that id are not indexed yet, so a caller that needs every fact reads those from the store."""
-        with self._lock:
-            index = self._users.get(user_id)
-            found: set[int] = set()
-            if index is not None:
-                for turn_id in turn_ids:
-                    found.update(index.turn_facts.get(turn_id, ()))
-            return found, self._cursor.fact
+        # Without the lock, as speakers(): each lookup and set update is one step under the GIL. The cursor is read
+        # first, so a fact indexed meanwhile is at worst read again from the store by the caller.
+        through = self._cursor.fact
+        index = self._users.get(user_id)
+        found: set[int] = set()
+        if index is not None:
+            for turn_id in turn_ids:
+                found.update(index.turn_facts.get(turn_id, ()))
+        return found, through
 
     def indexed_turns_total(self) -> int:
         with self._lock:
