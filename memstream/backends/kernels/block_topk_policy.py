@@ -40,6 +40,7 @@ PENDING = "pending_queries"
 class BlockTopkPolicy(AttentionPolicy):
     name = "block_topk"
     reads_past_window = True
+    rolls_back = True
 
     def check_params(self) -> None:
         bt.check_budget(self.params.sinks, self.params.window, self.params.topk)
@@ -78,6 +79,17 @@ class BlockTopkPolicy(AttentionPolicy):
         tail = (end // size) * size
         if tail < end and base <= tail:
             cache.policy_state[key] = (tail, queries[:, tail - base :].clone())
+
+    def snapshot(self, cache) -> dict:
+        """Every entry, by reference: enough to roll the cache back to this length.
+
+        The representatives store stays valid in place: later tokens write only the entries of the
+        blocks they complete, and a block is scored only once complete, so a block refilled after a
+        rollback is rewritten before it is read. The pending queries of the partial last block are
+        replaced (never modified) as tokens come, so the references kept here keep the ones of
+        this length: without them the block would fall back to its mean key when it fills.
+        """
+        return dict(cache.policy_state)
 
     def far_query(self, q: torch.Tensor, positions: torch.Tensor, rope: Rope) -> torch.Tensor:
         """q (rotated at `positions`, broadcast over q's leading dims) moved to position far_distance.
