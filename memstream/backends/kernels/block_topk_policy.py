@@ -145,7 +145,7 @@ class BlockTopkPolicy(AttentionPolicy):
             reps = self.representatives(cache, layer)[ids].float()  # [nb, H_kv, R, Dh]
             mean_q = q_far.float().mean(dim=1).reshape(n_kv, n_heads // n_kv, head_dim)
             scores = torch.einsum("hgd,bhrd->hgbr", mean_q, reps).amax(dim=-1).sum(dim=1)  # [H_kv, nb]
-            chosen = scores.topk(min(p.topk, len(blocks)), dim=-1).indices  # [H_kv, k] into `blocks`
+            chosen = bt.top_blocks(scores, min(p.topk, len(blocks)))[1]  # [H_kv, k] into `blocks`
             tok = (blocks[chosen][..., None] * size + torch.arange(size, device=q.device)).flatten(1)  # [H_kv, k*size]
             phys = table[0].long()[tok // size]
             heads = torch.arange(n_kv, device=q.device)[:, None]
