@@ -126,7 +126,8 @@ class PagedKVCache:
 
         Only for a cache no policy has rewritten (`contiguous`, cached length == position):
         the kept keys/values are then exactly those of tokens 0..length-1. Slots past `length`
-        keep stale (finite) values that nothing reads until they are written again.
+        keep stale (finite) values that nothing reads until they are written again. Policy state is
+        dropped; `AttentionPolicy.rollback` truncates and puts back what the policy kept valid.
         """
         self._check_prefix(length)
         self.lengths = [length] * self.batch

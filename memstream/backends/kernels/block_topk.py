@@ -374,14 +374,25 @@ def block_scores_reference(q, reps, block_table, seq_lens, sinks: int, window: i
     return scores
 
 
+def top_blocks(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k best scores along the last dim; among equal scores the lowest index wins.
+
+    Equal scores are real: in the first layer a block's representatives depend only on its tokens
+    (rotated back to position 0), so two blocks holding the same token score exactly alike.
+    torch.topk breaks such ties by its own internal order, which differs between the prefill's
+    selection and the decode step's; a stable sort breaks them the Triton kernel's way.
+    """
+    values, index = scores.sort(dim=-1, descending=True, stable=True)
+    return values[..., :k], index[..., :k]
+
+
 def select_blocks(scores: torch.Tensor, topk: int) -> torch.Tensor:
     """Top-k logical block ids per (sequence, KV head), [B, H_kv, k] int32; -1 marks an empty slot.
 
     Clamp: k = min(topk, max_blocks); blocks outside the distant range score -inf and become -1.
-    Torch version (torch.topk, ids in score order); `select_blocks_triton` is the kernel.
+    Torch version (`top_blocks`, ids in score order); `select_blocks_triton` is the kernel.
     """
-    k = min(topk, scores.shape[-1])
-    values, index = scores.topk(k, dim=-1)
+    values, index = top_blocks(scores, min(topk, scores.shape[-1]))
     return torch.where(values == float("-inf"), -1, index).to(torch.int32).contiguous()
 
 
@@ -393,8 +404,7 @@ MAX_SELECT_ROW = 16384
 def select_blocks_triton(scores: torch.Tensor, topk: int) -> torch.Tensor:
     """`select_blocks` as one Triton launch: the same set of blocks, ids ascending, -1 padded.
 
-    The set equals torch.topk's except for which of several equal scores are kept at the k-th
-    place (here: the lowest block ids).
+    The same set as `select_blocks` (among equal scores at the k-th place, the lowest block ids).
     """
     check_device(scores)
     return _launch_select(scores.contiguous(), topk)

@@ -40,6 +40,7 @@ PENDING = "pending_queries"
 class BlockTopkPolicy(AttentionPolicy):
     name = "block_topk"
     reads_past_window = True
+    rolls_back = True
 
     def check_params(self) -> None:
         bt.check_budget(self.params.sinks, self.params.window, self.params.topk)
@@ -78,6 +79,17 @@ class BlockTopkPolicy(AttentionPolicy):
         tail = (end // size) * size
         if tail < end and base <= tail:
             cache.policy_state[key] = (tail, queries[:, tail - base :].clone())
+
+    def snapshot(self, cache) -> dict:
+        """Every entry, by reference: enough to roll the cache back to this length.
+
+        The representatives store stays valid in place: later tokens write only the entries of the
+        blocks they complete, and a block is scored only once complete, so a block refilled after a
+        rollback is rewritten before it is read. The pending queries of the partial last block are
+        replaced (never modified) as tokens come, so the references kept here keep the ones of
+        this length: without them the block would fall back to its mean key when it fills.
+        """
+        return dict(cache.policy_state)
 
     def far_query(self, q: torch.Tensor, positions: torch.Tensor, rope: Rope) -> torch.Tensor:
         """q (rotated at `positions`, broadcast over q's leading dims) moved to position far_distance.
@@ -133,7 +145,7 @@ class BlockTopkPolicy(AttentionPolicy):
             reps = self.representatives(cache, layer)[ids].float()  # [nb, H_kv, R, Dh]
             mean_q = q_far.float().mean(dim=1).reshape(n_kv, n_heads // n_kv, head_dim)
             scores = torch.einsum("hgd,bhrd->hgbr", mean_q, reps).amax(dim=-1).sum(dim=1)  # [H_kv, nb]
-            chosen = scores.topk(min(p.topk, len(blocks)), dim=-1).indices  # [H_kv, k] into `blocks`
+            chosen = bt.top_blocks(scores, min(p.topk, len(blocks)))[1]  # [H_kv, k] into `blocks`
             tok = (blocks[chosen][..., None] * size + torch.arange(size, device=q.device)).flatten(1)  # [H_kv, k*size]
             phys = table[0].long()[tok // size]
             heads = torch.arange(n_kv, device=q.device)[:, None]

@@ -206,6 +206,7 @@ class DensePolicy(AttentionPolicy):
 
     name = "dense"
     reuses_prefix = True
+    rolls_back = True
 
     def attend_prefill(self, q: torch.Tensor, cache, layer: int, rope: Rope) -> torch.Tensor:
         return dense_prefill(q, cache, layer)

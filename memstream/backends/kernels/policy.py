@@ -11,6 +11,8 @@ One class per kernel module (dense.py, sink_window.py, block_topk.py, snapkv.py)
   not), except where a policy documents otherwise (block_topk selects blocks once per chunk).
 - `attend_decode(q, cache, layer, rope)`: one decode step, q [B, H, Dh] -> [B, H, Dh].
 - `finish_prefill(cache)`: once, after the prompt's last chunk (snapkv compresses here).
+- `snapshot(cache)` / `rollback(cache, length, state)`: return a cache to an earlier length with the
+  policy's state as it was then (a prompt prefix shared by many continuations, backends/prefix.py).
 
 `cache_tokens(max_tokens)` says how many physical cache slots a sequence of max_tokens needs
 (sink_window evicts, so it needs only its budget).
@@ -61,6 +63,8 @@ class AttentionPolicy(abc.ABC):
     """Whether a finished cache holds exactly its tokens' keys/values in order (the prompt cache may reuse it)."""
     reads_past_window: ClassVar[bool] = False
     """Whether no query ever sees a distance past the budget, so the context may exceed the trained window."""
+    rolls_back: ClassVar[bool] = False
+    """Whether `rollback` returns any cache of this policy to an earlier length (nothing is ever evicted or compressed)."""
 
     def __init__(self, params: AttentionParams | None = None):
         self.params = (params or AttentionParams()).validate()
@@ -100,6 +104,23 @@ class AttentionPolicy(abc.ABC):
 
     def finish_prefill(self, cache) -> None:
         """After the prompt's last chunk; nothing by default."""
+
+    def snapshot(self, cache) -> dict:
+        """The `policy_state` entries `rollback` must put back to return `cache` to its current length.
+
+        Nothing by default: a policy without state beside the cache needs none.
+        """
+        return {}
+
+    def rollback(self, cache, length: int, state: dict) -> None:
+        """Keep only the first `length` tokens of `cache`, as if nothing after them had been fed.
+
+        `state` is what `snapshot(cache)` returned when the cache held exactly `length` tokens.
+        `cache.truncate` drops all policy state (it cannot tell what is still valid); the policy's
+        snapshot restores what is. Raises ValueError for a cache the policy evicted or compressed.
+        """
+        cache.truncate(length)
+        cache.policy_state.update(state)
 
 
 def query_positions(cache, n: int) -> torch.Tensor:
