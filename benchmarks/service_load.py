@@ -19,6 +19,8 @@ server.max_queue 16): everything past the cap must be 429/503 at once, with admi
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import random
 import subprocess
@@ -111,53 +113,90 @@ def seed_memories(url: str, api_key: str | None, users: int) -> None:
             response.raise_for_status()
 
 
+class LoadConnection:
+    """One client's keep-alive HTTP/1.1 connection (stdlib http.client): the load generator shares the 2 cores with the
+    server it measures, and httpx cost it about 20 ms of CPU per request at 64 threads, as much as the server's work."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout_s: float = 120.0):
+        parsed = urlparse(url)
+        self.host, self.port, self.timeout_s = parsed.hostname, parsed.port, timeout_s
+        self.headers = {"Content-Type": "application/json", **headers}
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, path: str, body: dict, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        """Send; the caller reads the response (all of it, so the connection can carry the next request)."""
+        payload = json.dumps(body).encode()
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            try:
+                self.conn.request("POST", path, payload, {**self.headers, **(headers or {})})
+                return self.conn.getresponse()
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                self.close()  # the server closed an idle keep-alive connection: once more on a new one
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def _client(index: int, urls: list[str], api_key: str | None, deadline: float, stop_after: int | None, stream: bool,
             search_every: int, users: int, model: str, samples: Samples) -> None:
     rng = random.Random(index)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     user = f"user{index % users}"
     done = 0
-    with httpx.Client(headers=headers, timeout=120) as http:
+    connections = [LoadConnection(url, headers) for url in urls]
+    try:
         while time.monotonic() < deadline and (stop_after is None or done < stop_after):
-            url = urls[(index + done) % len(urls)]  # round-robin, as a load balancer would
+            http_conn = connections[(index + done) % len(urls)]  # round-robin, as a load balancer would
             topic = rng.choice(TOPICS)
             started = time.perf_counter()
             try:
                 if search_every and done % search_every == search_every - 1:
                     kind = "search"
-                    response = http.post(f"{url}/v1/memories/search", json={"user": user, "query": f"when did I start {topic}?", "k": 5})
+                    response = http_conn.post("/v1/memories/search", {"user": user, "query": f"when did I start {topic}?", "k": 5})
+                    text = response.read().decode()
                 else:
                     kind = "chat"
                     body = {"model": model, "user": user, "stream": stream, "max_tokens": 32,
                             "messages": [{"role": "user", "content": f"When did I take up {topic}?"}]}
-                    chat_headers = {"X-Memstream-Conversation": f"c{index}"}
-                    if stream:
-                        with http.stream("POST", f"{url}/v1/chat/completions", json=body, headers=chat_headers) as response:
-                            if response.status_code == 200:
-                                first = None
-                                for line in response.iter_lines():
-                                    if first is None and '"content": "' in line and '"content": ""' not in line:
-                                        first = time.perf_counter() - started
-                                    if line.startswith('data: {"error"'):
-                                        raise RuntimeError(line[6:200])
-                                if first is not None:
-                                    with samples.lock:
-                                        samples.first_piece.append(first)
-                            else:
-                                response.read()
+                    response = http_conn.post("/v1/chat/completions", body, {"X-Memstream-Conversation": f"c{index}"})
+                    if stream and response.status == 200:
+                        first = None
+                        for raw in response:
+                            line = raw.decode().rstrip("\n")
+                            if first is None and '"content": "' in line and '"content": ""' not in line:
+                                first = time.perf_counter() - started
+                            if line.startswith('data: {"error"'):
+                                raise RuntimeError(line[6:200])
+                        if first is not None:
+                            with samples.lock:
+                                samples.first_piece.append(first)
+                        text = ""
                     else:
-                        response = http.post(f"{url}/v1/chat/completions", json=body, headers=chat_headers)
+                        text = response.read().decode()
                 elapsed = time.perf_counter() - started
-                if response.status_code in REFUSED:
-                    samples.refuse(response.status_code, elapsed)
-                    time.sleep(min(2.0, float(response.headers.get("retry-after", "1"))) * rng.uniform(0.5, 1.0))
-                elif response.status_code >= 400:
-                    samples.error(f"HTTP {response.status_code}: {response.text[:200]}")
+                if response.status in REFUSED:
+                    samples.refuse(response.status, elapsed)
+                    time.sleep(min(2.0, float(response.getheader("retry-after") or "1")) * rng.uniform(0.5, 1.0))
+                elif response.status >= 400:
+                    samples.error(f"HTTP {response.status}: {text[:200]}")
                 else:
                     samples.add(kind, elapsed)
-            except (httpx.HTTPError, RuntimeError) as exc:
+                if response.will_close:
+                    http_conn.close()
+            except (OSError, http.client.HTTPException, RuntimeError, ValueError) as exc:
+                http_conn.close()
                 samples.error(f"{type(exc).__name__}: {str(exc)[:200]}")
             done += 1
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: float = 20.0, *, stream: bool = True,
@@ -184,6 +223,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
     samples = Samples()
     rss: list[tuple[float, list[float | None]]] = []
     cpu_before = [cpu_seconds(pid) for pid in pids or []]
+    own_cpu_before = time.process_time()
     start = time.monotonic()
     deadline = start + seconds
     threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every,
@@ -196,7 +236,9 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
         for thread in threads:
             thread.join(timeout=rss_every_s / max(1, len(threads)))
     elapsed = time.monotonic() - start
-    result: dict = {"clients": clients, "seconds": round(elapsed, 2), "servers": len(urls), "stream": stream}
+    own_cpu = time.process_time() - own_cpu_before
+    result: dict = {"clients": clients, "seconds": round(elapsed, 2), "servers": len(urls), "stream": stream,
+                    "load_client_cores_used": round(own_cpu / elapsed, 2)}
     total = 0
     for kind, values in samples.latencies.items():
         total += len(values)
@@ -366,6 +408,8 @@ def main() -> None:
     parser.add_argument("--local", action="store_true", help="also measure search beside a local-model generation")
     parser.add_argument("--note", default="", help="appended to the report's notes (e.g. how loaded the machine was)")
     parser.add_argument("--embedder-runtime", default=EMBEDDER_RUNTIME, help="embedder.runtime of the servers")
+    parser.add_argument("--workers-check", default="24:64", help="WORKERS:CLIENTS: one more level with server.chat_workers "
+                        "WORKERS (for an upstream as fast as the stub's); '' skips")
     parser.add_argument("--float-clients", default="1,32", help="levels also run with the float runtime (onnx), for comparison; '' skips")
     args = parser.parse_args()
     runtime = args.embedder_runtime
@@ -379,6 +423,18 @@ def main() -> None:
         if float_levels and args.embedder_runtime != "onnx":
             runs += remote_levels(f"sqlite:///{tmp / 'float.db'}", tmp / "home4", stub.url, float_levels, args.seconds, args.stream,
                                   name="1 process, SQLite, float embedder (onnx)", runtime="onnx", search=False)
+        if args.workers_check:
+            workers, clients = (int(x) for x in args.workers_check.split(":"))
+            env = remote_env(f"sqlite:///{tmp / 'workers.db'}", tmp / "home5", stub.url, f"bench-{uuid.uuid4().hex[:8]}", runtime,
+                             chat_workers=str(workers))
+
+            def one_level(urls, pids):
+                seed_memories(urls[0], KEY, USERS)
+                return run_load(urls, KEY, clients, args.seconds, stream=args.stream, search_every=0, pids=pids, seed=False,
+                                model="memstream/stub")
+
+            runs.append({"config": f"1 process, SQLite, chat_workers {workers}", "kind": "memory chat", **_serve(env, 1, one_level)})
+            print(f"chat_workers {workers}: {runs[-1]['chat']['rps']} chats/s, p99 {runs[-1]['chat']['p99_ms']} ms", flush=True)
         if args.overload_clients:
             runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds,
                                  runtime))
@@ -398,7 +454,8 @@ def main() -> None:
              "req/s": (r["search"] if r["kind"] == "memory search" else r["chat"])["rps"],
              **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
              "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
-             "server cores": r.get("server_cpu_cores_used"), "RSS MB": r.get("rss_peak_mb")} for r in runs]
+             "server cores": r.get("server_cpu_cores_used"), "load client cores": r.get("load_client_cores_used"),
+             "RSS MB": r.get("rss_peak_mb")} for r in runs]
     chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"] == "1 process, SQLite"}
     speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
     notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "

@@ -65,6 +65,7 @@ class Memory:
         # The database-resident index writes keys in the write's own transaction: no cursor, nothing to serialise.
         self._in_db = bool(getattr(retriever, "writes_in_transaction", False))
         self._write_lock = contextlib.nullcontext() if store.is_sqlite or self._in_db else threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.retrieval.work_slots)  # see RetrievalSettings.work_slots
         self.indexer: Indexer | None = None
         if retriever is not None and background and retriever.embedder is not None and not self._in_db:
             retriever.background = True
@@ -91,10 +92,26 @@ class Memory:
             for turn in turns:
                 check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
             hook = self.retriever.turns_hook(user, conversation, turns, session_id)
-            return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
-        with self._write_lock:
-            stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id, also=also)
-            self._index(stored)
+            with self._slots:
+                return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
+        with self._slots, self._write_lock:
+            claim = getattr(self.retriever, "claim", None)  # the in-process index (None: opened without one)
+            claimed: list[int] = []
+
+            def note_ids(conn, stored: list[Turn]) -> None:
+                # Claimed inside the transaction: from the commit on, other writers know these turns are this call's
+                # to index, and none of them reads them back through a full catch-up (see Retriever.sync).
+                claimed.extend(t.id for t in stored)
+                claim(claimed)
+
+            try:
+                stored = self.store.add_turns(user, conversation, list(turns), session_id=session_id, also=also,
+                                              on_insert=note_ids if claim is not None else None)
+            except BaseException:
+                if claimed:
+                    self.retriever.release(claimed)  # rolled back: the ids may be handed out again
+                raise
+            self._index(stored)  # releases the claim once indexed
         return stored
 
     def new_session(self, user: str, conversation: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
@@ -229,7 +246,8 @@ class Memory:
             check_time("time window end", time_window.end)
         if wait_s and wait_s > 0:
             retriever.wait_until_embedded(user, min(float(wait_s), 60.0))
-        return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode)
+        with self._slots:
+            return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode)
 
     def search_sessions(self, user: str, query: str, k: int = 5, **options: Any) -> list[SessionHit]:
         return self._require_retriever().search_sessions(user, query, k=k, **options)

@@ -205,9 +205,7 @@ class Retriever:
         # The neighbours of the caller's turns, read before taking the lock (searches wait on it, reads need not).
         contexts = {key: self._session_context(key[0], key[1], group) for key, group in _by_session(fresh).items()
                     if group[0].position > 0 and isinstance(key[1], int)} if fresh and self.embedder is not None else {}
-        with self._claims_lock:
-            # Committed, about to be indexed by this caller: others waiting for the lock need not read them back.
-            self._claimed.update(ids)
+        self.claim(ids)  # Memory.add claimed them already, inside its transaction
         try:
             fast = self.embedder is not None and turns
             if fast and through is None:
@@ -220,8 +218,17 @@ class Retriever:
                         return self._index_ahead(list(fresh), contexts) if fresh else 0
                 return self._sync_all(save, turns)
         finally:
-            with self._claims_lock:
-                self._claimed.difference_update(ids)
+            self.release(ids)
+
+    def claim(self, ids: Iterable[int]) -> None:
+        """Turn ids committed (or about to be) by a writer in this process that will index them itself: other
+        writers' catch-ups need not read them back."""
+        with self._claims_lock:
+            self._claimed.update(ids)
+
+    def release(self, ids: Iterable[int]) -> None:
+        with self._claims_lock:
+            self._claimed.difference_update(ids)
 
     def _changed_besides(self, ids: Sequence[int], through: dict[str, int]) -> bool:
         """Whether the store holds rows the index has not seen other than `ids` (the caller's own new turns) and the

@@ -227,3 +227,30 @@ def test_only_the_memory_package_constructs_stores_and_retrievers():
             if pattern.search(line) and not line.lstrip().startswith(("#", "class ")):
                 offenders.append(f"{relative}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_adds_and_searches_beyond_the_work_slots_wait_their_turn(tmp_path, monkeypatch):
+    """retrieval.work_slots bounds how many adds and searches of one Memory run at once (threads past it wait)."""
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"work_slots": 2})
+    with open_memory(settings, HashingEmbedder()) as memory:
+        running, peak, lock = [0], [0], threading.Lock()
+        original = memory.store.add_turns
+
+        def slow_add(*args, **kwargs):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        monkeypatch.setattr(memory.store, "add_turns", slow_add)
+        threads = [threading.Thread(target=memory.add, args=(f"u{i}", "c", [NewTurn("user", f"note {i}")])) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert peak[0] == 2 and memory.count_turns() == 6
