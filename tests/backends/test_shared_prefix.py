@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from memstream.backends.kernels import AttentionParams, make_policy
 from memstream.backends.kernels.block_topk_policy import PENDING, REPS
-from memstream.backends.llama import ModelArgs, Transformer
+from memstream.backends.llama import Transformer
 from memstream.backends.local import decode_tokens, new_cache, prefill
 from memstream.backends.prefix import SharedPrefix
+from tests.tiny_llama import tiny_llama
 
 BLOCK, CHUNK, NEW = 16, 32, 10
 # 90 prefix tokens: not a whole number of blocks, so the partial last block's pending queries matter;
@@ -26,12 +26,7 @@ SMALL = AttentionParams(sinks=2, window=20, block_size=BLOCK, topk=2, representa
 
 @pytest.fixture(scope="module")
 def model() -> Transformer:
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=6,
-                         num_key_value_heads=2, vocab_size=128, max_position_embeddings=512)
-    ours = Transformer.from_hf_state_dict(ModelArgs.from_hf_config(config), LlamaForCausalLM(config).eval().state_dict())
-    ours.setup_rope()
-    return ours
+    return tiny_llama()
 
 
 def fresh(model, policy, suffix=SUFFIX):

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from memstream.backends.kernels import POLICIES, AttentionParams, Rope, make_policy, policy_from_settings
 from memstream.backends.kernels import block_topk as bt
@@ -15,18 +14,14 @@ from memstream.backends.kv_cache import PagedKVCache
 from memstream.backends.llama import ModelArgs, Transformer, apply_rope, rope_tables
 from memstream.backends.local import decode_one, new_cache, prefill
 from memstream.config import AttentionSettings
+from tests.tiny_llama import tiny_llama
 
 BLOCK, PROMPT = 16, 90
 
 
 @pytest.fixture(scope="module")
 def model() -> Transformer:
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=6,
-                         num_key_value_heads=2, vocab_size=128, max_position_embeddings=512)
-    ours = Transformer.from_hf_state_dict(ModelArgs.from_hf_config(config), LlamaForCausalLM(config).eval().state_dict())
-    ours.setup_rope()
-    return ours
+    return tiny_llama()
 
 
 TOKENS = torch.randint(0, 128, (1, PROMPT), generator=torch.Generator().manual_seed(1))

@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from memstream.backends.kernels import POLICIES, AttentionParams, make_policy
 from memstream.backends.kernels.block_topk_policy import REPS
 from memstream.backends.kv_cache import PagedKVCache
-from memstream.backends.llama import ModelArgs, Transformer
+from memstream.backends.llama import Transformer
 from memstream.backends.local import decode_one, prefill
+from tests.tiny_llama import tiny_llama
 
 from .conftest import DEVICE
 
@@ -22,13 +22,7 @@ PROMPT, STEPS, BLOCK = 70, 12, 16
 
 @pytest.fixture(scope="module")
 def model() -> Transformer:
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=6,
-                         num_key_value_heads=2, vocab_size=128, max_position_embeddings=512)
-    hf = LlamaForCausalLM(config).eval()
-    ours = Transformer.from_hf_state_dict(ModelArgs.from_hf_config(config), hf.state_dict())
-    ours.setup_rope()
-    return ours
+    return tiny_llama()
 
 
 def generate_logits(model: Transformer, policy: str, params: AttentionParams, steps: int = STEPS, device: torch.device | None = None):

@@ -3,6 +3,7 @@ immediate, a crash before the vectors were embedded loses nothing, and front end
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -21,6 +22,23 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def settings(tmp_path):
     return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path))
+
+
+@contextlib.contextmanager
+def busy_indexer(settings):
+    """A memory whose background indexer is stuck embedding another user's keys (until `embedder.gate` is set), so
+    what the test adds waits in the queue; `texts` collects every text embedded."""
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    texts: list[str] = []
+    embed = embedder.embed
+    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
+    with open_memory(settings, embedder) as memory:
+        memory.add("bob", "other", [NewTurn("user", "a note that keeps the indexer busy")])
+        deadline = time.monotonic() + 10
+        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:  # the indexer holds bob's keys
+            time.sleep(0.01)
+        yield memory, embedder, texts
 
 
 def test_add_is_found_by_keyword_at_once_and_densely_once_embedded(settings):
@@ -106,16 +124,7 @@ def test_writers_in_one_process_index_their_own_turns_in_any_order_without_readi
 def test_a_round_key_refreshed_while_waiting_is_embedded_once(settings):
     """Under load a user turn's round key is re-queued when the reply arrives before the first text was embedded:
     only the newest text is embedded, and the pending count does not wait for the dropped one."""
-    embedder = HashingEmbedder()
-    embedder.gate = threading.Event()
-    texts: list[str] = []
-    embed = embedder.embed
-    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
-    with open_memory(settings, embedder) as memory:
-        memory.add("bob", "other", [NewTurn("user", "a note that keeps the indexer busy")])
-        deadline = time.monotonic() + 10
-        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:  # the indexer holds bob's keys
-            time.sleep(0.01)
+    with busy_indexer(settings) as (memory, embedder, texts):
         question = memory.add("alice", "chat", [NewTurn("user", "Where did the herons nest?")])[0]
         memory.add("alice", "chat", [NewTurn("assistant", "By the old mill pond.")])
         assert memory.stats("alice")["index"]["pending_keys"] == 6  # 3 keys per turn; the first round key was dropped
@@ -146,16 +155,7 @@ def test_open_rounds_wait_behind_other_keys_and_each_round_text_is_embedded_once
     assert [j.text for j in queue.take(10)] == ["a", "q + a"]  # the reply superseded the question's open round
     assert [j.text for j in queue.take(10)] == ["a open"]  # nothing else waits: the open round goes
 
-    embedder = HashingEmbedder()
-    embedder.gate = threading.Event()
-    texts: list[str] = []
-    embed = embedder.embed
-    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
-    with open_memory(settings, embedder) as memory:
-        memory.add("bob", "other", [NewTurn("user", "a note that keeps the indexer busy")])
-        deadline = time.monotonic() + 10
-        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with busy_indexer(settings) as (memory, embedder, texts):
         for n in range(3):
             memory.add("alice", "chat", [NewTurn("user", f"question {n} about herons")])
             memory.add("alice", "chat", [NewTurn("assistant", f"answer {n} about the mill pond")])
