@@ -202,17 +202,18 @@ class Retriever:
         One max_ids() read decides whether anything else changed: when nothing did, a search's catch-up reads nothing
         more, and an add indexes its own turns without reading them back."""
         ids = [t.id for t in fresh]
-        # The neighbours of the caller's turns, read before taking the lock (searches wait on it, reads need not).
+        # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving a
+        # changed index to the full pass. Read unlocked as a hint; checked again under the lock.
+        fast = self.embedder is not None and turns and self._synced_once and not (save and self._dirty)
+        # The neighbours of the caller's turns, read before taking the lock (searches wait on it, reads need not);
+        # only the fast path uses them (the full pass reads its own).
         contexts = {key: self._session_context(key[0], key[1], group) for key, group in _by_session(fresh).items()
-                    if group[0].position > 0 and isinstance(key[1], int)} if fresh and self.embedder is not None else {}
+                    if group[0].position > 0 and isinstance(key[1], int)} if fast and fresh else {}
         self.claim(ids)  # Memory.add claimed them already, inside its transaction
         try:
-            fast = self.embedder is not None and turns
             if fast and through is None:
                 through = self.store.max_ids()  # before the lock: rows committed later are their writers' to index
             with self._lock:
-                # The fast path needs one full pass first (a cache loaded at open is caught up by it), and leaves saving
-                # a changed index to the full pass.
                 if fast and self._synced_once and not (save and self._dirty):
                     if not self._changed_besides(ids, through):
                         return self._index_ahead(list(fresh), contexts) if fresh else 0
