@@ -433,8 +433,16 @@ class MemoryAgent:
         """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
         evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
-        mode = options.retrieval_mode
-        result = self.memory.search(user, plan.query, k=k + len(flash) + len(exclude), now=now, time_window=plan.time_window, mode=mode)
+        search = dict(k=k + len(flash) + len(exclude), now=now, time_window=plan.time_window, mode=options.retrieval_mode)
+        hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash, exclude)
+        if not hits and not recent and self.memory.pending(user):
+            # Nothing found while this user's newest keys are still being embedded (the turn just before may be
+            # among them): wait for them, bounded, rather than answer "not remembered".
+            result = self.memory.search(user, plan.query, **search, wait_s=self.settings.agent.pending_wait_s)
+            hits, recent = self._split_hits(result, flash, exclude)
+        return hits[:k], recent[:k]
+
+    def _split_hits(self, result, flash: set, exclude: set) -> tuple[list, list]:
         floor = self.settings.agent.min_score
         hits, recent = [], []
         for hit in result.hits:
@@ -443,7 +451,7 @@ class MemoryAgent:
             relevant = (hit.dense_score is not None and hit.dense_score >= floor) or (hit.lexical_score or 0) > 0 or floor <= 0
             if relevant:
                 (recent if hit.turn.id in flash else hits).append(hit)
-        return hits[:k], [h for h in recent if h.turn.role != "assistant"][:k]
+        return hits, [h for h in recent if h.turn.role != "assistant"]
 
     def _fail(self, reply: Reply, exc: BackendError) -> None:
         reply.error = f"backend failed: {exc}"

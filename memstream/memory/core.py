@@ -249,6 +249,10 @@ class Memory:
         with self._slots:
             return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode)
 
+    def pending(self, user: str | None = None) -> int:
+        """Dense keys of `user` (None: everyone) still waiting for the background indexer."""
+        return self._require_retriever().pending(user)
+
     def search_sessions(self, user: str, query: str, k: int = 5, **options: Any) -> list[SessionHit]:
         return self._require_retriever().search_sessions(user, query, k=k, **options)
 

@@ -3,6 +3,8 @@ now?" must answer from that turn, not abstain. Recent turns are evidence when no
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -36,6 +38,40 @@ def test_same_conversation_answers_from_the_recent_turn(tmp_path):
         assert MOVED in memory_block(offered)  # the evidence the model was given
         assert [m.turn.text for m in reply.memories] == [MOVED]  # reported as the memory used
         assert all(m.turn.role != "assistant" for m in reply.memories)  # its own earlier reply is not evidence
+
+
+def test_a_search_that_finds_nothing_waits_for_the_users_pending_keys(tmp_path):
+    # The background indexer is held until 0.3 s into the second turn: the first turn's vector is still pending
+    # when the question is searched, and nothing matches it by keyword.
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False, "agent.chat_extract_kinds": []})
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    backend = ScriptedBackend(replies=["Nice, Lisbon is lovely.", "You live in Lisbon."])
+    with open_memory(settings, embedder) as memory:
+        agent = MemoryAgent(memory, backend, settings)
+        agent.chat(MOVED, user="alice", at=datetime(2024, 6, 1, 10, 0))
+        assert memory.pending("alice") > 0
+        threading.Timer(0.3, embedder.gate.set).start()
+        reply = agent.chat(WHERE, user="alice", at=datetime(2024, 6, 1, 10, 1))
+        assert not reply.abstained and [m.turn.text for m in reply.memories] == [MOVED]
+
+
+def test_the_wait_for_pending_keys_is_bounded(tmp_path):
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path),
+                             **{"agent.enrich": False, "agent.chat_extract_kinds": [], "agent.pending_wait_s": 0.2})
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()  # never set before the question: the keys stay pending
+    backend = ScriptedBackend(replies=["Nice, Lisbon is lovely.", "You live in Lisbon."])
+    try:
+        with open_memory(settings, embedder) as memory:
+            agent = MemoryAgent(memory, backend, settings)
+            agent.chat(MOVED, user="alice", at=datetime(2024, 6, 1, 10, 0))
+            started = time.monotonic()
+            reply = agent.chat(WHERE, user="alice", at=datetime(2024, 6, 1, 10, 1))
+            assert reply.abstained and time.monotonic() - started < 5  # not remembered yet, said promptly
+            embedder.gate.set()
+    finally:
+        embedder.gate.set()
 
 
 def test_another_conversation_still_finds_it_in_the_archive(tmp_path):
