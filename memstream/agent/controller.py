@@ -433,7 +433,7 @@ class MemoryAgent:
         """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
         evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
-        search = dict(k=k + len(flash) + len(exclude), now=now, time_window=plan.time_window, mode=options.retrieval_mode)
+        search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode, exclude=sorted(exclude))
         hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash, exclude)
         if not hits and not recent and self.memory.pending(user):
             # Nothing found while this user's newest keys are still being embedded (the turn just before may be

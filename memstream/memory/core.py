@@ -237,9 +237,11 @@ class Memory:
         conversation: str | None = None,
         time_mode: str | None = None,
         wait_s: float = 0.0,
+        exclude: Sequence[int] = (),
     ) -> SearchResult:
         """The k turns of `user` that best answer `query` (see Retriever.search). `wait_s`: first wait up to that long
-        for this user's pending embeddings (a search right after a write that must see it densely)."""
+        for this user's pending embeddings (a search right after a write that must see it densely). `exclude`: turn ids
+        left out before ranking (a question's own turn)."""
         retriever = self._require_retriever()
         if time_window is not None:
             check_time("time window start", time_window.start)
@@ -247,7 +249,8 @@ class Memory:
         if wait_s and wait_s > 0:
             retriever.wait_until_embedded(user, min(float(wait_s), 60.0))
         with self._slots:
-            return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode)
+            return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode,
+                                    exclude=exclude)
 
     def pending(self, user: str | None = None) -> int:
         """Dense keys of `user` (None: everyone) still waiting for the background indexer."""

@@ -25,6 +25,7 @@ class IndexBackend(Protocol):
     def search(
         self, user_id: str, query: str, k: int = 10, now: datetime | None = None, conversation_id: str | None = None,
         time_window: TimeWindow | None = None, mode: str = "memstream", time_mode: str | None = None,
+        exclude: Iterable[int] = (),
     ) -> SearchResult: ...
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]: ...

@@ -75,9 +75,12 @@ def fused_search(
     fetch_turns: Callable[[str, Sequence[int]], list[Turn]],
     lock: ContextManager | None = None,
     started: float | None = None,
+    exclude: frozenset[int] = frozenset(),
 ) -> SearchResult:
     """Fuse `ranker`'s lists for one validated query. `config` carries the retrieval settings (rrf_k, candidates,
-    session_decomposition, fact_expansion, time_expansion, time_weight). `ranker` None: the user has no keys."""
+    session_decomposition, fact_expansion, time_expansion, time_weight). `ranker` None: the user has no keys.
+    `exclude`: turn ids left out before ranking (the question's own turn), so they neither appear nor shift the
+    ranks, and so the fused scores of the rest, of the others."""
     started = time.perf_counter() if started is None else started
     timings: dict[str, float] = {}
     window = time_window
@@ -91,7 +94,7 @@ def fused_search(
         t0 = time.perf_counter()
         query_vector = embed_query(query)
         timings["embed"] = _ms(t0)
-    depth = max(config.candidates, k)
+    depth = max(config.candidates, k) + len(exclude)
     fused: dict[int, float] = defaultdict(float)
     best_dense: dict[int, float] = {}
     best_lexical: dict[int, float] = {}
@@ -106,6 +109,8 @@ def fused_search(
         for retriever, kind, weight, allowed, label in runs:
             t0 = time.perf_counter()
             ranked = ranker.ranked(retriever, kind, query_vector, query, depth, allowed)
+            if exclude:
+                ranked = [pair for pair in ranked if pair[0] not in exclude]
             timings[retriever] = timings.get(retriever, 0.0) + _ms(t0)
             scores = best_dense if retriever == "dense" else best_lexical
             for rank, (turn_id, score) in enumerate(ranked):

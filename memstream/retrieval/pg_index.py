@@ -337,6 +337,7 @@ class PgIndex:
     def search(
         self, user_id: str, query: str, k: int = 10, now: datetime | None = None, conversation_id: str | None = None,
         time_window: TimeWindow | None = None, mode: str = "memstream", time_mode: str | None = None,
+        exclude: Iterable[int] = (),
     ) -> SearchResult:
         """As Retriever.search, over the database's keys."""
         from memstream.retrieval.retriever import MODES, check_search_args
@@ -365,7 +366,7 @@ class PgIndex:
                 return fused_search(
                     self, ranker, user_id, query, k, now=now, conversation_id=conversation_id, time_window=time_window,
                     mode=mode, time_mode=time_mode, embed_query=self._embed_query, fetch_turns=self.store.get_turns,
-                    started=started,
+                    started=started, exclude=frozenset(exclude),
                 )
         except SQLAlchemyError as exc:
             raise RetrievalError(f"database search failed: {str(exc).splitlines()[0]}") from exc

@@ -552,13 +552,14 @@ class Retriever:
         time_window: TimeWindow | None = None,
         mode: str = "memstream",
         time_mode: str | None = None,
+        exclude: Iterable[int] = (),
     ) -> SearchResult:
         """The k turns of `user_id` that best answer `query`, with per-retriever scores.
 
         `now` is the question's date (relative expressions resolve against it; default:
         the clock). `time_window` overrides the window parsed from the query. In memstream
         mode the window adds rankings restricted to it (time_mode="boost") or drops every
-        turn outside it (time_mode="filter").
+        turn outside it (time_mode="filter"). `exclude`: turn ids left out before ranking.
         """
         started = time.perf_counter()
         query = self._validate(user_id, query, k, mode)
@@ -571,7 +572,7 @@ class Retriever:
         return fused_search(
             self, index, user_id, query, k, now=now, conversation_id=conversation_id, time_window=time_window,
             mode=mode, time_mode=time_mode, embed_query=self._embed_query, fetch_turns=self.store.get_turns,
-            lock=self._lock, started=started,
+            lock=self._lock, started=started, exclude=frozenset(exclude),
         )
 
     def _embed_query(self, query: str) -> np.ndarray:

@@ -254,3 +254,22 @@ def test_adds_and_searches_beyond_the_work_slots_wait_their_turn(tmp_path, monke
         for thread in threads:
             thread.join(10)
         assert peak[0] == 2 and memory.count_turns() == 6
+
+
+def test_an_excluded_turn_neither_appears_nor_shifts_the_others_scores(tmp_path):
+    # A chat searches with the question's own turn excluded: whether that turn is embedded yet must not change
+    # the fused scores (or the order) of the rest.
+    texts = ["Where does my grey cat sleep?", "My grey cat sleeps on the windowsill.", "The cat likes tuna."]
+    scores = []
+    for name in ("with", "without"):
+        settings = load_settings(db_url=f"sqlite:///{tmp_path / name}.db", home=str(tmp_path / name))
+        with open_memory(settings, HashingEmbedder()) as memory:
+            # the question in a conversation of its own, so no round key of the others holds its words
+            asked = memory.add("alice", "today", [NewTurn("user", texts[0])]) if name == "with" else []
+            memory.add("alice", "chat", [NewTurn("user", text) for text in texts[1:]])
+            assert memory.flush(30)
+            exclude = [asked[0].id] if asked else []
+            hits = memory.search("alice", texts[0], k=5, exclude=exclude).hits
+            assert all(hit.turn.id not in exclude for hit in hits)
+            scores.append([(hit.turn.text, round(hit.fused_score, 9)) for hit in hits])
+    assert scores[0] == scores[1] and scores[0]
