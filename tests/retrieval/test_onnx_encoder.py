@@ -75,3 +75,15 @@ def test_int8_runtime_is_close_to_float_and_recorded_under_its_own_name(pair):
     assert (np.argmax(got @ expected.T, axis=1) == np.arange(len(TEXTS))).all()
     with pytest.raises(EmbedderUnavailable, match="runs on a CPU"):
         SentenceTransformerEmbedder("all-MiniLM-L6-v2", device="cuda", runtime="onnx-int8", onnx_cache_dir=str(cache))
+
+
+def test_the_direct_tokenizer_gives_what_the_transformers_wrapper_gives(pair):
+    _, onnx_side, _ = pair
+    onnx_side.embed(["load"])
+    encoder = onnx_side._onnx
+    assert encoder is not None and encoder.fast is not None
+    for batch in (TEXTS, TEXTS * 3, ["Où est la gare? 東京 🙂", "hi"]):  # one at a time, the batch call, unicode
+        got = encoder._tokenize(list(batch))
+        wanted = encoder.tokenizer(list(batch), padding=True, truncation=True, max_length=encoder.max_length, return_tensors="np")
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(got[name], wanted[name]), name
