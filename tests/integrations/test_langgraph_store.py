@@ -112,7 +112,7 @@ def test_namespaces_are_memstream_users_and_conversations(store, memory):
     assert conversation_for(("alice", "memories")) in conversations
     assert namespace_of(conversation_for(("bob", "work/notes"))) == ("bob", "work/notes")
     # Bob's memstream partition holds none of Alice's items, through memstream's own search too.
-    bob_texts = [hit.turn.text for hit in memory.search("bob", "teal pad thai ramen nurse", k=20).hits]
+    bob_texts = [hit.turn.text for hit in memory.search("bob", "teal pad thai ramen nurse", k=20, wait_s=10).hits]  # found densely
     assert bob_texts and not any(word in " ".join(bob_texts) for word in ("teal", "ramen", "nurse"))
     fixed = MemstreamStore(memory, user="carol")
     fixed.put(("anything", "here"), "k", {"text": "carol's note"})
