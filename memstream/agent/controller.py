@@ -435,9 +435,9 @@ class MemoryAgent:
         k = options.top_k or self.settings.agent.top_k
         search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode, exclude=sorted(exclude))
         hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash, exclude)
-        if not hits and not recent and self.memory.pending(user):
-            # Nothing found while this user's newest keys are still being embedded (the turn just before may be
-            # among them): wait for them, bounded, rather than answer "not remembered".
+        if not hits and not recent and self.memory.pending_turns(user) - exclude:
+            # Nothing found while some of this user's turns (the one just before, say) are still being embedded:
+            # wait for them, bounded, rather than answer "not remembered". Only the question's own: no wait.
             result = self.memory.search(user, plan.query, **search, wait_s=self.settings.agent.pending_wait_s)
             hits, recent = self._split_hits(result, flash, exclude)
         return hits[:k], recent[:k]

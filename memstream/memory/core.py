@@ -256,6 +256,10 @@ class Memory:
         """Dense keys of `user` (None: everyone) still waiting for the background indexer."""
         return self._require_retriever().pending(user)
 
+    def pending_turns(self, user: str) -> set[int]:
+        """Ids of `user`'s turns whose vectors the background indexer has not added yet."""
+        return self._require_retriever().pending_turns(user)
+
     def search_sessions(self, user: str, query: str, k: int = 5, **options: Any) -> list[SessionHit]:
         return self._require_retriever().search_sessions(user, query, k=k, **options)
 

@@ -151,6 +151,12 @@ class DenseQueue:
         with self.settled:
             return self._users.get(user_id, 0) if user_id is not None else sum(self._users.values())
 
+    def pending_turns(self, user_id: str) -> set[int]:
+        """Ids of this user's turns with a key still waiting (or being embedded)."""
+        with self.settled:
+            return {job.item_id for job in (*self._jobs, *self._later, *self._in_flight)
+                    if job.user_id == user_id and job.kind != "fact" and not job.superseded}
+
     def resume_point(self, facts: bool, cursor: int) -> int:
         """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
         waiting = [job.origin - 1 for job in (*self._jobs, *self._later, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]

@@ -403,6 +403,9 @@ class PgIndex:
     def pending(self, user_id: str | None = None) -> int:
         return 0  # keys are written with their rows
 
+    def pending_turns(self, user_id: str) -> set[int]:
+        return set()
+
     def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
         return True
 

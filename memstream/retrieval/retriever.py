@@ -516,6 +516,9 @@ class Retriever:
         """Dense keys still waiting for their vectors (of one user, or of all)."""
         return self.queue.pending(user_id)
 
+    def pending_turns(self, user_id: str) -> set[int]:
+        return self.queue.pending_turns(user_id)
+
     def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
         return self.queue.wait_until_empty(user_id, timeout_s)
 

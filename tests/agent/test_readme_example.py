@@ -74,6 +74,26 @@ def test_the_wait_for_pending_keys_is_bounded(tmp_path):
         embedder.gate.set()
 
 
+def test_a_first_message_does_not_wait_for_its_own_keys(tmp_path):
+    # The only pending keys are the question's own turn's: there is nothing to wait for.
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path),
+                             **{"agent.enrich": False, "agent.chat_extract_kinds": [], "agent.pending_wait_s": 30})
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    try:
+        with open_memory(settings, embedder) as memory:
+            searches = []
+            search = memory.search
+            memory.search = lambda *args, **kwargs: searches.append(kwargs.get("wait_s", 0)) or search(*args, **kwargs)
+            agent = MemoryAgent(memory, ScriptedBackend(replies=["Hello!"]), settings)
+            reply = agent.chat(WHERE, user="newcomer", at=datetime(2024, 6, 1, 10, 1))
+            assert memory.pending_turns("newcomer") >= {reply.user_turn_id}
+            assert reply.abstained and searches == [0]  # one search, no wait
+            embedder.gate.set()
+    finally:
+        embedder.gate.set()
+
+
 def test_another_conversation_still_finds_it_in_the_archive(tmp_path):
     settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), **{"agent.enrich": False, "agent.chat_extract_kinds": []})
     backend = ScriptedBackend(replies=["Noted.", "Lisbon."])
