@@ -153,7 +153,8 @@ class AgentSettings(BaseModel):
     min_score: float = Field(0.0, ge=0.0)
     """Fused-score floor under which retrieved memories are dropped (abstention)."""
     pending_wait_s: float = Field(2.0, ge=0.0, le=60.0)
-    """A search that finds nothing while the user's newest keys are still being embedded waits up to this long for them."""
+    """A chat whose search finds nothing while other turns of the user are still being embedded waits up to this long
+    for them, then searches again (the turn just before a question may be among them)."""
     attribution_check: bool = True
     """When a question names one person and every signal of the evidence says it is someone else's, reply that
     nothing says that person did it (memstream/agent/attribution.py). False: never."""

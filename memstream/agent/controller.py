@@ -433,7 +433,8 @@ class MemoryAgent:
         """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
         evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
-        search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode, exclude=sorted(exclude))
+        search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode,
+                      exclude=sorted(i for i in exclude if i is not None))
         hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash, exclude)
         if not hits and not recent and self.memory.pending_turns(user) - exclude:
             # Nothing found while some of this user's turns (the one just before, say) are still being embedded:

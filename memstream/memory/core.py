@@ -246,6 +246,7 @@ class Memory:
         if time_window is not None:
             check_time("time window start", time_window.start)
             check_time("time window end", time_window.end)
+        exclude = [check_row_id("excluded turn id", turn_id) for turn_id in exclude]
         if wait_s and wait_s > 0:
             retriever.wait_until_embedded(user, min(float(wait_s), 60.0))
         with self._slots:

@@ -80,7 +80,7 @@ def fused_search(
     """Fuse `ranker`'s lists for one validated query. `config` carries the retrieval settings (rrf_k, candidates,
     session_decomposition, fact_expansion, time_expansion, time_weight). `ranker` None: the user has no keys.
     `exclude`: turn ids left out before ranking (the question's own turn), so they neither appear nor shift the
-    ranks, and so the fused scores of the rest, of the others."""
+    others' ranks, and with them their fused scores."""
     started = time.perf_counter() if started is None else started
     timings: dict[str, float] = {}
     window = time_window

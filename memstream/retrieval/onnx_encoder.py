@@ -20,7 +20,6 @@ database embedded with one runtime is not searched with the other.
 from __future__ import annotations
 
 import copy
-
 import hashlib
 import logging
 import os

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from memstream.config import load_settings
+from memstream.errors import InvalidInputError
 from memstream.memory import NewTurn, open_memory
 from tests.small_embedder import HashingEmbedder
 
@@ -273,3 +274,11 @@ def test_an_excluded_turn_neither_appears_nor_shifts_the_others_scores(tmp_path)
             assert all(hit.turn.id not in exclude for hit in hits)
             scores.append([(hit.turn.text, round(hit.fused_score, 9)) for hit in hits])
     assert scores[0] == scores[1] and scores[0]
+
+
+def test_an_excluded_id_that_is_not_a_turn_id_is_a_clear_error(settings):
+    with open_memory(settings, HashingEmbedder()) as memory:
+        memory.add("alice", "chat", [NewTurn("user", "My grey cat sleeps on the windowsill.")])
+        for bad in (["3"], [0], [True]):
+            with pytest.raises(InvalidInputError, match="excluded turn id"):
+                memory.search("alice", "cat", exclude=bad)
