@@ -87,3 +87,15 @@ def test_the_direct_tokenizer_gives_what_the_transformers_wrapper_gives(pair):
         wanted = encoder.tokenizer(list(batch), padding=True, truncation=True, max_length=encoder.max_length, return_tensors="np")
         for name in ("input_ids", "attention_mask", "token_type_ids"):
             assert np.array_equal(got[name], wanted[name]), name
+
+
+def test_keys_of_different_lengths_are_embedded_in_batches_that_pad_little():
+    from memstream.retrieval.onnx_encoder import length_batches
+
+    lengths = [18] * 8 + [65] * 8 + [19, 20]  # turn keys beside round keys, as the background indexer sends them
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = length_batches(order, lengths, batch_size=64)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert [sorted({lengths[i] for i in batch}) for batch in batches] == [[18, 19, 20], [65]]
+    assert all(len(batch) <= 4 for batch in length_batches(order, lengths, batch_size=4))
+    assert length_batches([], [], 64) == []
