@@ -84,12 +84,6 @@ class OnnxEncoder:
         # One text at a time below a handful: the batch call's thread pool costs more than it saves on short lists.
         return self.fast.encode_batch(texts) if len(texts) > 8 else [self.fast.encode(text) for text in texts]
 
-    def _tokenize(self, batch: list[str]) -> dict[str, np.ndarray]:
-        """What tokenizer(batch, padding=True, truncation=True) gives (padded to the batch's longest)."""
-        if self.fast is None:
-            return self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
-        return _pad(self._encodings(batch), self.tokenizer.pad_token_id or 0)
-
 
 CALL_TOKENS = 16
 """One more model call costs about as much as this many more tokens in a call (int8 MiniLM, 2 cores: about 0.9 ms a

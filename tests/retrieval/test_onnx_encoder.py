@@ -78,12 +78,14 @@ def test_int8_runtime_is_close_to_float_and_recorded_under_its_own_name(pair):
 
 
 def test_the_direct_tokenizer_gives_what_the_transformers_wrapper_gives(pair):
+    from memstream.retrieval.onnx_encoder import _pad as pad
+
     _, onnx_side, _ = pair
     onnx_side.embed(["load"])
     encoder = onnx_side._onnx
     assert encoder is not None and encoder.fast is not None
     for batch in (TEXTS, TEXTS * 3, ["Où est la gare? 東京 🙂", "hi"]):  # one at a time, the batch call, unicode
-        got = encoder._tokenize(list(batch))
+        got = pad(encoder._encodings(list(batch)), encoder.tokenizer.pad_token_id)
         wanted = encoder.tokenizer(list(batch), padding=True, truncation=True, max_length=encoder.max_length, return_tensors="np")
         for name in ("input_ids", "attention_mask", "token_type_ids"):
             assert np.array_equal(got[name], wanted[name]), name
