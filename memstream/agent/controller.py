@@ -435,20 +435,18 @@ class MemoryAgent:
         k = options.top_k or self.settings.agent.top_k
         search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode,
                       exclude=sorted(i for i in exclude if i is not None))
-        hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash, exclude)
+        hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash)
         if not hits and not recent and self.memory.pending_turns(user) - exclude:
             # Nothing found while some of this user's turns (the one just before, say) are still being embedded:
             # wait for them, bounded, rather than answer "not remembered". Only the question's own: no wait.
             result = self.memory.search(user, plan.query, **search, wait_s=self.settings.agent.pending_wait_s)
-            hits, recent = self._split_hits(result, flash, exclude)
+            hits, recent = self._split_hits(result, flash)
         return hits[:k], recent[:k]
 
-    def _split_hits(self, result, flash: set, exclude: set) -> tuple[list, list]:
-        floor = self.settings.agent.min_score
+    def _split_hits(self, result, flash: set) -> tuple[list, list]:
+        floor = self.settings.agent.min_score  # (the excluded turns never reach here: the search left them out)
         hits, recent = [], []
         for hit in result.hits:
-            if hit.turn.id in exclude:
-                continue
             relevant = (hit.dense_score is not None and hit.dense_score >= floor) or (hit.lexical_score or 0) > 0 or floor <= 0
             if relevant:
                 (recent if hit.turn.id in flash else hits).append(hit)

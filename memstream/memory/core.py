@@ -253,10 +253,6 @@ class Memory:
             return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode,
                                     exclude=exclude)
 
-    def pending(self, user: str | None = None) -> int:
-        """Dense keys of `user` (None: everyone) still waiting for the background indexer."""
-        return self._require_retriever().pending(user)
-
     def pending_turns(self, user: str) -> set[int]:
         """Ids of `user`'s turns whose vectors the background indexer has not added yet."""
         return self._require_retriever().pending_turns(user)
