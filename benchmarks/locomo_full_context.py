@@ -1,12 +1,16 @@
 """A LoCoMo dev conversation given whole to the default local model, past its trained window (CPU).
 
-Two systems, same model (float32 on CPU, greedy), same prompt form (long_context.py: the
+Three systems, same model (float32 on CPU, greedy), same prompt form (long_context.py: the
 transcript in the system message, the question and the short-answer instruction as the user
 message), same question wording (questions.py), post-processing (answers.clean_prediction) and
 score (scoring.locomo_f1, the project's LoCoMo token F1):
 
 - full:   the whole transcript, prefilled in chunks through block_topk (AttentionParams defaults),
           the RoPE tables extended past the trained window as benchmarks/passkey.py does;
+- full_wide: the same, with block_topk's local window as wide as the trained window allows
+          (trained window - prefill chunk, so a chunk's nearest keys stay inside it): the newest
+          ~7K tokens attended as dense does, and the retrieved blocks of the older transcript on top.
+          The rule was fixed before the run, not chosen on these questions;
 - last8k: the newest transcript lines that fit the trained window with the longest question and
           the answer tokens (cut at a line boundary, led by that session's dated header), dense.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+from dataclasses import replace
 import json
 import re
 import statistics
@@ -57,10 +62,18 @@ DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo10_dev.json"
 REPORTS = ROOT / "reports"
 NAME = "locomo_full_context"
 PARAMS = AttentionParams(use_triton=False)  # the config's defaults (the papers')
-SYSTEMS = {"full": "block_topk", "last8k": "dense"}
+SYSTEMS = {"full": "block_topk", "full_wide": "block_topk", "last8k": "dense"}
+FULL = ("full", "full_wide")  # the systems given the whole transcript, each checked against last8k
+
 MIN_FULL_TOKENS = 16384  # the issue's "16K+ tokens"
 ANSWERABLE = {"1", "2", "3", "4"}  # LoCoMo categories; 5 (adversarial) has no answer to score F1 on
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}")  # the transcript writes "8 May 2023": an ISO date is the model's invention
+
+
+def system_params(system: str, trained: int) -> AttentionParams:
+    """full_wide: the local window fills the trained window but for one prefill chunk, so the
+    nearest keys of a chunk's first query (window + chunk back) are still inside it."""
+    return replace(PARAMS, window=trained - PARAMS.prefill_chunk) if system == "full_wide" else PARAMS
 
 
 def pick_questions(data: BenchData, namespace: str, n: int) -> list[BenchQuestion]:
@@ -80,7 +93,8 @@ def run_system(local, system: str, prompt, questions: list[BenchQuestion], max_n
                log: Path, done: set) -> list[dict]:
     """Prefill the prefix once, answer every question not in `done`; each record is logged as it is made."""
     tok = local.tokenizer
-    policy = make_policy(SYSTEMS[system], PARAMS)
+    params = system_params(system, local.args.max_seq_len)
+    policy = make_policy(SYSTEMS[system], params)
     suffixes = {q.qid: prompt.suffix(tok, q.question) for q in questions}
     room = max(len(s) for s in suffixes.values()) + max_new
     records = []
@@ -108,7 +122,8 @@ def run_system(local, system: str, prompt, questions: list[BenchQuestion], max_n
             records.append(record)
             print(f"{system} {q.qid} [{q.category}] f1={record['f1']:.2f} gold={q.gold!r} got={prediction!r}", flush=True)
     records.append(append(log, {
-        "kind": "prefill", "run": run, "system": system, "policy": policy.name, "prefix_tokens": len(prompt.prefix),
+        "kind": "prefill", "run": run, "system": system, "policy": policy.name, "window": params.window,
+        "prefix_tokens": len(prompt.prefix),
         "transcript_lines": prompt.lines, "prefill_s": round(prefill_s, 2), "prefill_cpu_s": round(prefill_cpu_s, 2),
         "threads": torch.get_num_threads(), "prefill_peak_rss_mb": round(prefill_peak / 2**20),
         "peak_rss_mb": round(rss.peak / 2**20), "kv_cache_mb": round(2 * shared.cache.k_cache.numel()
@@ -150,13 +165,16 @@ def summarize(records: list[dict], questions: list[BenchQuestion], meta: dict) -
             "prefill": prefills[-1] if prefills else None,
             "answers": sorted(answers, key=lambda r: int(r["qid"].rsplit("q", 1)[1])),
         }
-    full, last = out["systems"]["full"], out["systems"]["last8k"]
-    complete = full["answered"] == last["answered"] == len(questions)
-    out["complete"] = complete
-    pairs = [(a["f1"], b["f1"]) for a in full["answers"] for b in last["answers"] if a["qid"] == b["qid"]]
-    out["paired"] = {"full_higher": sum(a > b for a, b in pairs), "full_lower": sum(a < b for a, b in pairs),
-                     "equal": sum(a == b for a, b in pairs), "both_zero": sum(a == b == 0 for a, b in pairs)}
-    out["target_met"] = bool(complete and full["mean_f1"] >= last["mean_f1"])
+    last = out["systems"]["last8k"]
+    out["complete"], out["paired"], out["target_met"] = {}, {}, {}
+    for name in FULL:
+        full = out["systems"][name]
+        complete = full["answered"] == last["answered"] == len(questions)
+        pairs = [(a["f1"], b["f1"]) for a in full["answers"] for b in last["answers"] if a["qid"] == b["qid"]]
+        out["complete"][name] = complete
+        out["paired"][name] = {"full_higher": sum(a > b for a, b in pairs), "full_lower": sum(a < b for a, b in pairs),
+                               "equal": sum(a == b for a, b in pairs), "both_zero": sum(a == b == 0 for a, b in pairs)}
+        out["target_met"][name] = bool(complete and full["mean_f1"] >= last["mean_f1"])
     return out
 
 
@@ -164,10 +182,26 @@ def cell(value, digits: int = 3) -> str:
     return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
+def verdict(result: dict, name: str) -> str:
+    if not result["complete"][name]:
+        return "not decided (run incomplete)"
+    return "met" if result["target_met"][name] else "NOT met"
+
+
 def write_reports(result: dict, out_dir: Path) -> None:
     (out_dir / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    full, last = result["systems"]["full"], result["systems"]["last8k"]
-    verdict = ("met" if result["target_met"] else "NOT met") if result["complete"] else "not decided (run incomplete)"
+    systems = result["systems"]
+    names = list(SYSTEMS)
+    last = systems["last8k"]
+    prefill = {n: systems[n]["prefill"] or {} for n in names}
+    params = result["params"]
+
+    def row(label: str, values) -> str:
+        return f"| {label} | " + " | ".join(values) + " |"
+
+    def each(fn) -> list[str]:
+        return [fn(n) for n in names]
+
     lines = [
         "# LoCoMo conversation given whole vs its last 8K tokens (local model, CPU)",
         "",
@@ -180,45 +214,54 @@ def write_reports(result: dict, out_dir: Path) -> None:
         "the conversation's answerable questions in file order (questions.select with per_history).",
         "",
         "- **full**: the whole transcript, prefilled once in chunks of "
-        f"{result['params']['prefill_chunk']} through block_topk ({result['params']}), RoPE tables extended past "
-        "the trained window; each question is prefilled after it and the cache rolled back to the transcript.",
+        f"{params['prefill_chunk']} through block_topk at the config's defaults ({params}), RoPE tables extended "
+        "past the trained window; each question is prefilled after it and the cache rolled back to the transcript.",
+        f"- **full_wide**: the same, but block_topk's local window is {system_params('full_wide', result['trained_window']).window} tokens "
+        "(the trained window less one prefill chunk, so no query sees a distance past the trained window): the "
+        f"newest part of the transcript is read as dense attention reads it, and {params['topk']} retrieved blocks of "
+        f"{params['block_size']} tokens from the older part on top. This rule was fixed before the run; no window was "
+        "tried on these questions.",
         "- **last8k**: the newest transcript lines that fit the trained window with the longest question and the "
         "answer (cut at a line boundary, led by that session's dated header), dense attention, same reuse.",
         "",
-        "Both: the same chat-template prompt (instruction + transcript as the system message, question + "
+        "All: the same chat-template prompt (instruction + transcript as the system message, question + "
         "short-answer instruction as the user message), question wording, post-processing and LoCoMo token F1.",
         "",
-        f"Target (full mean F1 >= last8k mean F1): **{verdict}**.",
+        f"Target (whole-transcript block_topk mean F1 >= last8k mean F1): full **{verdict(result, 'full')}**, "
+        f"full_wide **{verdict(result, 'full_wide')}**.",
         "",
-        "| | full (block_topk) | last8k (dense) |",
-        "|---|---:|---:|",
-        f"| questions answered | {full['answered']} | {last['answered']} |",
-        f"| **mean F1** | **{cell(full['mean_f1'])}** | **{cell(last['mean_f1'])}** |",
+        row("", [f"{n} ({SYSTEMS[n]})" for n in names]),
+        "|---|" + "---:|" * len(names),
+        row("questions answered", each(lambda n: str(systems[n]["answered"]))),
+        row("**mean F1**", each(lambda n: f"**{cell(systems[n]['mean_f1'])}**")),
     ]
-    for name in [LOCOMO_CATEGORIES[c] for c in (1, 2, 3, 4)]:
-        f, l = full["per_category"].get(name), last["per_category"].get(name)
-        if f or l:
-            lines.append(f"| F1 {name} (n={(f or l)['n']}) | {cell(f and f['mean_f1'])} | {cell(l and l['mean_f1'])} |")
+    for category in [LOCOMO_CATEGORIES[c] for c in (1, 2, 3, 4)]:
+        cats = {n: systems[n]["per_category"].get(category) for n in names}
+        count = next((c["n"] for c in cats.values() if c), None)
+        if count:
+            lines.append(row(f"F1 {category} (n={count})", each(lambda n: cell(cats[n] and cats[n]["mean_f1"]))))
     for key, label in (("all", "all evidence in last8k's prompt"), ("some", "part of it"), ("none", "none of it")):
-        l = last["by_evidence_in_prompt"].get(key)
-        if l:
+        held = last["by_evidence_in_prompt"].get(key)
+        if held:
             ids = {a["qid"] for a in last["answers"] if a["evidence_in_prompt"] == key}
-            mine = [r["f1"] for r in full["answers"] if r["qid"] in ids]
-            lines.append(f"| F1, {label} (n={l['n']}) | {cell(mean(mine))} | {cell(l['mean_f1'])} |")
-    fp, lp = full["prefill"] or {}, last["prefill"] or {}
+            lines.append(row(f"F1, {label} (n={held['n']})",
+                             each(lambda n: cell(mean(r["f1"] for r in systems[n]["answers"] if r["qid"] in ids)))))
     lines += [
-        f"| answers 'Not mentioned' | {full['abstained']} | {last['abstained']} |",
-        f"| answers with F1 0 | {full['zero_f1']} | {last['zero_f1']} |",
-        f"| answers with an invented ISO date | {full['iso_dates']} | {last['iso_dates']} |",
-        f"| answers cut at the {result['max_new']}-token cap | {full['at_token_cap']} | {last['at_token_cap']} |",
-        f"| transcript lines in the prompt | {cell(fp.get('transcript_lines'))} | {cell(lp.get('transcript_lines'))} |",
-        f"| prefix tokens | {cell(fp.get('prefix_tokens'))} | {cell(lp.get('prefix_tokens'))} |",
-        f"| prompt tokens (min-max) | {'-'.join(map(cell, full['prompt_tokens']))} | {'-'.join(map(cell, last['prompt_tokens']))} |",
-        f"| prefix prefill wall s | {cell(fp.get('prefill_s'), 1)} | {cell(lp.get('prefill_s'), 1)} |",
-        f"| prefix prefill CPU s ({cell(fp.get('threads'))} thread) | {cell(fp.get('prefill_cpu_s'), 1)} | {cell(lp.get('prefill_cpu_s'), 1)} |",
-        f"| peak RSS MB (prefill / whole run) | {cell(fp.get('prefill_peak_rss_mb'))} / {cell(fp.get('peak_rss_mb'))} | "
-        f"{cell(lp.get('prefill_peak_rss_mb'))} / {cell(lp.get('peak_rss_mb'))} |",
-        f"| KV cache MB | {cell(fp.get('kv_cache_mb'))} | {cell(lp.get('kv_cache_mb'))} |",
+        row("answers 'Not mentioned'", each(lambda n: str(systems[n]["abstained"]))),
+        row("answers with F1 0", each(lambda n: str(systems[n]["zero_f1"]))),
+        row("answers with an invented ISO date", each(lambda n: str(systems[n]["iso_dates"]))),
+        row(f"answers cut at the {result['max_new']}-token cap", each(lambda n: str(systems[n]["at_token_cap"]))),
+        row("local window (tokens)", each(lambda n: "all" if SYSTEMS[n] == "dense"
+                                         else str(system_params(n, result["trained_window"]).window))),
+        row("transcript lines in the prompt", each(lambda n: cell(prefill[n].get("transcript_lines")))),
+        row("prefix tokens", each(lambda n: cell(prefill[n].get("prefix_tokens")))),
+        row("prompt tokens (min-max)", each(lambda n: "-".join(map(str, systems[n]["prompt_tokens"]))
+                                           if systems[n]["answered"] else "-")),
+        row("prefix prefill wall s", each(lambda n: cell(prefill[n].get("prefill_s"), 1))),
+        row("prefix prefill CPU s (1 thread)", each(lambda n: cell(prefill[n].get("prefill_cpu_s"), 1))),
+        row("peak RSS MB (prefill / whole run)",
+            each(lambda n: f"{cell(prefill[n].get('prefill_peak_rss_mb'))} / {cell(prefill[n].get('peak_rss_mb'))}")),
+        row("KV cache MB", each(lambda n: cell(prefill[n].get("kv_cache_mb")))),
         "",
         "Peak RSS is the whole process (model weights included). The machine was shared with another "
         "benchmark (2 cores), so wall seconds are upper bounds; CPU seconds are this process's.",
@@ -226,41 +269,44 @@ def write_reports(result: dict, out_dir: Path) -> None:
         *breaks(result),
         "## Per question",
         "",
-        "Evidence: how much of the question's evidence turns last8k's prompt holds (full holds all).",
+        "Evidence: how much of the question's evidence turns last8k's prompt holds (full and full_wide hold all).",
         "",
-        "| question | category | gold | full | F1 | last8k | F1 | evidence in last8k |",
-        "|---|---|---|---|---:|---|---:|---|",
+        "| question | category | gold | " + " | ".join(f"{n} | F1" for n in names) + " | evidence in last8k |",
+        "|---|---|---|" + "---|---:|" * len(names) + "---|",
     ]
-    by_full, by_last = ({r["qid"]: r for r in s["answers"]} for s in (full, last))
+    by_system = {n: {r["qid"]: r for r in systems[n]["answers"]} for n in names}
     for qid in result["question_ids"]:
-        f, l = by_full.get(qid), by_last.get(qid)
-        if not (f or l):
+        got = {n: by_system[n].get(qid) for n in names}
+        if not any(got.values()):
             continue
-        r = f or l
-        lines.append(f"| {qid} | {r['category']} | {md(r['gold'])} | {md(f['prediction']) if f else '-'} | "
-                     f"{cell(f and f['f1'], 2)} | {md(l['prediction']) if l else '-'} | {cell(l and l['f1'], 2)} | "
-                     f"{l['evidence_in_prompt'] if l else '-'} |")
+        r = next(a for a in got.values() if a)
+        cells = " | ".join(f"{md(a['prediction']) if a else '-'} | {cell(a and a['f1'], 2)}" for a in got.values())
+        l = got["last8k"]
+        lines.append(f"| {qid} | {r['category']} | {md(r['gold'])} | {cells} | {l['evidence_in_prompt'] if l else '-'} |")
     lines += ["", f"Rerun (resumes from the log): `{result['command']}`"]
     (out_dir / f"{NAME}.md").write_text("\n".join(lines) + "\n")
 
 
 def breaks(result: dict) -> list[str]:
     """Where the model fails, from the numbers above (nothing here is typed in by hand)."""
-    full, last, pairs = result["systems"]["full"], result["systems"]["last8k"], result["paired"]
+    systems, last = result["systems"], result["systems"]["last8k"]
     inside = last["by_evidence_in_prompt"].get("all")
     lines = ["## Where the model breaks", ""]
     if inside:
         ids = {a["qid"] for a in last["answers"] if a["evidence_in_prompt"] == "all"}
+        others = ", ".join(f"{n}: {cell(mean(r['f1'] for r in systems[n]['answers'] if r['qid'] in ids))}" for n in FULL)
         lines.append(f"- Inside the trained window with the evidence in reach: last8k (dense) scores F1 "
                      f"{cell(inside['mean_f1'])} on the {inside['n']} questions whose evidence is all in its prompt "
-                     f"(full, on the same questions: {cell(mean(r['f1'] for r in full['answers'] if r['qid'] in ids))}).")
-    lines.append(f"- Paired, question by question: full scores higher on {pairs['full_higher']}, lower on "
-                 f"{pairs['full_lower']}, the same on {pairs['equal']} ({pairs['both_zero']} of them 0 for both).")
-    lines.append(f"- Short answers are not followed: {full['at_token_cap']} (full) and {last['at_token_cap']} (last8k) "
-                 f"answers run to the {result['max_new']}-token cap.")
-    lines.append(f"- Dates: {full['iso_dates']} full and {last['iso_dates']} last8k answers give an ISO-style date "
-                 f"(YYYY-MM); the transcript has {result['transcript_iso_dates']} (its dates read '8 May 2023'), "
-                 "so these are written, not read.")
+                     f"(on the same questions, {others}).")
+    for n in FULL:
+        pairs = result["paired"][n]
+        lines.append(f"- Paired with last8k, question by question: {n} scores higher on {pairs['full_higher']}, lower on "
+                     f"{pairs['full_lower']}, the same on {pairs['equal']} ({pairs['both_zero']} of them 0 for both).")
+    caps = ", ".join(f"{systems[n]['at_token_cap']} ({n})" for n in SYSTEMS)
+    dates = ", ".join(f"{systems[n]['iso_dates']} ({n})" for n in SYSTEMS)
+    lines.append(f"- Short answers are not followed: {caps} answers run to the {result['max_new']}-token cap.")
+    lines.append(f"- Dates: answers giving an ISO-style date (YYYY-MM): {dates}; the transcript has "
+                 f"{result['transcript_iso_dates']} (its dates read '8 May 2023'), so these are written, not read.")
     return lines + [""]
 
 
@@ -295,7 +341,8 @@ def main() -> None:
     tok, trained = local.tokenizer, local.args.max_seq_len
     pair, lines = speakers(sessions), transcript_lines(sessions)
     longest = max(len(transcript_prompt(tok, pair, []).suffix(tok, q.question)) for q in questions)
-    prompts_by_system = {"full": transcript_prompt(tok, pair, lines),
+    whole = transcript_prompt(tok, pair, lines)
+    prompts_by_system = {"full": whole, "full_wide": whole,
                          "last8k": newest_lines(tok, pair, lines, trained - longest - args.max_new)}
     local.model.setup_rope(local.device, max_positions=len(prompts_by_system["full"].prefix) + longest + args.max_new + 64)
 

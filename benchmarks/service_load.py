@@ -361,10 +361,12 @@ def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: floa
     return {"config": "1 process, SQLite, queue cap 16 running + 16 waiting", "kind": "memory chat (overload)", "caps": caps, **result}
 
 
-def local_interference(db_url: str, home: Path, seconds: float) -> dict:
-    """The local model: memory-search latency idle, then while another client runs long generations back to back."""
+def local_interference(db_url: str, home: Path, seconds: float, model_process: bool = True) -> dict:
+    """The local model: memory-search latency idle, then while another client runs long generations back to back.
+    `model_process`: the model in a child process (server.model_process, the default) or in the server's."""
     env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, backend="local",
-                     MEMSTREAM_AGENT__ENRICH="false", MEMSTREAM_SERVER__MAX_TOKENS_LIMIT="2048")
+                     MEMSTREAM_AGENT__ENRICH="false", MEMSTREAM_SERVER__MAX_TOKENS_LIMIT="2048",
+                     MEMSTREAM_SERVER__MODEL_PROCESS=str(model_process).lower())
 
     def work(urls, pids):
         seed_memories(urls[0], KEY, 2)
@@ -389,7 +391,9 @@ def local_interference(db_url: str, home: Path, seconds: float) -> dict:
         busy = run_load(urls, KEY, 1, seconds, search_every=1, users=2, seed=False)
         stop.set()
         thread.join(120)
-        return {"config": "1 process, SQLite, local model", "kind": "memory search beside a long generation",
+        where = "its own process" if model_process else "the server's process"
+        return {"config": f"1 process, SQLite, local model in {where}", "kind": "memory search beside a long generation",
+                "model_process": model_process,
                 "idle": idle["search"], "during_generation": busy["search"], "long_generations": generated["chats"],
                 "p95_ratio": round(busy["search"]["p95_ms"] / idle["search"]["p95_ms"], 2)
                 if idle["search"]["p95_ms"] and busy["search"]["p95_ms"] else None}
@@ -442,12 +446,14 @@ def main() -> None:
         if args.pg_url:
             runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2, runtime=runtime,
                                   name="2 processes, PostgreSQL")
-    local = None
+    local, local_inline = None, None
     if args.local:
-        with tempfile.TemporaryDirectory(prefix="memstream-local-") as tmp:
-            local = local_interference(f"sqlite:///{Path(tmp) / 'local.db'}", Path(tmp) / "home", args.seconds)
-        print(f"local model: search p95 idle {local['idle']['p95_ms']} ms, during generation {local['during_generation']['p95_ms']} ms",
-              flush=True)
+        for model_process in (False, True):
+            with tempfile.TemporaryDirectory(prefix="memstream-local-") as tmp:
+                result = local_interference(f"sqlite:///{Path(tmp) / 'local.db'}", Path(tmp) / "home", args.seconds, model_process)
+            print(f"{result['config']}: search p95 idle {result['idle']['p95_ms']} ms, during generation "
+                  f"{result['during_generation']['p95_ms']} ms", flush=True)
+            local, local_inline = (result, local_inline) if model_process else (local, result)
     for run in runs:
         run.pop("rss_mb", None)  # the peak is kept; the series would swamp the report
     rows = [{"config": r["config"], "kind": r["kind"], "clients": r["clients"],
@@ -465,10 +471,12 @@ def main() -> None:
              f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
              "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
              "Rerun: `python benchmarks/service_load.py --seconds N`.")
-    if local is not None:
-        notes += (f" Local model (SmolLM2-135M on CPU): memory-search p50/p95 {local['idle']['p50_ms']}/{local['idle']['p95_ms']} ms "
-                  f"idle vs {local['during_generation']['p50_ms']}/{local['during_generation']['p95_ms']} ms while another client "
-                  f"generates 512-token replies (p95 ratio {local['p95_ratio']}).")
+    for result in (local, local_inline):
+        if result is not None:
+            notes += (f" Local model (SmolLM2-135M on CPU) in {result['config'].rsplit(' in ', 1)[1]}: memory-search p50/p95 "
+                      f"{result['idle']['p50_ms']}/{result['idle']['p95_ms']} ms idle vs {result['during_generation']['p50_ms']}/"
+                      f"{result['during_generation']['p95_ms']} ms while another client generates 512-token replies "
+                      f"(p95 ratio {result['p95_ratio']}).")
     if not args.pg_url:
         notes += " The 2-process PostgreSQL run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
     load = os.getloadavg()
@@ -478,7 +486,8 @@ def main() -> None:
     if args.note:
         notes += " " + args.note
     write_report("service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
-                                  "runs": runs, "local_model": local}, rows, title="Service load: memory chats with a remote backend", notes=notes)
+                                  "runs": runs, "local_model": local,
+                                  "local_model_in_server_process": local_inline}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
 
 if __name__ == "__main__":

@@ -594,7 +594,9 @@ def serve(
         from memstream.backends.models import make_backend
 
         # The model loads while the memory opens and uvicorn starts; requests wait for it, /health answers at once.
-        run_server(settings, host, port, backend=make_backend(settings.backend, settings.attention, background=True))
+        server = settings.server
+        run_server(settings, host, port, backend=make_backend(settings.backend, settings.attention, background=True,
+                                                             own_process=server.model_process, threads=server.model_threads))
 
 
 @app.command()

@@ -214,6 +214,11 @@ class ServerSettings(BaseModel):
     """A request body that stalls this long between pieces is answered 408 and the connection closed."""
     max_connections: int = Field(1024, ge=1)
     """Open connections at once; past it a new connection gets 503 and is closed."""
+    model_process: bool = True
+    """Run the local model in a child process of its own, so its decode loop (mostly Python) never holds the GIL the
+    request threads need: memory routes stay fast beside a long generation. False: in the server's process."""
+    model_threads: int | None = Field(None, ge=1, le=256)
+    """Torch threads of that model process. None: every core but one (the server's), at least one."""
     allowed_hosts: list[str] | None = None
     """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
     server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""

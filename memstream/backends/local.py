@@ -293,6 +293,20 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def encode_chat(tokenizer, messages: Sequence[Message]) -> list[int]:
+    """Prompt token ids through the checkpoint's chat template, ending with the assistant header."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def count_tokens(tokenizer, text_or_messages: str | Sequence[Message]) -> int:
+    """Tokens of a text, or of a chat prompt as the model reads it (template included)."""
+    if isinstance(text_or_messages, str):
+        return len(tokenizer(text_or_messages, add_special_tokens=False)["input_ids"])
+    check_messages(text_or_messages)
+    return len(encode_chat(tokenizer, text_or_messages))
+
+
 @dataclass
 class LocalBackend:
     """ChatBackend over a LocalModel.
@@ -334,15 +348,10 @@ class LocalBackend:
             self.generator.seed()
 
     def encode(self, messages: Sequence[Message]) -> list[int]:
-        """Prompt token ids through the checkpoint's chat template, ending with the assistant header."""
-        text = self.local.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.local.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_chat(self.local.tokenizer, messages)
 
     def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
-        if isinstance(text_or_messages, str):
-            return len(self.local.tokenizer(text_or_messages, add_special_tokens=False)["input_ids"])
-        check_messages(text_or_messages)
-        return len(self.encode(text_or_messages))
+        return count_tokens(self.local.tokenizer, text_or_messages)
 
     def stream(self, messages: Sequence[Message], **opts) -> Iterator[str]:
         check_messages(messages)

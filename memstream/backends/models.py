@@ -285,11 +285,14 @@ def load_cached(path: str, gguf_file: str | None, dtype: str, device: str | None
     return load_with_cache(path, gguf_file, dtype, device, name, cache_dir)
 
 
-def make_backend(settings: BackendSettings, attention: AttentionSettings | None = None, *, background: bool = False) -> ChatBackend:
+def make_backend(settings: BackendSettings, attention: AttentionSettings | None = None, *, background: bool = False,
+                 own_process: bool = False, threads: int | None = None) -> ChatBackend:
     """The chat backend the settings describe: kind local | openai | scripted.
 
     background=True (front ends): a local model's weights load in a thread and the first call
     waits for them; the model is still resolved here, so a missing one fails at once.
+    own_process=True (the server): a local model loads and generates in a child process with
+    `threads` torch threads (process.ProcessBackend); it too loads while the caller goes on.
     """
     if settings.kind == "scripted":
         from memstream.backends.scripted import ScriptedBackend
@@ -304,6 +307,10 @@ def make_backend(settings: BackendSettings, attention: AttentionSettings | None 
     attention = attention or AttentionSettings()
     policy = policy_from_settings(attention)  # bad attention settings fail here, not in the loader thread
     spec = resolve_model(settings.model)
+    if own_process:
+        from memstream.backends.process import ProcessBackend
+
+        return ProcessBackend(spec.name, settings, attention, threads)
     if background:
         from memstream.backends.background import BackgroundBackend
 

@@ -167,6 +167,7 @@ class ChatScheduler:
 
     def __init__(self, backend: ChatBackend, settings: ServerSettings):
         self.settings = settings
+        self.model = backend
         self.concurrent = bool(getattr(backend, "concurrent", False))
         self.model_queue = None if self.concurrent else FairQueue()
         self.backend: ChatBackend = backend if self.concurrent else ScheduledBackend(backend, self.model_queue)
@@ -288,6 +289,9 @@ class ChatScheduler:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        close_backend = getattr(self.model, "close", None)  # a model in its own process (backends/process.py)
+        if close_backend is not None:
+            close_backend()
 
 
 async def watch_disconnect(request, run: Run) -> None:
