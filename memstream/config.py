@@ -89,9 +89,9 @@ class RetrievalSettings(BaseModel):
     BM25 in each process, caught up from the database. 'database': pgvector + PostgreSQL full text in the database
     itself, so server processes hold no per-user copies (PostgreSQL with the pgvector extension only)."""
     work_slots: int = Field(8, ge=1, le=1024)
-    """Adds and searches of one Memory that run at once; the rest wait their turn. Threads share one GIL and the
-    index lock, so past a few at once more only adds switching: 64 concurrent memory chats on 2 cores (20 s runs)
-    answered 51 chats/s (p99 2.4 s) at 8, 48 (p99 2.5 s) unbounded."""
+    """Adds and searches of one Memory that run at once; the rest wait their turn: the later steps of a chat under
+    way (its search, its reply) first, new work first come first served (memory/slots.py). Threads share one GIL
+    and the index lock, so past a few at once more only adds switching."""
     faiss_threads: int | None = Field(None, ge=1, le=256)
     """OpenMP threads of the thread that opens the memory (FAISS adds and training there), or None to leave them. A
     search always runs on one thread of the thread that asks (2 cores, FAISS + BM25 p50 at 10k / 100k turns: 1.1 /

@@ -433,8 +433,9 @@ class MemoryAgent:
         """(hits outside the flash turns, hits among them): the prompt shows flash turns already, so they are
         evidence only when nothing else matches."""
         k = options.top_k or self.settings.agent.top_k
+        # continuing: with the user's turn stored, this chat is under way and its search goes before new chats' writes.
         search = dict(k=k + len(flash), now=now, time_window=plan.time_window, mode=options.retrieval_mode,
-                      exclude=sorted(i for i in exclude if i is not None))
+                      exclude=sorted(i for i in exclude if i is not None), continuing=options.remember)
         hits, recent = self._split_hits(self.memory.search(user, plan.query, **search), flash)
         if not hits and not recent and self.memory.pending_turns(user) - exclude:
             # Nothing found while some of this user's turns (the one just before, say) are still being embedded:
@@ -460,7 +461,8 @@ class MemoryAgent:
         if options.remember and reply.text.strip() and reply.reply_turn_id is None:
             metadata = {"cancelled": True} if reply.cancelled else {}
             stored = self.memory.add(
-                reply.user, reply.conversation, [NewTurn("assistant", reply.text, "assistant", now + timedelta(microseconds=1), metadata)]
+                reply.user, reply.conversation, [NewTurn("assistant", reply.text, "assistant", now + timedelta(microseconds=1), metadata)],
+                continuing=True,
             )
             reply.reply_turn_id = stored[0].id
             if self.enricher is not None:

@@ -32,6 +32,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
 from memstream.errors import InvalidInputError
 from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
+from memstream.memory.slots import WorkSlots
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.store import ConversationInfo, InTransaction, MemoryStore
 from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time, check_turn_fields
@@ -65,7 +66,7 @@ class Memory:
         # The database-resident index writes keys in the write's own transaction: no cursor, nothing to serialise.
         self._in_db = bool(getattr(retriever, "writes_in_transaction", False))
         self._write_lock = contextlib.nullcontext() if store.is_sqlite or self._in_db else threading.Lock()
-        self._slots = threading.BoundedSemaphore(settings.retrieval.work_slots)  # see RetrievalSettings.work_slots
+        self._slots = WorkSlots(settings.retrieval.work_slots)  # see RetrievalSettings.work_slots and slots.py
         self.indexer: Indexer | None = None
         if retriever is not None and background and retriever.embedder is not None and not self._in_db:
             retriever.background = True
@@ -79,12 +80,14 @@ class Memory:
     # -- writes -------------------------------------------------------------------------
 
     def add(self, user: str, conversation: str, turns: Sequence[NewTurn], session_id: int | None = None,
-            also: InTransaction | None = None) -> list[Turn]:
+            also: InTransaction | None = None, continuing: bool = False) -> list[Turn]:
         """Append turns to a conversation (into `session_id`, or its latest session, or a new one); returns them stored.
 
         Returns once committed and keyword-searchable; dense vectors follow in the background (in-process index),
         or are written in the same transaction (database-resident index: every process finds the turns at once).
-        `also(conn, turn_ids)`: more writes committed in the same transaction (an Idempotency-Key's outcome)."""
+        `also(conn, turn_ids)`: more writes committed in the same transaction (an Idempotency-Key's outcome).
+        `continuing`: a later step of work already under way (a chat's reply): it goes before new work when the
+        memory is busy (slots.py)."""
         if self._in_db:
             turns = list(turns)
             check_id("user id", user)
@@ -92,9 +95,9 @@ class Memory:
             for turn in turns:
                 check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
             hook = self.retriever.turns_hook(user, conversation, turns, session_id)
-            with self._slots:
+            with self._slots.hold(continuing):
                 return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
-        with self._slots, self._write_lock:
+        with self._slots.hold(continuing), self._write_lock:
             claim = getattr(self.retriever, "claim", None)  # the in-process index (None: opened without one)
             claimed: list[int] = []
 
@@ -238,6 +241,7 @@ class Memory:
         time_mode: str | None = None,
         wait_s: float = 0.0,
         exclude: Sequence[int] = (),
+        continuing: bool = False,
     ) -> SearchResult:
         """The k turns of `user` that best answer `query` (see Retriever.search). `wait_s`: first wait up to that long
         for this user's pending embeddings (a search right after a write that must see it densely). `exclude`: turn ids
@@ -249,7 +253,7 @@ class Memory:
         exclude = [check_row_id("excluded turn id", turn_id) for turn_id in exclude]
         if wait_s and wait_s > 0:
             retriever.wait_until_embedded(user, min(float(wait_s), 60.0))
-        with self._slots:
+        with self._slots.hold(continuing):
             return retriever.search(user, query, k=k, now=now, conversation_id=conversation, time_window=time_window, mode=mode, time_mode=time_mode,
                                     exclude=exclude)
 
