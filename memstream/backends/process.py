@@ -301,7 +301,10 @@ class ProcessBackend:
         finally:
             child.done(rid)
             if not finished and child.alive:
-                child.send(("cancel", rid))
+                try:
+                    child.send(("cancel", rid))
+                except BackendError:
+                    pass  # the child died meanwhile: nothing left to cancel
 
     def complete(self, messages: Sequence[Message], **opts) -> str:
         return "".join(self.stream(messages, **opts))
