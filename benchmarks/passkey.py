@@ -166,7 +166,8 @@ def write_reports(result: dict, out_dir: Path, planned: list[tuple[int, int, str
         f"Policy parameters: {result['params']}.",
         "Positions: sink_window scores the sinks at an in-cache distance (StreamingLLM / LM-Infinite); "
         "block_topk puts sinks and selected blocks at a fixed distance of `window` (InfLLM); dense and "
-        "snapkv use true positions (snapkv's prefill is dense, it compresses afterwards).",
+        "snapkv use true positions (snapkv's prefill is dense, it compresses afterwards), so both stop at "
+        "--dense-max: past the trained window they already read nothing at 16K.",
         "Peak RSS: the whole process (model weights included) during the trial; KV cache: what the cache allocated.",
         "The machine was shared with other jobs (2 cores), so wall times are upper bounds; prefill CPU s is the "
         "process's CPU time (one torch thread), which sharing inflates far less ('-': trials logged before it was recorded).",
