@@ -146,7 +146,7 @@ class _Child:
 
     @property
     def alive(self) -> bool:
-        return self.error is None and self.proc.poll() is None
+        return self.error is None  # the reader sets it when the pipe closes: no system call per token count
 
     def _read(self) -> None:
         try:
@@ -242,10 +242,6 @@ class ProcessBackend:
         if child.info is None:
             raise child.error  # the load failed (a missing model, bad weights): its own error
         return child
-
-    @property
-    def ready(self) -> bool:
-        return self._child.ready.is_set()
 
     @property
     def pid(self) -> int | None:
