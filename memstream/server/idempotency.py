@@ -68,6 +68,10 @@ def check_key(key: str) -> str:
     return key
 
 
+ADVISORY_LOCK = 7263013
+"""Held while the table is created (the store's migrations and the index schema hold their own)."""
+
+
 class IdempotencyKeys:
     """Blocking calls (run them on a thread); `engine` is the memory store's."""
 
@@ -75,10 +79,13 @@ class IdempotencyKeys:
         self.engine = engine
         self.stale_after = timedelta(seconds=stale_after_s)
         self.claims = 0
-        _metadata.create_all(engine, checkfirst=True)
-        if "outcome" not in {c["name"] for c in inspect(engine).get_columns(keys_table.name)}:
-            with self._write() as conn, conn.begin():  # a table made before outcomes were recorded
-                conn.execute(text(f"ALTER TABLE {keys_table.name} ADD COLUMN outcome TEXT"))
+        with self._write() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                # Server processes started together on a fresh database: one creates the table, the others wait.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": ADVISORY_LOCK})
+            _metadata.create_all(conn, checkfirst=True)
+            if "outcome" not in {c["name"] for c in inspect(conn).get_columns(keys_table.name)}:
+                conn.execute(text(f"ALTER TABLE {keys_table.name} ADD COLUMN outcome TEXT"))  # a table made before outcomes
 
     def _write(self):
         conn = self.engine.connect()

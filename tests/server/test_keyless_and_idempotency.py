@@ -149,3 +149,31 @@ def test_a_write_and_its_outcome_commit_together(tmp_path):
         seen = []
         store.add_turns("alice", "c", [NewTurn("user", "stored")], also=lambda conn, ids: seen.append(ids))
         assert [t.id for t in store.list_turns("alice")] == seen[0]
+
+
+def test_processes_opening_a_fresh_database_together_create_the_table_once(db_url):
+    # Found starting two `memstream serve` on a fresh PostgreSQL: one died at startup with "duplicate key value
+    # violates unique constraint pg_type_typname_nsp_index" (both ran CREATE TABLE server_idempotency).
+    import threading
+
+    from memstream.server.idempotency import IdempotencyKeys
+
+    stores = [MemoryStore(db_url) for _ in range(6)]  # one engine each, as separate processes have
+    engines = [store.engine for store in stores]
+    start, errors = threading.Barrier(len(engines)), []
+
+    def open_keys(engine):
+        start.wait()
+        try:
+            IdempotencyKeys(engine, stale_after_s=60)
+        except Exception as exc:  # noqa: BLE001 - the test reports whichever error a racing opener gets
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=open_keys, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert errors == []
