@@ -199,6 +199,17 @@ def _client(index: int, urls: list[str], api_key: str | None, deadline: float, s
             connection.close()
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU time the whole machine has spent busy, all cores (Linux /proc/stat; None elsewhere): it counts what no pid
+    list can, such as a database's per-connection processes that exit during the run."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, IndexError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: float = 20.0, *, stream: bool = True,
              search_every: int = 2, users: int = USERS, max_requests_per_client: int | None = None,
              pids: list[int] | None = None, rss_every_s: float = 1.0, seed: bool = True, model: str = "memstream/scripted") -> dict:
@@ -224,6 +235,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
     rss: list[tuple[float, list[float | None]]] = []
     cpu_before = [cpu_seconds(pid) for pid in pids or []]
     own_cpu_before = time.process_time()
+    machine_before = machine_busy_seconds()
     start = time.monotonic()
     deadline = start + seconds
     threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every,
@@ -237,6 +249,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
             thread.join(timeout=rss_every_s / max(1, len(threads)))
     elapsed = time.monotonic() - start
     own_cpu = time.process_time() - own_cpu_before
+    machine_after = machine_busy_seconds()
     result: dict = {"clients": clients, "seconds": round(elapsed, 2), "servers": len(urls), "stream": stream,
                     "load_client_cores_used": round(own_cpu / elapsed, 2)}
     total = 0
@@ -253,6 +266,11 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
         **{f"p{int(q * 100)}_ms": None if percentile(every, q) is None else round(percentile(every, q) * 1000, 1) for q in (0.5, 0.95, 0.99)},
         "first_piece_p50_ms": None if not samples.first_piece else round(percentile(samples.first_piece, 0.5) * 1000, 1),
     })
+    if total and machine_before is not None and machine_after is not None:
+        # Everything the machine did per request: the servers, the database, the stub upstream, this load client,
+        # and any other job on it. Against the core count it says whether the machine was the limit.
+        result["machine_cpu_ms_per_request"] = round((machine_after - machine_before) * 1000 / total, 1)
+        result["machine_cores_used"] = round((machine_after - machine_before) / elapsed, 2)
     if pids:
         used = [None if a is None or b is None else b - a for a, b in zip(cpu_before, (cpu_seconds(pid) for pid in pids))]
         if total and all(u is not None for u in used):
@@ -409,6 +427,8 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="clients stream their memory chats")
     parser.add_argument("--overload-clients", type=int, default=64, help="0: skip the queue-cap run")
     parser.add_argument("--pg-url", default=os.environ.get("MEMSTREAM_TEST_PG_URL"), help="PostgreSQL URL for the 2-process run")
+    parser.add_argument("--pg-only", action="store_true", help="only the 2-process PostgreSQL levels and search; writes "
+                        "reports/service_load_pg.{json,md} and leaves the full report as it is")
     parser.add_argument("--local", action="store_true", help="also measure search beside a local-model generation")
     parser.add_argument("--note", default="", help="appended to the report's notes (e.g. how loaded the machine was)")
     parser.add_argument("--embedder-runtime", default=EMBEDDER_RUNTIME, help="embedder.runtime of the servers")
@@ -416,13 +436,21 @@ def main() -> None:
                         "WORKERS (for an upstream as fast as the stub's); '' skips")
     parser.add_argument("--float-clients", default="1,32", help="levels also run with the float runtime (onnx), for comparison; '' skips")
     args = parser.parse_args()
+    if args.pg_only and not args.pg_url:
+        parser.error("--pg-only needs a PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)")
+    if args.pg_only and args.local:
+        parser.error("--pg-only and --local do not go together: --local belongs to the full report")
     runtime = args.embedder_runtime
     levels = [int(x) for x in args.levels.split(",") if x]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp, StubUpstream(args.delay_ms) as stub:
         tmp = Path(tmp)
-        runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream,
-                              runtime=runtime)
+        if args.pg_only:
+            args.float_clients = args.workers_check = ""
+            args.overload_clients = 0
+        else:
+            runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream,
+                                  runtime=runtime)
         float_levels = [int(x) for x in args.float_clients.split(",") if x]
         if float_levels and args.embedder_runtime != "onnx":
             runs += remote_levels(f"sqlite:///{tmp / 'float.db'}", tmp / "home4", stub.url, float_levels, args.seconds, args.stream,
@@ -460,7 +488,8 @@ def main() -> None:
              "req/s": (r["search"] if r["kind"] == "memory search" else r["chat"])["rps"],
              **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
              "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
-             "server cores": r.get("server_cpu_cores_used"), "load client cores": r.get("load_client_cores_used"),
+             "server cores": r.get("server_cpu_cores_used"), "machine CPU ms/req": r.get("machine_cpu_ms_per_request"),
+             "machine cores": r.get("machine_cores_used"), "load client cores": r.get("load_client_cores_used"),
              "RSS MB": r.get("rss_peak_mb")} for r in runs]
     chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"] == "1 process, SQLite"}
     speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
@@ -485,7 +514,16 @@ def main() -> None:
               "request cost it.")
     if args.note:
         notes += " " + args.note
-    write_report("service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
+    if args.pg_only:
+        pg_chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat"}
+        speedup = {str(c): round(v / pg_chats[1], 1) for c, v in pg_chats.items() if 1 in pg_chats and pg_chats[1]}
+        notes = (f"The PostgreSQL part of reports/service_load.md on its own: 2 `memstream serve` processes on one PostgreSQL, "
+                 f"memory chats through the openai backend on a stub upstream answering after {args.delay_ms:.0f} ms, "
+                 f"{args.seconds:.0f} s per level, levels in turn on one growing database, then {SEARCH_CLIENTS} clients "
+                 f"searching only. Throughput relative to 1 client: {speedup}. 'machine CPU ms/req' is all the machine's busy "
+                 f"time per request (servers, database, stub, load client) on {os.cpu_count()} cores. "
+                 "Rerun: `python benchmarks/service_load.py --pg-only --pg-url URL`.") + (" " + args.note if args.note else "")
+    write_report("service_load_pg" if args.pg_only else "service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
                                   "runs": runs, "local_model": local,
                                   "local_model_in_server_process": local_inline}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
