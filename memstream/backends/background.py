@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterator, Sequence
 
-from memstream.backends.base import BackendError, ChatBackend, Message
+from memstream.backends.base import BackendError, ChatBackend, Message, load_failure
 
 
 class BackgroundBackend:
@@ -31,8 +31,8 @@ class BackgroundBackend:
         try:
             self._backend = self._load()
             self.name = self._backend.name
-        except BaseException as exc:  # re-raised, unchanged, in the caller's thread by wait()
-            self._error = exc
+        except BaseException as exc:  # re-raised in the caller's thread by wait()
+            self._error = load_failure(self.name, exc)
         finally:
             self._done.set()
 

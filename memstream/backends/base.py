@@ -19,6 +19,17 @@ class ModelNotFoundError(BackendError):
     """The named model or model file cannot be found or loaded."""
 
 
+def load_failure(name: str, exc: BaseException) -> BaseException:
+    """What a failed model load raises from every later call: a BackendError as it is; anything else (a bad device,
+    broken weights: RuntimeError, ValueError, OSError) as ModelNotFoundError naming it, so a server answers 502
+    "model failed to load" rather than 400 or 500 for its own configuration. KeyboardInterrupt and friends pass."""
+    if isinstance(exc, BackendError) or not isinstance(exc, Exception):
+        return exc
+    failure = ModelNotFoundError(f"model {name} failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    failure.__cause__ = exc
+    return failure
+
+
 class ContextOverflowError(BackendError):
     """The prompt does not fit the model's context window."""
 

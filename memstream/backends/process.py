@@ -35,7 +35,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Iterator, Sequence
 
-from memstream.backends.base import BackendError, Message, check_messages, options_from
+from memstream.backends.base import BackendError, Message, check_messages, load_failure, options_from
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def serve_model(conn, settings, attention, threads: int) -> None:
         backend = make_backend(settings, attention)
         conn.send(("ready", backend.name, backend.context_window, backend.local.tokenizer))
     except BaseException as exc:  # sent to the parent, which raises it from every call
-        conn.send(("failed", _portable(exc)))
+        conn.send(("failed", _portable(load_failure(settings.model, exc))))
         return
     send_lock = threading.Lock()
     cancelled: set[int] = set()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from memstream.backends.base import BackendError, ContextOverflowError
+from memstream.backends.base import BackendError, ContextOverflowError, ModelNotFoundError
 from memstream.backends.models import make_backend
 from memstream.config import AttentionSettings, BackendSettings, ServerSettings
 from memstream.server.queue import ChatScheduler
@@ -75,7 +75,9 @@ def test_a_model_that_cannot_load_raises_its_error_from_every_call():
         backend.count_tokens("x")
     with pytest.raises(Exception) as second:
         backend.stream(ASK)
-    assert first.value is second.value and not isinstance(first.value, BackendError)  # the load's own error
+    # The same error each time, named as a failed load (the server's 502), not the device's bare error (400 or 500).
+    assert first.value is second.value and isinstance(first.value, ModelNotFoundError)
+    assert "failed to load" in str(first.value) and "cuda" in str(first.value).lower()
     assert backend._child.proc.wait(30) is not None
     backend.close()
 

@@ -112,6 +112,20 @@ def test_a_failed_background_load_raises_its_own_error_from_every_call():
             call()
 
 
+def test_a_load_that_fails_with_a_foreign_error_is_named_as_a_failed_load():
+    # Before: a bare RuntimeError (a device that is not there, torn weights) reached the server as a 500, a ValueError
+    # as a 400 blaming the request; now every call raises one ModelNotFoundError (502 "failed to load") naming it.
+    def load():
+        raise RuntimeError("CUDA error: invalid device ordinal")
+
+    backend = BackgroundBackend("tiny", load)
+    with pytest.raises(ModelNotFoundError, match="model tiny failed to load: RuntimeError: CUDA error") as first:
+        backend.complete(HELLO)
+    with pytest.raises(ModelNotFoundError) as second:
+        backend.count_tokens("hi")
+    assert first.value is second.value and isinstance(first.value.__cause__, RuntimeError)
+
+
 def test_make_backend_in_the_background_still_rejects_a_missing_model_at_once():
     with pytest.raises(ModelNotFoundError, match="unknown model"):
         make_backend(BackendSettings(kind="local", model="no-such-model"), background=True)
