@@ -419,6 +419,12 @@ def local_interference(db_url: str, home: Path, seconds: float, model_process: b
     return _serve(env, 1, work)
 
 
+def speedup_over_one(runs: list[dict], config: str) -> dict[str, float]:
+    """Memory chats/s at each level of `config` over its 1-client figure."""
+    chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"] == config}
+    return {str(c): round(v / chats[1], 1) for c, v in chats.items() if chats.get(1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent memory-chat clients per level")
@@ -491,8 +497,7 @@ def main() -> None:
              "server cores": r.get("server_cpu_cores_used"), "machine CPU ms/req": r.get("machine_cpu_ms_per_request"),
              "machine cores": r.get("machine_cores_used"), "load client cores": r.get("load_client_cores_used"),
              "RSS MB": r.get("rss_peak_mb")} for r in runs]
-    chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat" and r["config"] == "1 process, SQLite"}
-    speedup = {str(c): round(v / chats[1], 1) for c, v in chats.items() if 1 in chats and chats[1]}
+    speedup = speedup_over_one(runs, "2 processes, PostgreSQL" if args.pg_only else "1 process, SQLite")
     notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
              f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
              f"level, loopback, SQLite, enrichment off, embedder.runtime {args.embedder_runtime!r} (the float 'onnx' runtime "
@@ -515,8 +520,6 @@ def main() -> None:
     if args.note:
         notes += " " + args.note
     if args.pg_only:
-        pg_chats = {r["clients"]: r["chat"]["rps"] for r in runs if r["kind"] == "memory chat"}
-        speedup = {str(c): round(v / pg_chats[1], 1) for c, v in pg_chats.items() if 1 in pg_chats and pg_chats[1]}
         notes = (f"The PostgreSQL part of reports/service_load.md on its own: 2 `memstream serve` processes on one PostgreSQL, "
                  f"memory chats through the openai backend on a stub upstream answering after {args.delay_ms:.0f} ms, "
                  f"{args.seconds:.0f} s per level, levels in turn on one growing database, then {SEARCH_CLIENTS} clients "
