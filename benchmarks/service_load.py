@@ -451,17 +451,15 @@ def main() -> None:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp, StubUpstream(args.delay_ms) as stub:
         tmp = Path(tmp)
-        if args.pg_only:
-            args.float_clients = args.workers_check = ""
-            args.overload_clients = 0
-        else:
+        sqlite = not args.pg_only
+        if sqlite:
             runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream,
                                   runtime=runtime)
         float_levels = [int(x) for x in args.float_clients.split(",") if x]
-        if float_levels and args.embedder_runtime != "onnx":
+        if sqlite and float_levels and args.embedder_runtime != "onnx":
             runs += remote_levels(f"sqlite:///{tmp / 'float.db'}", tmp / "home4", stub.url, float_levels, args.seconds, args.stream,
                                   name="1 process, SQLite, float embedder (onnx)", runtime="onnx", search=False)
-        if args.workers_check:
+        if sqlite and args.workers_check:
             workers, clients = (int(x) for x in args.workers_check.split(":"))
             env = remote_env(f"sqlite:///{tmp / 'workers.db'}", tmp / "home5", stub.url, f"bench-{uuid.uuid4().hex[:8]}", runtime,
                              chat_workers=str(workers))
@@ -473,7 +471,7 @@ def main() -> None:
 
             runs.append({"config": f"1 process, SQLite, chat_workers {workers}", "kind": "memory chat", **_serve(env, 1, one_level)})
             print(f"chat_workers {workers}: {runs[-1]['chat']['rps']} chats/s, p99 {runs[-1]['chat']['p99_ms']} ms", flush=True)
-        if args.overload_clients:
+        if sqlite and args.overload_clients:
             runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds,
                                  runtime))
             print(f"overload: {runs[-1]['chat']['rps']} chats/s, refused {runs[-1]['refused']}, errors {runs[-1]['errors']}", flush=True)
@@ -498,34 +496,35 @@ def main() -> None:
              "machine cores": r.get("machine_cores_used"), "load client cores": r.get("load_client_cores_used"),
              "RSS MB": r.get("rss_peak_mb")} for r in runs]
     speedup = speedup_over_one(runs, "2 processes, PostgreSQL" if args.pg_only else "1 process, SQLite")
-    notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
-             f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
-             f"level, loopback, SQLite, enrichment off, embedder.runtime {args.embedder_runtime!r} (the float 'onnx' runtime "
-             f"at {args.float_clients or 'no'} clients for comparison). Throughput relative to 1 client: {speedup}. Search: "
-             f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
-             "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
-             "Rerun: `python benchmarks/service_load.py --seconds N`.")
-    for result in (local, local_inline):
-        if result is not None:
-            notes += (f" Local model (SmolLM2-135M on CPU) in {result['config'].rsplit(' in ', 1)[1]}: memory-search p50/p95 "
-                      f"{result['idle']['p50_ms']}/{result['idle']['p95_ms']} ms idle vs {result['during_generation']['p50_ms']}/"
-                      f"{result['during_generation']['p95_ms']} ms while another client generates 512-token replies "
-                      f"(p95 ratio {result['p95_ratio']}).")
-    if not args.pg_url:
-        notes += " The 2-process PostgreSQL run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
-    load = os.getloadavg()
-    notes += (f" Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores, "
-              "shared with other jobs: 'server cores' is how much CPU the server process got, 'server CPU ms/req' what a "
-              "request cost it.")
-    if args.note:
-        notes += " " + args.note
     if args.pg_only:
         notes = (f"The PostgreSQL part of reports/service_load.md on its own: 2 `memstream serve` processes on one PostgreSQL, "
                  f"memory chats through the openai backend on a stub upstream answering after {args.delay_ms:.0f} ms, "
                  f"{args.seconds:.0f} s per level, levels in turn on one growing database, then {SEARCH_CLIENTS} clients "
                  f"searching only. Throughput relative to 1 client: {speedup}. 'machine CPU ms/req' is all the machine's busy "
                  f"time per request (servers, database, stub, load client) on {os.cpu_count()} cores. "
-                 "Rerun: `python benchmarks/service_load.py --pg-only --pg-url URL`.") + (" " + args.note if args.note else "")
+                 "Rerun: `python benchmarks/service_load.py --pg-only --pg-url URL`.")
+    else:
+        notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
+                 f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
+                 f"level, loopback, SQLite, enrichment off, embedder.runtime {args.embedder_runtime!r} (the float 'onnx' runtime "
+                 f"at {args.float_clients or 'no'} clients for comparison). Throughput relative to 1 client: {speedup}. Search: "
+                 f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
+                 "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
+                 "Rerun: `python benchmarks/service_load.py --seconds N`.")
+        for result in (local, local_inline):
+            if result is not None:
+                notes += (f" Local model (SmolLM2-135M on CPU) in {result['config'].rsplit(' in ', 1)[1]}: memory-search p50/p95 "
+                          f"{result['idle']['p50_ms']}/{result['idle']['p95_ms']} ms idle vs {result['during_generation']['p50_ms']}/"
+                          f"{result['during_generation']['p95_ms']} ms while another client generates 512-token replies "
+                          f"(p95 ratio {result['p95_ratio']}).")
+        if not args.pg_url:
+            notes += " The 2-process PostgreSQL run was skipped: no PostgreSQL URL (--pg-url or MEMSTREAM_TEST_PG_URL)."
+        load = os.getloadavg()
+        notes += (f" Machine load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores, "
+                  "shared with other jobs: 'server cores' is how much CPU the server process got, 'server CPU ms/req' what a "
+                  "request cost it.")
+    if args.note:
+        notes += " " + args.note
     write_report("service_load_pg" if args.pg_only else "service_load", {"levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
                                   "runs": runs, "local_model": local,
                                   "local_model_in_server_process": local_inline}, rows, title="Service load: memory chats with a remote backend", notes=notes)

@@ -118,11 +118,20 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 ]
 
 
+SCHEMA_LOCKS = {"store": 7263011, "index": 7263012, "idempotency": 7263013}
+"""PostgreSQL advisory lock ids, one per schema that a process creates on first open."""
+
+
+def lock_schema(conn: Connection, schema: str) -> None:
+    """Several processes may open a fresh PostgreSQL database at once: one creates `schema`, the others wait here
+    until its transaction commits. SQLite needs nothing: its writers already take the database lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": SCHEMA_LOCKS[schema]})
+
+
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations this database lacks, in order; return their names."""
-    if conn.dialect.name == "postgresql":
-        # Several processes may open a fresh database at once: one migrates, the others wait (held until commit).
-        conn.execute(text("SELECT pg_advisory_xact_lock(7263011)"))
+    lock_schema(conn, "store")
     schema_migrations.create(conn, checkfirst=True)
     done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
     applied = []

@@ -18,12 +18,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from memstream.errors import UnavailableError
+from memstream.memory.schema import lock_schema
 
 MIGRATION = "pg_index_v1"
 TEXT_CONFIG = "english"  # PostgreSQL's Snowball English: stopwords dropped, stemmed (like the BM25 tokenizer)
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-ADVISORY_LOCK = 7263012  # one process creates the index schema; the others wait for it
 
 
 class PgvectorUnavailableError(UnavailableError):
@@ -44,7 +44,7 @@ def stored_meta(conn: Connection) -> dict[str, str]:
 
 def ensure_schema(conn: Connection, dim: int, model: str) -> dict[str, str]:
     """Create the extension, tables and indexes when missing; return the recorded meta (model, dim)."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": ADVISORY_LOCK})
+    lock_schema(conn, "index")
     meta = stored_meta(conn)
     if meta:
         return meta

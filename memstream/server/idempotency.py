@@ -26,6 +26,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text,
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from memstream.memory.schema import lock_schema
 from memstream.memory.store import utcnow
 from memstream.server.errors import APIError
 
@@ -68,10 +69,6 @@ def check_key(key: str) -> str:
     return key
 
 
-ADVISORY_LOCK = 7263013
-"""Held while the table is created (the store's migrations and the index schema hold their own)."""
-
-
 class IdempotencyKeys:
     """Blocking calls (run them on a thread); `engine` is the memory store's."""
 
@@ -80,9 +77,7 @@ class IdempotencyKeys:
         self.stale_after = timedelta(seconds=stale_after_s)
         self.claims = 0
         with self._write() as conn, conn.begin():
-            if conn.dialect.name == "postgresql":
-                # Server processes started together on a fresh database: one creates the table, the others wait.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": ADVISORY_LOCK})
+            lock_schema(conn, "idempotency")  # servers started together on a fresh database: one creates the table
             _metadata.create_all(conn, checkfirst=True)
             if "outcome" not in {c["name"] for c in inspect(conn).get_columns(keys_table.name)}:
                 conn.execute(text(f"ALTER TABLE {keys_table.name} ADD COLUMN outcome TEXT"))  # a table made before outcomes
