@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
 
-from memstream.errors import InvalidInputError
+from memstream.errors import InvalidInputError, MemstreamError
 from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.slots import WorkSlots
@@ -214,10 +214,10 @@ class Memory:
 
     def refresh(self, through: dict[str, int] | None = None) -> int:
         """Catch the indexes up with rows other processes wrote; returns how many rows were newly indexed.
-        `through`: the store's max_ids(), when the caller has just read them. The database-resident index has
-        nothing to catch up (0)."""
+        `through`: the store's max_ids(), when the caller has just read them. The database-resident index has no
+        rows to catch up: it embeds the round keys that waited for a next turn long enough (see pg_index)."""
         if self._in_db:
-            return 0
+            return self.retriever.embed_deferred()
         with self._write_lock:
             return self._index(through=through)
 
@@ -325,7 +325,11 @@ class Memory:
     # -- lifecycle ----------------------------------------------------------------------
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every queued dense key is embedded (True), or the timeout passed (False)."""
+        """Wait until every queued dense key is embedded (True), or the timeout passed (False). In the database
+        index: embed the round keys still waiting for a next turn."""
+        if self._in_db:
+            self.retriever.embed_deferred(older_than_s=0)
+            return True
         if self.indexer is None:
             return True
         return self.indexer.flush(timeout_s)
@@ -336,6 +340,8 @@ class Memory:
             return
         self._closed = True
         try:
+            if self._in_db:
+                self._embed_deferred_before_close()
             if self.indexer is not None:
                 self.indexer.stop()
             if self.retriever is not None:
@@ -344,6 +350,13 @@ class Memory:
             self.store.close()
             if self._cache_lock is not None:
                 self._cache_lock.close()
+
+    def _embed_deferred_before_close(self) -> None:
+        # As the in-process indexer drains at close: the round keys of this process's last turns get their vectors.
+        try:
+            self.retriever.embed_deferred(older_than_s=0)
+        except MemstreamError as exc:
+            log.warning("round keys left without vectors at close (the next refresh embeds them): %s", exc)
 
     def __enter__(self) -> "Memory":
         return self

@@ -89,6 +89,8 @@ class MemoryStore:
         self.url = url
         self.lock_retries = lock_retries
         self.engine = _open_engine(url, echo=echo)
+        # PostgreSQL reads are single statements: in autocommit each is one round trip, not BEGIN + query + ROLLBACK.
+        self._reader = self.engine if self.engine.dialect.name == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer at a time. Left to SQLite, this process's writers would wait for each other in its
         # busy handler, which polls with sleeps of up to 100 ms: queued on a lock here, the next starts at once.
         # (Other processes still meet busy_timeout.) PostgreSQL writes run side by side.
@@ -162,11 +164,19 @@ class MemoryStore:
         raise AssertionError("unreachable")
 
     def _read(self, statement) -> list:
-        try:
-            with self.engine.connect() as conn:
-                return list(conn.execute(statement))
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database read failed: {_first_line(exc)}") from exc
+        for attempt in (0, 1):
+            try:
+                with self._reader.connect() as conn:
+                    return list(conn.execute(statement))
+            except DBAPIError as exc:
+                # The pool is not pinged on checkout (a round trip per use): a connection the database dropped (a
+                # restart) fails here, which empties the pool, and the read runs once more on a fresh connection.
+                if attempt == 0 and exc.connection_invalidated:
+                    continue
+                raise StoreError(f"database read failed: {_first_line(exc)}") from exc
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database read failed: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
 
     # -- writes -------------------------------------------------------------------
 
@@ -696,7 +706,9 @@ def _open_engine(url: str, echo: bool = False) -> Engine:
             return engine
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping (a round trip on every checkout, a dozen per memory chat): reads retry once on a dropped
+        # connection (see _read); a write on one fails as StoreError and the emptied pool serves the next.
+        return create_engine(parsed, echo=echo, pool_size=10, max_overflow=20)
     except (ImportError, ArgumentError) as exc:
         raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {exc}") from exc
     except Exception as exc:  # SQLAlchemy raises NoSuchModuleError and others for unknown dialects

@@ -5,7 +5,11 @@ Invariants:
   queue. Any number of server processes search the same committed keys.
 - A write commits its rows and their keys in one transaction (the store calls `on_insert` inside it): a turn
   is found by every process as soon as it is committed. Keys reference their turn or fact ON DELETE CASCADE,
-  so delete and forget are immediate everywhere. Dense keys are embedded before the transaction opens.
+  so delete and forget are immediate everywhere. Dense keys are embedded before the transaction opens, but for one:
+  the round key of a session's newest turn is written without its vector (its text changes when the next turn
+  arrives, and that write embeds it); `embed_deferred` embeds the ones still open after DEFERRED_ROUND_S (the
+  conversation paused or ended), and `flush` all of them. Until then the turn is found through its turn and
+  statement keys (dense and lexical) and its round key's text (lexical).
 - Every query filters by user first; hits are re-read from the store filtered by user.
 - Fusion is the in-process path's own (retrieval/fusion.py): only the ranked lists come from SQL here.
 
@@ -21,7 +25,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -30,6 +34,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from memstream.memory.model import Fact, NewSession, NewTurn, Turn
+from memstream.memory.store import StoreError
 from memstream.memory.validate import check_id, naive_utc, utcnow
 from memstream.retrieval import keys as keymod
 from memstream.retrieval import pg_schema
@@ -43,6 +48,10 @@ from memstream.retrieval.timeparse import TimeWindow
 log = logging.getLogger(__name__)
 
 CONTEXT_LOOKBACK = 8  # earlier turns of the session read for a new turn's round and statement keys
+DEFERRED_ROUND_S = 30.0
+"""How long the round key of a session's newest turn waits for the next turn before it is embedded as it is: a live
+chat's next turn comes sooner and embeds it (one round key per turn instead of two)."""
+DEFERRED_BATCH = 32  # deferred keys claimed (FOR UPDATE SKIP LOCKED) and embedded per transaction
 EF_SEARCH = 100  # hnsw.ef_search for the ANN path (>= the candidates fused)
 MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: how far an iterative scan may go for a selective user filter
 # Lexical ranking: "bm25" scores as the in-process BM25 does (Lucene idf, k1 1.2, b 0.75; retrieval/lexical.py) from
@@ -53,27 +62,27 @@ LEXICAL_RANK = "bm25"
 BM25_K1 = 1.2
 BM25_B = 0.75
 RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length), so long round keys do not win by length
-# Documents: the user's keys of the kind holding any query lexeme (the GIN index finds them); their lexemes' tf from the
-# tsvector positions; df over those documents is the df over all of the user's keys (a key without the lexeme has df 0
-# for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
-# The user's keys are read through the (user_id, kind) btree first (MATERIALIZED): left to itself the planner ANDs in
-# the GIN index, whose postings for a common word span every user (measured at 1M turns: 35 ms of a 40 ms query).
+# Documents: the user's keys of the kind holding any query lexeme; their tf from the tsvector positions of the query's
+# lexemes only (setweight marks them, ts_filter keeps them: unnesting whole tsvectors cost half the query when a common
+# word matches every key); df over those documents is the df over all of the user's keys (a key without the lexeme has
+# df 0 for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
+# Arithmetic in float8: numeric (what count and avg give) was a fifth of the query. The user's keys are read through
+# the (user_id, kind) btree first (MATERIALIZED): left to itself the planner ANDs in the GIN index, whose postings for a
+# common word span every user (measured at 1M turns: 35 ms of a 40 ms query).
 BM25_SQL = """
 WITH mine AS MATERIALIZED (
     SELECT key_id, turn_id, turn_ids, tsv FROM index_keys WHERE user_id = :u AND kind = :kind
-), docs AS (
-    SELECT key_id, turn_id, turn_ids, tsv, length(tsv) AS len FROM mine WHERE tsv @@ CAST(:tq AS tsquery)
-), terms AS (
-    SELECT d.key_id, t.lexeme, cardinality(t.positions) AS tf FROM docs d, unnest(d.tsv) t
-    WHERE t.lexeme = ANY(CAST(:lexemes AS text[]))
-), df AS (
-    SELECT lexeme, count(*) AS df FROM terms GROUP BY lexeme
 ), stats AS (
-    SELECT count(*) AS n, greatest(avg(length(tsv)), 1) AS avgdl FROM mine
+    SELECT count(*)::float8 AS n, greatest(avg(length(tsv)), 1)::float8 AS avgdl FROM mine
+), terms AS (
+    SELECT m.key_id, m.turn_id, m.turn_ids, length(m.tsv)::float8 AS len, cardinality(t.positions)::float8 AS tf,
+           count(*) OVER (PARTITION BY t.lexeme)::float8 AS df
+    FROM mine m, unnest(ts_filter(setweight(m.tsv, 'A', CAST(:lexemes AS text[])), '{{a}}')) t
+    WHERE m.tsv @@ CAST(:tq AS tsquery)
 )
-SELECT d.turn_ids, sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-                       * t.tf * (:k1 + 1) / (t.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
-FROM terms t JOIN df USING (lexeme) JOIN docs d USING (key_id) CROSS JOIN stats s
+SELECT d.turn_ids, sum(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
+                       * d.tf * (:k1 + 1) / (d.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
+FROM terms d CROSS JOIN stats s
 WHERE {allowed}
 GROUP BY d.key_id, d.turn_ids ORDER BY score DESC, d.key_id LIMIT :depth
 """
@@ -104,6 +113,8 @@ class _Key:
     fact_id: int | None = None
     event_time: datetime | None = None
     window: TimeWindow | None = None
+    deferred: bool = False
+    """A round key still missing a later neighbour: written without a vector (see DEFERRED_ROUND_S)."""
 
 
 class PgIndex:
@@ -182,11 +193,11 @@ class PgIndex:
                  text=t.text, event_time=naive_utc(t.event_time) or now, ingested_at=now, position=start + i)
             for i, t in enumerate(new_turns)
         ]
-        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted)])
+        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted, defer_open=True) if not k.deferred])
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
             context = before if stored and stored[0].session_id == target else self._before(user_id, stored[0].session_id, stored[0].id)
-            self._write_keys(conn, self._turn_keys(context, stored), cache)
+            self._write_keys(conn, self._turn_keys(context, stored, defer_open=True), cache)
 
         return hook
 
@@ -227,9 +238,10 @@ class PgIndex:
 
         return hook
 
-    def _turn_keys(self, before: list[Turn], fresh: list[Turn]) -> list[_Key]:
+    def _turn_keys(self, before: list[Turn], fresh: list[Turn], defer_open: bool = False) -> list[_Key]:
         """The turn, round and statement keys of `fresh` (in session order after `before`), and the round keys of
-        the last turns of `before`, whose neighbours just arrived."""
+        the last turns of `before`, whose neighbours just arrived. `defer_open` (a live write): round keys whose
+        later neighbours are not there yet are marked deferred."""
         context = before + fresh
         keys = []
         offset = len(before)
@@ -243,8 +255,9 @@ class PgIndex:
                     body = keymod.round_key_text(context, i, self.round_neighbours)
                 else:
                     body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
+                open_round = kind == "round" and self.round_neighbours > 0 and i + self.round_neighbours >= len(context)
                 keys.append(_Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id,
-                                 turn_id=turn.id, event_time=turn.event_time))
+                                 turn_id=turn.id, event_time=turn.event_time, deferred=defer_open and open_round))
         return keys
 
     def _fact_key(self, fact: Fact) -> _Key:
@@ -271,7 +284,7 @@ class PgIndex:
     def _write_keys(self, conn: Connection, keys: list[_Key], cache: dict[str, np.ndarray]) -> None:
         if not keys:
             return
-        missing = [k.text for k in keys if k.text not in cache]
+        missing = [k.text for k in keys if not k.deferred and k.text not in cache]
         if missing:
             cache.update(self._embed_texts(missing))  # rare: the session changed between the embedding and the commit
         conn.execute(
@@ -289,12 +302,57 @@ class PgIndex:
                     "key_id": k.key_id, "user_id": k.user_id, "kind": keymod.KIND_CODE[k.kind], "turn_id": k.turn_id,
                     "fact_id": k.fact_id, "turn_ids": k.turn_ids, "conversation_id": k.conversation_id,
                     "event_time": k.event_time, "window_start": k.window.start if k.window else None,
-                    "window_end": k.window.end if k.window else None, "embedding": vector_literal(cache[k.text]),
+                    "window_end": k.window.end if k.window else None,
+                    "embedding": None if k.deferred else vector_literal(cache[k.text]),
                     "config": pg_schema.TEXT_CONFIG, "body": k.text,
                 }
                 for k in keys
             ],
         )
+
+    def embed_deferred(self, older_than_s: float = DEFERRED_ROUND_S, limit: int | None = None) -> int:
+        """Embed the round keys still waiting for a later neighbour whose turns were stored more than `older_than_s`
+        ago (0: all of them); returns how many. Processes share the work: each transaction claims its rows with
+        SKIP LOCKED, and a write that refreshes a claimed key waits for the claim's commit."""
+        if self.embedder is None or self.dim is None:
+            return 0
+        cutoff = utcnow() - timedelta(seconds=max(0.0, older_than_s))
+        try:
+            return self._embed_deferred(cutoff, limit)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"embedding deferred round keys failed: {str(exc).splitlines()[0]}") from exc
+
+    def _embed_deferred(self, cutoff: datetime, limit: int | None) -> int:
+        done = 0
+        while limit is None or done < limit:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    text(
+                        "SELECT k.key_id, t.id, t.user_id, t.session_id FROM index_keys k JOIN turns t ON t.id = k.turn_id "
+                        "WHERE k.embedding IS NULL AND k.kind = :kind AND t.ingested_at <= :cutoff "
+                        "ORDER BY k.key_id LIMIT :n FOR UPDATE OF k SKIP LOCKED"
+                    ),
+                    {"kind": keymod.KIND_CODE["round"], "cutoff": cutoff,
+                     "n": DEFERRED_BATCH if limit is None else min(DEFERRED_BATCH, limit - done)},
+                ).all()
+                if not rows:
+                    break
+                keys = []
+                for key_id, turn_id, user_id, session_id in rows:
+                    # The turn, its earlier neighbours and any later ones (a turn written since the claim was made).
+                    if session_id is None:
+                        context = self.store.get_turns(user_id, [turn_id])
+                    else:
+                        context = self._before(user_id, session_id, turn_id + 1)
+                        context += self.store.list_turns(user_id, session_id=session_id, after_id=turn_id, limit=self.round_neighbours)
+                    index = next((i for i, turn in enumerate(context) if turn.id == turn_id), None)
+                    if index is not None:
+                        keys += [k for k in self._turn_keys(context[:index], context[index:]) if k.key_id == key_id]
+                if not keys:
+                    break  # nothing could be rebuilt (never expected: the claim holds the rows and their turns)
+                self._write_keys(conn, keys, self._embed_texts(k.text for k in keys))
+                done += len(keys)
+        return done
 
     def sync(self, save: bool = True, turns: bool = True, user_id: str | None = None) -> int:
         """Index the rows that have no keys: a database written before this index existed, or an import (a live
@@ -429,18 +487,24 @@ class PgIndex:
 class _PgRanker:
     """One search's ranked lists, read in one transaction (the iterative-scan settings are SET LOCAL to it)."""
 
-    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str]):
+    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str], has_facts: bool = True):
         self.index, self.conn, self.user_id, self.exact, self.lexemes = index, conn, user_id, exact, lexemes
+        self.has_facts = has_facts
         # OR of the query's lexemes (already normalised: quoted so that the tsquery parser leaves them as they are).
         self.tsquery = " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes) or None
 
     @classmethod
     def open(cls, index: PgIndex, conn: Connection, user_id: str, query: str) -> "_PgRanker | None":
-        # How many turn keys the user has, counted no further than the threshold (an index-only scan).
-        size = conn.execute(
-            text("SELECT count(*) FROM (SELECT 1 FROM index_keys WHERE user_id = :u AND kind = 0 LIMIT :n) s"),
-            {"u": user_id, "n": index.ann_threshold + 1},
-        ).scalar()
+        # How many turn keys the user has, counted no further than the threshold (an index-only scan), whether they
+        # have fact keys (most users without enrichment have none: two queries fewer), and the query's lexemes, in one
+        # round trip.
+        size, has_facts, lexemes = conn.execute(
+            text("SELECT (SELECT count(*) FROM (SELECT 1 FROM index_keys WHERE user_id = :u AND kind = 0 LIMIT :n) s), "
+                 "EXISTS (SELECT 1 FROM index_keys WHERE user_id = :u AND kind = :fact), "
+                 "tsvector_to_array(to_tsvector(CAST(:config AS regconfig), :q))"),
+            {"u": user_id, "n": index.ann_threshold + 1, "fact": keymod.KIND_CODE["fact"], "config": pg_schema.TEXT_CONFIG,
+             "q": query},
+        ).one()
         if not size:
             return None
         exact = size <= index.ann_threshold
@@ -448,10 +512,7 @@ class _PgRanker:
             conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, index.candidates))}"))  # pgvector's maximum
             conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
-        lexemes = conn.execute(
-            text("SELECT tsvector_to_array(to_tsvector(CAST(:config AS regconfig), :q))"), {"config": pg_schema.TEXT_CONFIG, "q": query}
-        ).scalar() or []
-        return cls(index, conn, user_id, exact, list(lexemes))
+        return cls(index, conn, user_id, exact, list(lexemes or []), has_facts)
 
     def allowed(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
         """Turn ids inside the window (said then, or about then: event-time facts) and conversation; None: all."""
@@ -475,7 +536,7 @@ class _PgRanker:
 
     def ranked(self, retriever: str, kind: str, query_vector: np.ndarray | None, query: str, depth: int,
                allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        if allowed is not None and len(allowed) == 0:
+        if (allowed is not None and len(allowed) == 0) or (kind == "fact" and not self.has_facts):
             return []
         params: dict[str, Any] = {"u": self.user_id, "kind": keymod.KIND_CODE[kind], "depth": depth}
         where = "user_id = :u AND kind = :kind"

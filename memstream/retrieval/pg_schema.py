@@ -47,6 +47,7 @@ def ensure_schema(conn: Connection, dim: int, model: str) -> dict[str, str]:
     lock_schema(conn, "index")
     meta = stored_meta(conn)
     if meta:
+        ensure_unembedded_index(conn)  # a database indexed before round keys were deferred
         return meta
     if not has_pgvector(conn):
         raise PgvectorUnavailableError(
@@ -96,9 +97,15 @@ def ensure_schema(conn: Connection, dim: int, model: str) -> dict[str, str]:
             f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
         )
     )
+    ensure_unembedded_index(conn)
     conn.execute(text("INSERT INTO index_meta (name, value) VALUES ('model', :model), ('dim', :dim)"), {"model": model, "dim": str(dim)})
     conn.execute(
         text("INSERT INTO schema_migrations (name, applied_at) VALUES (:name, :at) ON CONFLICT (name) DO NOTHING"),
         {"name": MIGRATION, "at": datetime.now(timezone.utc).replace(tzinfo=None)},
     )
     return {"model": model, "dim": str(dim)}
+
+
+def ensure_unembedded_index(conn: Connection) -> None:
+    """The keys written without a vector (deferred round keys, PgIndex.embed_deferred): a few rows, found without a scan."""
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_index_keys_unembedded ON index_keys (key_id) WHERE embedding IS NULL"))

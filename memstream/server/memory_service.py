@@ -89,8 +89,8 @@ class MemoryService:
     async def refresh_forever(self, stop: asyncio.Event) -> None:
         """Sync every index_refresh_s seconds until `stop` is set; failures are logged and shown by /ready."""
         interval = self.settings.server.index_refresh_s
-        if self.memory.index_in_database:
-            return  # no per-process index to refresh
+        # The database index needs no catch-up, only the round keys a paused conversation left without a vector.
+        work = self.memory.refresh if self.memory.index_in_database else self.sync
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -98,7 +98,7 @@ class MemoryService:
             except asyncio.TimeoutError:
                 pass
             try:
-                await asyncio.to_thread(self.sync)
+                await asyncio.to_thread(work)
             except MemstreamError as exc:
                 log.warning("index refresh failed (will retry in %ss): %s", interval, exc)
 

@@ -4,7 +4,10 @@ without pgvector gets an error that says so. Needs MEMSTREAM_TEST_PG_URL (CI sta
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+
+import numpy as np
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -194,3 +197,81 @@ def test_lexical_ranking_weighs_rare_words_like_bm25(pg_settings, tmp_path):
             ranked = _ids(memory.search("alice", "Pixel walked", mode="bm25", k=5))
             assert ranked[0] == stored[1].id, settings.database_url
             assert set(ranked) == {t.id for t in stored}
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder, remembering every text it embedded."""
+
+    def __init__(self):
+        super().__init__(64, "test-hashing-64")
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        return super().embed(texts)
+
+
+def _admin_engine():
+    """A connection of the test's own, beside the memory's pool."""
+    return create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+
+
+def _unembedded(memory) -> list[int]:
+    return [row[0] for row in memory.store.read_sql("SELECT turn_id FROM index_keys WHERE embedding IS NULL ORDER BY turn_id")]
+
+
+def test_a_live_turns_round_key_waits_for_its_next_turn(pg_settings):
+    """A chat write embeds the new turn's turn and statement keys and the previous turn's now complete round key:
+    three texts, not four (the newest round key would be embedded again when its neighbour arrives)."""
+    embedder = CountingEmbedder()
+    with open_memory(pg_settings, embedder) as memory:
+        first = memory.add("alice", "chat", [LIFE[0]])
+        assert _unembedded(memory) == [first[0].id]
+        assert first[0].id in _ids(memory.search("alice", "Clara moved to Lisbon", mode="dense"))  # its turn key
+        embedder.texts.clear()
+        second = memory.add("alice", "chat", [LIFE[1]])
+        assert len(embedder.texts) == 3
+        assert sum(text.count("\n") for text in embedder.texts) == 1  # the one round key embedded holds both turns
+        assert _unembedded(memory) == [second[0].id]
+        # Nothing older than the deferral window yet: a refresh leaves it; a flush embeds it.
+        assert memory.refresh() == 0
+        memory.flush()
+        assert _unembedded(memory) == []
+        vector = memory.store.read_sql("SELECT embedding::text FROM index_keys WHERE key_id = :k", k=second[0].id * 8 + 1)[0][0]
+        round_text = [t for t in embedder.texts if t.startswith("[") and "Does she like it?" in t][-1]
+        expected = embedder.embed([round_text])[0]
+        assert np.allclose(np.array(json.loads(vector), dtype=np.float32), expected, atol=1e-6)
+
+
+def test_deferred_round_keys_past_the_window_are_embedded_by_refresh_and_close(pg_settings):
+    embedder = CountingEmbedder()
+    with open_memory(pg_settings, embedder) as memory:
+        stored = memory.add("alice", "chat", LIFE[:2])
+        other = memory.add("bob", "chat", [NewTurn("user", "Bob plays the cello.")])
+        assert _unembedded(memory) == [stored[1].id, other[0].id]
+        assert memory.retriever.embed_deferred(older_than_s=0, limit=1) == 1
+        assert _unembedded(memory) == [other[0].id]
+        # Ingested as if long ago: a refresh (the server's background loop) embeds it.
+        engine = _admin_engine()
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE turns SET ingested_at = ingested_at - interval '1 hour' WHERE id = :t"), {"t": other[0].id})
+        engine.dispose()
+        assert memory.refresh() == 1
+        assert _unembedded(memory) == []
+        memory.add("bob", "chat", [NewTurn("user", "And the piano.")])
+    with open_memory(pg_settings, HashingEmbedder(64, "test-hashing-64")) as memory:
+        assert _unembedded(memory) == []  # the first memory embedded its last round key at close
+
+
+def test_a_read_after_the_database_dropped_the_connection_retries_once(pg_settings):
+    with open_memory(pg_settings, HashingEmbedder()) as memory:
+        memory.add("alice", "chat", LIFE[:2])
+        assert len(memory.store.list_turns("alice")) == 2  # the pool now holds a connection
+        engine = _admin_engine()
+        with engine.connect() as conn:
+            killed = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalar()
+        engine.dispose()
+        assert killed >= 1
+        assert len(memory.store.list_turns("alice")) == 2  # the dead pooled connection fails, the read runs again
