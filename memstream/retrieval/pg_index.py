@@ -38,10 +38,11 @@ from memstream.memory.store import StoreError
 from memstream.memory.validate import check_id, naive_utc, utcnow
 from memstream.retrieval import keys as keymod
 from memstream.retrieval import pg_schema
+from memstream.retrieval.pg_queries import BM25_B, BM25_K1, BM25_SQL, DENSE_EXACT_SQL, LEXICAL_RANK, RANK_NORMALIZATION
 from memstream.retrieval.embedder import Embedder, QueryVectors
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
-from memstream.retrieval.fusion import fused_search
+from memstream.retrieval.fusion import fused_search, mode_lists
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.timeparse import TimeWindow
 
@@ -54,38 +55,6 @@ chat's next turn comes sooner and embeds it (one round key per turn instead of t
 DEFERRED_BATCH = 32  # deferred keys claimed (FOR UPDATE SKIP LOCKED) and embedded per transaction
 EF_SEARCH = 100  # hnsw.ef_search for the ANN path (>= the candidates fused)
 MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: how far an iterative scan may go for a selective user filter
-# Lexical ranking: "bm25" scores as the in-process BM25 does (Lucene idf, k1 1.2, b 0.75; retrieval/lexical.py) from
-# PostgreSQL's own parse of the text (the tsvector: stemmed lexemes and their positions), with document frequencies
-# and the average length taken over the user's keys of that kind; "ts_rank_cd" is PostgreSQL's cover density (no
-# idf: a common word counts as much as a rare name). LoCoMo dev recall for both: reports/scale_out.md.
-LEXICAL_RANK = "bm25"
-BM25_K1 = 1.2
-BM25_B = 0.75
-RANK_NORMALIZATION = 1  # ts_rank_cd: divide by 1 + log(document length), so long round keys do not win by length
-# Documents: the user's keys of the kind holding any query lexeme; their tf from the tsvector positions of the query's
-# lexemes only (setweight marks them, ts_filter keeps them: unnesting whole tsvectors cost half the query when a common
-# word matches every key); df over those documents is the df over all of the user's keys (a key without the lexeme has
-# df 0 for it); length = distinct lexemes (a tsvector keeps no token count; for a turn's few words they nearly agree).
-# Arithmetic in float8: numeric (what count and avg give) was a fifth of the query. The user's keys are read through
-# the (user_id, kind) btree first (MATERIALIZED): left to itself the planner ANDs in the GIN index, whose postings for a
-# common word span every user (measured at 1M turns: 35 ms of a 40 ms query).
-BM25_SQL = """
-WITH mine AS MATERIALIZED (
-    SELECT key_id, turn_id, turn_ids, tsv FROM index_keys WHERE user_id = :u AND kind = :kind
-), stats AS (
-    SELECT count(*)::float8 AS n, greatest(avg(length(tsv)), 1)::float8 AS avgdl FROM mine
-), terms AS (
-    SELECT m.key_id, m.turn_id, m.turn_ids, length(m.tsv)::float8 AS len, cardinality(t.positions)::float8 AS tf,
-           count(*) OVER (PARTITION BY t.lexeme)::float8 AS df
-    FROM mine m, unnest(ts_filter(setweight(m.tsv, 'A', CAST(:lexemes AS text[])), '{{a}}')) t
-    WHERE m.tsv @@ CAST(:tq AS tsquery)
-)
-SELECT d.turn_ids, sum(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5))
-                       * d.tf * (:k1 + 1) / (d.tf + :k1 * (1 - :b + :b * d.len / s.avgdl))) AS score
-FROM terms d CROSS JOIN stats s
-WHERE {allowed}
-GROUP BY d.key_id, d.turn_ids ORDER BY score DESC, d.key_id LIMIT :depth
-"""
 
 
 _FORMATS: dict[int, str] = {}
@@ -418,7 +387,8 @@ class PgIndex:
             return SearchResult(query, [], time_window, mode, {"total": 0.0})
         try:
             with self.engine.begin() as conn:
-                ranker = _PgRanker.open(self, conn, user_id, query)
+                kinds = {kind for _, kind in mode_lists(mode, self.session_decomposition, self.fact_expansion)}
+                ranker = _PgRanker.open(self, conn, user_id, query, kinds)
                 if ranker is None:
                     self.store.require_user(user_id)  # unknown user: a clear error; known but empty: no hits
                 return fused_search(
@@ -487,14 +457,18 @@ class PgIndex:
 class _PgRanker:
     """One search's ranked lists, read in one transaction (the iterative-scan settings are SET LOCAL to it)."""
 
-    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str], has_facts: bool = True):
+    def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str], has_facts: bool,
+                 kinds: set[str]):
         self.index, self.conn, self.user_id, self.exact, self.lexemes = index, conn, user_id, exact, lexemes
         self.has_facts = has_facts
+        self.kinds = {kind for kind in kinds if has_facts or kind != "fact"}
+        """The key kinds of the search's unfiltered lists: ranked by one statement per retriever."""
+        self._lists: dict[tuple[str, int], dict[str, list[tuple[int, float]]]] = {}
         # OR of the query's lexemes (already normalised: quoted so that the tsquery parser leaves them as they are).
         self.tsquery = " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes) or None
 
     @classmethod
-    def open(cls, index: PgIndex, conn: Connection, user_id: str, query: str) -> "_PgRanker | None":
+    def open(cls, index: PgIndex, conn: Connection, user_id: str, query: str, kinds: set[str]) -> "_PgRanker | None":
         # How many turn keys the user has, counted no further than the threshold (an index-only scan), whether they
         # have fact keys (most users without enrichment have none: two queries fewer), and the query's lexemes, in one
         # round trip.
@@ -512,7 +486,7 @@ class _PgRanker:
             conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, index.candidates))}"))  # pgvector's maximum
             conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
-        return cls(index, conn, user_id, exact, list(lexemes or []), has_facts)
+        return cls(index, conn, user_id, exact, list(lexemes or []), has_facts, kinds)
 
     def allowed(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
         """Turn ids inside the window (said then, or about then: event-time facts) and conversation; None: all."""
@@ -538,43 +512,57 @@ class _PgRanker:
                allowed: np.ndarray | None) -> list[tuple[int, float]]:
         if (allowed is not None and len(allowed) == 0) or (kind == "fact" and not self.has_facts):
             return []
-        params: dict[str, Any] = {"u": self.user_id, "kind": keymod.KIND_CODE[kind], "depth": depth}
-        where = "user_id = :u AND kind = :kind"
-        allowed_sql = "{p}turn_ids && CAST(:allowed AS integer[])" if kind == "fact" else "{p}turn_id = ANY(CAST(:allowed AS integer[]))"
+        if retriever == "dense" and query_vector is None:
+            return []
+        if retriever != "dense" and self.tsquery is None:
+            return []
+        batched = allowed is None and kind in self.kinds and (retriever != "dense" or self.exact) and LEXICAL_RANK == "bm25"
+        if batched:
+            # The search's other lists of this retriever come from the same statement.
+            key = (retriever, depth)
+            if key not in self._lists:
+                self._lists[key] = self._rank(retriever, sorted(self.kinds, key=keymod.KIND_CODE.get), query_vector, depth, None)
+            return self._lists[key].get(kind, [])
+        return self._rank(retriever, [kind], query_vector, depth, allowed).get(kind, [])
+
+    def _rank(self, retriever: str, kinds: list[str], query_vector: np.ndarray | None, depth: int,
+              allowed: np.ndarray | None) -> dict[str, list[tuple[int, float]]]:
+        """{kind: [(turn id, score), ...] best first, each turn once} for each of `kinds`."""
+        params: dict[str, Any] = {"u": self.user_id, "kinds": [keymod.KIND_CODE[k] for k in kinds], "depth": depth}
+        facts_only = kinds == ["fact"]
+        allowed_sql = "{p}turn_ids && CAST(:allowed AS integer[])" if facts_only else "{p}turn_id = ANY(CAST(:allowed AS integer[]))"
         if allowed is not None:
             params["allowed"] = allowed.tolist()
-            where += " AND " + allowed_sql.format(p="")
         if retriever == "dense":
-            if query_vector is None:
-                return []
             params["q"] = vector_literal(query_vector)
-            # Exact: ordering by an expression the HNSW index does not serve makes the planner read the user's
-            # rows through the btree and sort them. ANN: the HNSW index, scanned iteratively past the filter.
-            order = "(embedding <#> CAST(:q AS vector)) + 0" if self.exact else "embedding <#> CAST(:q AS vector)"
-            sql = (f"SELECT turn_ids, -(embedding <#> CAST(:q AS vector)) AS score FROM index_keys "
-                   f"WHERE {where} AND embedding IS NOT NULL ORDER BY {order} LIMIT :depth")
-        else:
-            if self.tsquery is None:
-                return []
-            params["tq"] = self.tsquery
-            if LEXICAL_RANK == "ts_rank_cd":
-                params["norm"] = RANK_NORMALIZATION
-                sql = (f"SELECT turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
-                       f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+            if self.exact:
+                sql = DENSE_EXACT_SQL.format(allowed="AND " + allowed_sql.format(p="") if allowed is not None else "")
             else:
-                params.update(lexemes=self.lexemes, k1=BM25_K1, b=BM25_B)
-                # Document frequencies count every key of the user; the window or conversation only filters the result.
-                sql = BM25_SQL.format(allowed=allowed_sql.format(p="d.") if allowed is not None else "TRUE")
+                # ANN, one kind: the HNSW index, scanned iteratively past the user filter.
+                where = "user_id = :u AND kind = :kind" + (" AND " + allowed_sql.format(p="") if allowed is not None else "")
+                params["kind"] = params["kinds"][0]
+                sql = (f"SELECT kind, turn_ids, -(embedding <#> CAST(:q AS vector)) AS score FROM index_keys "
+                       f"WHERE {where} AND embedding IS NOT NULL ORDER BY embedding <#> CAST(:q AS vector) LIMIT :depth")
+        elif LEXICAL_RANK == "ts_rank_cd":
+            params.update(tq=self.tsquery, norm=RANK_NORMALIZATION, kind=params["kinds"][0])
+            where = "user_id = :u AND kind = :kind" + (" AND " + allowed_sql.format(p="") if allowed is not None else "")
+            sql = (f"SELECT kind, turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
+                   f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+        else:
+            params.update(tq=self.tsquery, lexemes=self.lexemes, k1=BM25_K1, b=BM25_B)
+            # Document frequencies count every key of the user; the window or conversation only filters the result.
+            sql = BM25_SQL.format(allowed=allowed_sql.format(p="d.") if allowed is not None else "TRUE")
         rows = self.conn.execute(text(sql), params).all()
         if retriever == "dense" and not self.exact:
-            rows.sort(key=lambda r: -r[1])  # relaxed_order returns nearly sorted rows
-        allowed_set = set(params["allowed"]) if allowed is not None and kind == "fact" else None
-        out: list[tuple[int, float]] = []
-        seen: set[int] = set()
-        for turn_ids, score in rows:
+            rows.sort(key=lambda r: -r[2])  # relaxed_order returns nearly sorted rows
+        allowed_set = set(params["allowed"]) if allowed is not None and facts_only else None
+        out: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
+        seen: dict[str, set[int]] = {kind: set() for kind in kinds}
+        for code, turn_ids, score in rows:
+            kind = keymod.KINDS[code]
             for turn_id in turn_ids:
-                if turn_id in seen or (allowed_set is not None and turn_id not in allowed_set):
+                if turn_id in seen[kind] or (allowed_set is not None and turn_id not in allowed_set):
                     continue
-                seen.add(turn_id)
-                out.append((turn_id, float(score)))
+                seen[kind].add(turn_id)
+                out[kind].append((turn_id, float(score)))
         return out
