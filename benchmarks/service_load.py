@@ -210,14 +210,37 @@ def machine_busy_seconds() -> float | None:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu_seconds() -> float | None:
+    """CPU time of the PostgreSQL processes on this machine (server and per-connection backends, by process name;
+    Linux /proc; None elsewhere): the database's share of the machine's work. A backend that exits during a run is
+    missed, but the servers' pools keep theirs."""
+    total, found = 0.0, False
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for pid in entries:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found = True
+    return total if found else None
+
+
 def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: float = 20.0, *, stream: bool = True,
              search_every: int = 2, users: int = USERS, max_requests_per_client: int | None = None,
-             pids: list[int] | None = None, rss_every_s: float = 1.0, seed: bool = True, model: str = "memstream/scripted") -> dict:
+             pids: list[int] | None = None, rss_every_s: float = 1.0, seed: bool = True, model: str = "memstream/scripted",
+             database: bool = False) -> dict:
     """Drive `clients` concurrent clients for `seconds` against memstream servers at `urls` (loopback only).
 
     Each client alternates memory chat (streamed when `stream`) with memory search (every
     `search_every`-th request; 0: chat only; 1: search only) as one of `users` users, spreading requests
-    over the urls. `pids`: server processes whose RSS is sampled every `rss_every_s`.
+    over the urls. `pids`: server processes whose RSS is sampled every `rss_every_s`. `database`: also report the
+    PostgreSQL processes' CPU per request.
     Returns requests/s, p50/p95/p99 per kind (ms) of answered requests, refusals (429/503) apart from
     errors (any other failure), time to first streamed piece, RSS samples.
     """
@@ -236,6 +259,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
     cpu_before = [cpu_seconds(pid) for pid in pids or []]
     own_cpu_before = time.process_time()
     machine_before = machine_busy_seconds()
+    database_before = database_cpu_seconds() if database else None
     start = time.monotonic()
     deadline = start + seconds
     threads = [threading.Thread(target=_client, args=(i, urls, api_key, deadline, max_requests_per_client, stream, search_every,
@@ -250,6 +274,7 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
     elapsed = time.monotonic() - start
     own_cpu = time.process_time() - own_cpu_before
     machine_after = machine_busy_seconds()
+    database_after = database_cpu_seconds() if database else None
     result: dict = {"clients": clients, "seconds": round(elapsed, 2), "servers": len(urls), "stream": stream,
                     "load_client_cores_used": round(own_cpu / elapsed, 2)}
     total = 0
@@ -271,6 +296,8 @@ def run_load(urls: list[str], api_key: str | None, clients: int = 8, seconds: fl
         # and any other job on it. Against the core count it says whether the machine was the limit.
         result["machine_cpu_ms_per_request"] = round((machine_after - machine_before) * 1000 / total, 1)
         result["machine_cores_used"] = round((machine_after - machine_before) / elapsed, 2)
+    if total and database_before is not None and database_after is not None:
+        result["database_cpu_ms_per_request"] = round((database_after - database_before) * 1000 / total, 1)
     if pids:
         used = [None if a is None or b is None else b - a for a, b in zip(cpu_before, (cpu_seconds(pid) for pid in pids))]
         if total and all(u is not None for u in used):
@@ -351,18 +378,20 @@ def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float
                   name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True) -> list[dict]:
     """One server (or `processes`), each level in turn: memory chats only, then (`search`) searches only."""
     env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime)
+    in_postgres = db_url.startswith("postgresql")
 
     def work(urls, pids):
         runs = []
         seed_memories(urls[0], KEY, USERS)
         for clients in levels:
-            result = run_load(urls, KEY, clients, seconds, stream=stream, search_every=0, pids=pids, seed=False, model="memstream/stub")
+            result = run_load(urls, KEY, clients, seconds, stream=stream, search_every=0, pids=pids, seed=False, model="memstream/stub",
+                              database=in_postgres)
             runs.append({"config": name, "kind": "memory chat", **result})
             print(f"{name}: {clients} clients, {result['chat']['rps']} chats/s, p99 {result['chat']['p99_ms']} ms, "
                   f"{result['errors']} errors", flush=True)
         if not search:
             return runs
-        result = run_load(urls, KEY, SEARCH_CLIENTS, seconds, search_every=1, pids=pids, seed=False)
+        result = run_load(urls, KEY, SEARCH_CLIENTS, seconds, search_every=1, pids=pids, seed=False, database=in_postgres)
         runs.append({"config": name, "kind": "memory search", **result})
         print(f"{name}: search {SEARCH_CLIENTS} clients, {result['search']['rps']} req/s", flush=True)
         return runs
@@ -492,7 +521,8 @@ def main() -> None:
              "req/s": (r["search"] if r["kind"] == "memory search" else r["chat"])["rps"],
              **{f"p{q} ms": (r["search"] if r["kind"] == "memory search" else r["chat"])[f"p{q}_ms"] for q in (50, 95, 99)},
              "errors": r["errors"], "429/503": sum(r["refused"].values()), "server CPU ms/req": r.get("server_cpu_ms_per_request"),
-             "server cores": r.get("server_cpu_cores_used"), "machine CPU ms/req": r.get("machine_cpu_ms_per_request"),
+             "server cores": r.get("server_cpu_cores_used"), "database CPU ms/req": r.get("database_cpu_ms_per_request"),
+             "machine CPU ms/req": r.get("machine_cpu_ms_per_request"),
              "machine cores": r.get("machine_cores_used"), "load client cores": r.get("load_client_cores_used"),
              "RSS MB": r.get("rss_peak_mb")} for r in runs]
     speedup = speedup_over_one(runs, "2 processes, PostgreSQL" if args.pg_only else "1 process, SQLite")
@@ -501,7 +531,8 @@ def main() -> None:
                  f"memory chats through the openai backend on a stub upstream answering after {args.delay_ms:.0f} ms, "
                  f"{args.seconds:.0f} s per level, levels in turn on one growing database, then {SEARCH_CLIENTS} clients "
                  f"searching only. Throughput relative to 1 client: {speedup}. 'machine CPU ms/req' is all the machine's busy "
-                 f"time per request (servers, database, stub, load client) on {os.cpu_count()} cores. "
+                 f"time per request (servers, database, stub, load client) on {os.cpu_count()} cores; 'database CPU ms/req' "
+                 "the PostgreSQL processes' share of it. "
                  "Rerun: `python benchmarks/service_load.py --pg-only --pg-url URL`.")
     else:
         notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
