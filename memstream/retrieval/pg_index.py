@@ -130,6 +130,9 @@ class PgIndex:
         self.time_weight = time_weight
         self.skipped = {}
         self.queries = QueryVectors(embedder)
+        # Searches read in autocommit: a search's statements need no common snapshot, and BEGIN and COMMIT were two
+        # of its six round trips.
+        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.dim = self._open_schema()
 
     def _open_schema(self) -> int | None:
@@ -386,7 +389,7 @@ class PgIndex:
             self.store.require_user(user_id)
             return SearchResult(query, [], time_window, mode, {"total": 0.0})
         try:
-            with self.engine.begin() as conn:
+            with self.reader.connect() as conn:
                 kinds = {kind for _, kind in mode_lists(mode, self.session_decomposition, self.fact_expansion)}
                 ranker = _PgRanker.open(self, conn, user_id, query, kinds)
                 if ranker is None:
@@ -455,7 +458,7 @@ class PgIndex:
 
 
 class _PgRanker:
-    """One search's ranked lists, read in one transaction (the iterative-scan settings are SET LOCAL to it)."""
+    """One search's ranked lists, read on one connection in autocommit."""
 
     def __init__(self, index: PgIndex, conn: Connection, user_id: str, exact: bool, lexemes: list[str], has_facts: bool,
                  kinds: set[str]):
@@ -483,9 +486,12 @@ class _PgRanker:
             return None
         exact = size <= index.ann_threshold
         if not exact:
-            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, index.candidates))}"))  # pgvector's maximum
-            conn.execute(text(f"SET LOCAL hnsw.max_scan_tuples = {MAX_SCAN_TUPLES}"))
+            # Session settings, set before every ANN search in one round trip: only this index's HNSW scans read them.
+            conn.execute(
+                text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), set_config('hnsw.ef_search', :ef, false), "
+                     "set_config('hnsw.max_scan_tuples', :tuples, false)"),
+                {"ef": str(min(1000, max(EF_SEARCH, index.candidates))), "tuples": str(MAX_SCAN_TUPLES)},  # 1000: pgvector's maximum
+            )
         return cls(index, conn, user_id, exact, list(lexemes or []), has_facts, kinds)
 
     def allowed(self, window: TimeWindow | None, conversation_id: str | None) -> np.ndarray | None:
