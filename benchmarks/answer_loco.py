@@ -1,7 +1,8 @@
-"""Leave-one-conversation-out on a bounded LoCoMo QA run with the default local model: the attribution decision
-and the extractive answer step, each chosen on four conversations and scored on the fifth.
+"""Leave-one-conversation-out on a bounded LoCoMo QA run with the default local model: the attribution decision,
+the extractive answer step and the trimming of the model's answers, each chosen on four conversations and scored
+on the fifth.
 
-The model answers each selected question once, with both steps off; both steps are model-free and applied
+The model answers each selected question once, with all three off; all three are model-free and applied
 offline per fold (memstream/benchmarks/answer_tuning.py), so the held-out figures need no second run.
 Needs WORK/signals.jsonl from attribution_loco.py (the attribution parameters are fitted on all questions of
 the training conversations). Resumable: answered questions are kept in WORK/qa_rows.jsonl.
@@ -113,7 +114,7 @@ def render(results: dict) -> str:
     first = loco["in_sample"]["per_category"]
     ns = ", ".join(f"{c} {first[c]['n']}" for c in ("single-hop", "multi-hop", "temporal", "open-domain", "adversarial") if c in first)
     lines = [
-        "# LoCoMo dev, leave-one-conversation-out: attribution decision and extractive answers",
+        "# LoCoMo dev, leave-one-conversation-out: attribution decision, extractive answers, trimmed answers",
         "",
         f"`{results['data']}`: {results['questions']} questions answered of {results['selected']} selected ({results['per_conversation']} per conversation, evenly spaced; {ns}). "
         f"Answers by `{results['model']}` (answer cap 32 tokens), memstream retrieval, top 10. Command: "
@@ -122,7 +123,10 @@ def render(results: dict) -> str:
         "",
         "False \"not mentioned\" = share of answerable questions (categories 1-4) whose answer says \"not mentioned\", from "
         "any step (the attribution decision or the model). Answered by = attribution / extract / model (\"when\" "
-        "questions answered with a date count as model: that step is unchanged).",
+        "questions answered with a date count as model: that step is unchanged). Extraction style (\"what\" answers): "
+        "\"after\" the question's last word, or the sentence's own \"content\" words. Trim: the model's short answer "
+        "without the words that restate the question (\"question\"), and also without words found in none of the "
+        "records it read (\"evidence\"); memstream/agent/extract.py.",
         "",
         "| setting | F1 | single-hop | multi-hop | temporal | open-domain | adversarial | false NM (any) | false NM (attribution) | prompt tokens | answered by |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

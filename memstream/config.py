@@ -174,6 +174,13 @@ class AgentSettings(BaseModel):
     fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo
     QA run with the local model (benchmarks/answer_loco.py, reports/locomo_loco.md: every fold's choice includes
     "count", four of five chose it alone)."""
+    extract_style: Literal["after", "content"] = "content"
+    """How a short "what" answer is cut from the sentence that answers it (memstream/agent/extract.py): "after"
+    the question's last word, or the sentence's own "content" words. Chosen with extract_kinds, same protocol."""
+    trim_short_answers: Literal["off", "question", "evidence"] = "evidence"
+    """A short answer the model writes (benchmarks) loses the words that only restate the question ("Caroline
+    researched adoption agencies" -> "adoption agencies"), and with "evidence" also the words found in none of the
+    records it read (memstream/agent/extract.py trim_answer). Chosen with extract_kinds, same protocol."""
     chat_extract_kinds: list[str] = Field(default_factory=lambda: ["name", "where", "count"])
     """Chat questions of these kinds whose answer is a span of the user's own retrieved words (a place, a name, a
     number) are answered with that span instead of generated text; [] lets the model always write."""

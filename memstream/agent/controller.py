@@ -27,7 +27,7 @@ from memstream.agent.chain import ChainResult, manager_messages, run_workers
 from memstream.agent.compose import build_messages, chunk_lines, date_answer, day, evidence_lines, memory_block, quote, truncate_for_model
 from memstream.agent.enrich import EnrichJob, Enricher
 from memstream.agent.event_time import event_date_answer
-from memstream.agent.extract import extract_answer
+from memstream.agent.extract import extract_answer, trim_answer
 from memstream.agent.planner import MAX_QUERY_CHARS, PAST_MARKERS, QUESTION, WHEN_QUESTION, Plan, plan_turn
 from memstream.backends.base import BackendError, ChatBackend
 from memstream.config import Settings, load_settings
@@ -295,7 +295,9 @@ class MemoryAgent:
             reply.notes.append("answered with the date of the best memory")
         elif abstain_text is None and hits and options.short_answer and options.plan and agent_settings.extract_kinds:
             # A short answer read from the evidence (agent/extract.py); the model writes only when this finds nothing.
-            found = extract_answer(text, [h.turn.text for h in hits], people, agent_settings.extract_kinds)
+            found = extract_answer(
+                text, [h.turn.text for h in hits], people, agent_settings.extract_kinds, [h.turn.speaker for h in hits], asked_about, agent_settings.extract_style
+            )
             if found is not None:
                 direct_text = found.text
                 reply.notes.append(f"extracted a {found.kind} answer from memory {found.rank}")
@@ -363,6 +365,14 @@ class MemoryAgent:
         reply.text = "".join(pieces).strip()
         reply.completion_tokens += count(reply.text) if reply.text else 0
         reply.timings["generate"] = time.perf_counter() - mark
+        if options.short_answer and options.plan and agent_settings.trim_short_answers != "off" and reply.text and not reply.error:
+            # A short answer keeps its own words, not the question's restated (agent/extract.py); the stream showed it whole.
+            # Grounded in the records' own words, as benchmarks/answer_loco.py scores it offline (dates are always kept).
+            records = [h.turn.text for h in hits] if agent_settings.trim_short_answers == "evidence" else None
+            trimmed = trim_answer(reply.text, text, records)
+            if trimmed != reply.text:
+                reply.notes.append("short answer trimmed of the question's words")
+                reply.text = trimmed
 
         # 6. remember
         self._finish(reply, options, now, started)

@@ -1,12 +1,13 @@
 """Leave-one-conversation-out for the model-free answer steps on a LoCoMo QA run: the attribution decision and
-which question kinds the extractive step answers.
+which question kinds the extractive step answers, how it cuts a "what" answer from its sentence, and whether
+the model's short answers are trimmed of the words that restate the question (agent/extract.py trim_answer).
 
 Each row holds a question's retrieval signals, the top records' texts and the model's answer with both steps
 off (`attribution_tuning.collect_signals` with an answer backend). A step's effect on a question is then
 computed offline: the attribution decision replaces the answer with "not mentioned"; the extractive step
-replaces it with the span it finds. So every fold's choice is scored on its held-out conversation without
+replaces it with the span it finds; trimming rewrites the model's answer. So every fold's choice is scored on its held-out conversation without
 asking the model again. Attribution parameters are fitted on all the training conversations' questions
-(`signals`, retrieval only); the extraction kinds on the training rows of the QA run (mean F1).
+(`signals`, retrieval only); the extraction kinds and style on the training rows of the QA run (mean F1).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from memstream.agent.attribution import AttributionParams
-from memstream.agent.extract import KINDS, extract_answer
+from memstream.agent.extract import KINDS, STYLES, TRIMS, extract_answer, trim_answer
 from memstream.agent.prompts import MISATTRIBUTED_REPLY
 from memstream.benchmarks.answers import clean_prediction
 from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains, abstains_old_rule
@@ -31,9 +32,18 @@ class AnswerParams:
     extract_kinds: tuple[str, ...]
     old_margin: float | None = None
     """Use the single-margin rule the decision replaced (baselines only) instead of `attribution`."""
+    extract_style: str = "after"
+    """How a "what" answer is cut from its sentence (agent/extract.py STYLES); "after" is the earlier rule."""
+    trim: str = "off"
+    """Trim the model's short answers of the words that restate the question, and with "evidence" of the words in
+    none of the records (agent.trim_short_answers; the row's `texts` are those records)."""
 
     def describe(self) -> dict[str, Any]:
-        return {"attribution": asdict(self.attribution) if self.attribution else None, "extract_kinds": list(self.extract_kinds)}
+        out = {"attribution": asdict(self.attribution) if self.attribution else None, "extract_kinds": list(self.extract_kinds)}
+        if "what" in self.extract_kinds:
+            out["extract_style"] = self.extract_style
+        out["trim"] = self.trim
+        return out
 
 
 def _abstains(row: dict[str, Any], params: AnswerParams) -> bool:
@@ -48,10 +58,18 @@ def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, s
         text = MISATTRIBUTED_REPLY.format(asked_about=row["asked_about"], speaker=row["hits"][0]["speaker"])
         return clean_prediction(text, row.get("choices")), 0, "attribution"
     if params.extract_kinds and row["texts"] and row.get("answered_by", "model") == "model":
-        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds)
+        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds, _speakers(row), row["asked_about"], params.extract_style)
         if found is not None:
             return clean_prediction(found.text, row.get("choices")), 0, "extract"
+    if params.trim != "off" and row["prompt_tokens"] > 0:
+        # Only what the model wrote: a "when" answer from the date step (no prompt) is a date, nothing to trim.
+        trimmed = trim_answer(row["prediction"], row["question"], row["texts"] if params.trim == "evidence" else None)
+        return clean_prediction(trimmed, row.get("choices")), row["prompt_tokens"], "model"
     return row["prediction"], row["prompt_tokens"], "model"
+
+
+def _speakers(row: dict[str, Any]) -> list[str | None]:
+    return [h["speaker"] for h in row["hits"]]
 
 
 def score(pairs: Sequence[tuple[dict[str, Any], AnswerParams]]) -> dict[str, Any]:
@@ -81,6 +99,17 @@ def kind_subsets() -> list[tuple[str, ...]]:
     return [combo for size in range(len(KINDS) + 1) for combo in itertools.combinations(KINDS, size)]
 
 
+def extraction_grid() -> list[tuple[tuple[str, ...], str, str]]:
+    """(kinds, style, trim) for every kind subset; the style only matters with "what" on, so only then is it
+    varied. The earlier behaviour first ("after", no trimming): a tie keeps it."""
+    return [
+        (kinds, style, trim)
+        for trim in TRIMS
+        for kinds in kind_subsets()
+        for style in (STYLES if "what" in kinds else ("after",))
+    ]
+
+
 def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -> dict[str, Any]:
     """LOCO over the QA rows; attribution fitted on the training conversations' `signals` rows."""
 
@@ -88,10 +117,12 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
         conversations = {r["conversation"] for r in train}
         attribution = fit_attribution([s for s in signals if s["conversation"] in conversations])
 
-        def objective(kinds: tuple[str, ...]) -> tuple:
-            return (score([(r, AnswerParams(attribution, kinds)) for r in train])["f1"],)
+        def objective(choice: tuple[tuple[str, ...], str, str]) -> tuple:
+            kinds, style, trim = choice
+            return (score([(r, AnswerParams(attribution, kinds, extract_style=style, trim=trim)) for r in train])["f1"],)
 
-        return AnswerParams(attribution, pick_best(kind_subsets(), objective))
+        kinds, style, trim = pick_best(extraction_grid(), objective)
+        return AnswerParams(attribution, kinds, extract_style=style, trim=trim)
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in qa_rows:
@@ -100,7 +131,10 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
     before_kinds = ("name", "where", "count")
     baselines = {
         "model only (both steps off)": score([(r, AnswerParams(None, ())) for r in qa_rows]),
-        "all extraction kinds, attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
+        "all extraction kinds (\"after\" style), attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
+        "all extraction kinds (\"content\" style), attribution off": score([(r, AnswerParams(None, KINDS, extract_style="content")) for r in qa_rows]),
+        "model answers trimmed of the question's words, both steps off": score([(r, AnswerParams(None, (), trim="question")) for r in qa_rows]),
+        "model answers trimmed of the question's and ungrounded words, both steps off": score([(r, AnswerParams(None, (), trim="evidence")) for r in qa_rows]),
         # What shipped before: the margin rule (0.005, picked on this dev set), then the first multi-signal decision.
         "before: margin rule 0.005, extract name/where/count": score([(r, AnswerParams(None, before_kinds, old_margin=0.005)) for r in qa_rows]),
         "before: multi-signal without story (1, 0.8), extract name/where/count": score(
@@ -110,7 +144,7 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
     return {"loco": result.to_dict(lambda p: p.describe()), "fixed": baselines}
 
 
-def extraction_alone(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def extraction_alone(rows: list[dict[str, Any]], style: str = "content") -> dict[str, Any]:
     """Model-free view of the extractive step over retrieval-only rows: per question kind, how often it finds a
     span and that span's F1 against the gold answer (answerable questions only; no model answer to compare)."""
     from memstream.agent.extract import question_kind
@@ -120,7 +154,7 @@ def extraction_alone(rows: list[dict[str, Any]]) -> dict[str, Any]:
         asked = [r for r in rows if r["code"] in ANSWERABLE and question_kind(r["question"]) == kind]
         fired = []
         for r in asked:
-            found = extract_answer(r["question"], r["texts"], r["people"], (kind,)) if r["texts"] else None
+            found = extract_answer(r["question"], r["texts"], r["people"], (kind,), _speakers(r), r["asked_about"], style) if r["texts"] else None
             if found is not None:
                 fired.append((r, locomo_f1(r["code"], clean_prediction(found.text), r["gold"])))
         per = {}

@@ -40,7 +40,7 @@ def collect_signals(
     """One row per LoCoMo question: what the agent's retrieval returns for it (k = agent.top_k).
 
     With `answer_backend`, the questions in `answer_for` are also answered by the agent as the benchmark asks them,
-    with the attribution decision and the extractive step off (both are applied offline, per fold), and the row
+    with the attribution decision, the extractive step and answer trimming off (all applied offline, per fold), and the row
     gets the model's `prediction` and `prompt_tokens`. `sink` receives each row as it is made; `only` limits the
     rows to those question ids."""
     from memstream.agent.controller import TurnOptions
@@ -52,7 +52,7 @@ def collect_signals(
 
     say = progress or (lambda message: None)
     data = load_benchmark("locomo", data_path)
-    settings = bench_settings(work_dir, **{"agent.attribution_check": False, "agent.extract_kinds": []})
+    settings = bench_settings(work_dir, **{"agent.attribution_check": False, "agent.extract_kinds": [], "agent.trim_short_answers": "off"})
     parts = build_parts(settings, backend=answer_backend or ScriptedBackend(), embedders=embedders)
     agent = parts.agent
     rows = []

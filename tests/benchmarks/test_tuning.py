@@ -82,3 +82,33 @@ def test_answer_steps_applied_offline():
     assert final_answer(adversarial, AnswerParams(AttributionParams(3, 0.8, False), ()))[2] == "attribution"
     scores = score_answers([(answerable, AnswerParams(None, ("what",))), (adversarial, AnswerParams(AttributionParams(3, 0.8, False), ()))])
     assert scores["per_category"]["adversarial"]["f1"] == 1.0 and scores["false_not_mentioned_rate"] == 0.0
+
+
+def test_the_extraction_style_is_chosen_by_leave_one_conversation_out():
+    from memstream.benchmarks.answer_tuning import extraction_grid, tune_answers
+
+    grid = extraction_grid()
+    assert (("what",), "after", "off") in grid and (("what",), "content", "off") in grid and (("what",), "content", "evidence") in grid
+    assert (("count",), "content", "off") not in grid  # without "what" the style changes nothing: not varied
+    assert grid[0] == ((), "after", "off")  # the earlier behaviour first: a tie keeps it
+    texts = ["I painted a sunset over the lake last week."]
+    rows = [row(4, conversation=c, hits=(("Ann", 0.05),), texts=texts, qid=f"{c}:{i}") for c in ("c1", "c2") for i in range(3)]
+    after = AnswerParams(None, ("what",))
+    content = AnswerParams(None, ("what",), extract_style="content")
+    # "after" reads past the question's last word ("a sunset over the lake last week"); "content" keeps "sunset lake".
+    assert final_answer(rows[0], content)[0] == "sunset lake"
+    assert score_answers([(r, content) for r in rows])["f1"] > score_answers([(r, after) for r in rows])["f1"]
+    result = tune_answers(rows, rows)
+    assert result["loco"]["chosen_all"]["extract_style"] == "content"
+    assert all(choice["extract_style"] == "content" for choice in result["loco"]["chosen_per_fold"].values())
+
+
+def test_trimming_is_applied_offline_to_what_the_model_wrote_only():
+    answerable = row(4, hits=(("Ann", 0.05),))
+    assert final_answer(answerable, AnswerParams(None, (), trim="question")) == ("lake", 500, "model")
+    # "lake" is in the records ("I painted a sunset over the lake."): grounded, it stays; an invented word goes.
+    assert final_answer(answerable, AnswerParams(None, (), trim="evidence"))[0] == "lake"
+    assert final_answer(row(4, hits=(("Ann", 0.05),), prediction="She painted a lake and a castle"), AnswerParams(None, (), trim="evidence"))[0] == "lake"
+    dated = row(2, hits=(("Ann", 0.05),), prediction="7 May 2023", prompt_tokens=0, question="When did Ann paint in May?")
+    assert final_answer(dated, AnswerParams(None, (), trim="evidence"))[0] == "7 May 2023"  # the date step's answer is left alone
+    assert AnswerParams(None, ("count",), trim="question").describe() == {"attribution": None, "extract_kinds": ["count"], "trim": "question"}
