@@ -169,11 +169,11 @@ class AgentSettings(BaseModel):
     question's words better than the person's own best turn, their turn must reach this share of its score to
     answer (None: not read; 1.01: abstain then unless one of their turns ranks in the top `attribution_own_rank`
     or, with mentions counting, a top turn names them). Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["count"])
+    extract_kinds: list[str] = Field(default_factory=lambda: ["count", "what"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo
-    QA run with the local model (benchmarks/answer_loco.py, reports/locomo_loco.md: every fold's choice includes
-    "count", four of five chose it alone)."""
+    QA run with the local model (benchmarks/answer_loco.py, reports/locomo_loco.md: every fold chose "count" and
+    "what", with the "content" style and "evidence" trimming)."""
     extract_style: Literal["after", "content"] = "content"
     """How a short "what" answer is cut from the sentence that answers it (memstream/agent/extract.py): "after"
     the question's last word, or the sentence's own "content" words. Chosen with extract_kinds, same protocol."""

@@ -19,6 +19,7 @@ By question kind, this step picks the span that answers it:
     sentence's, not the model's. When the sentence has under two such words ("Crazy thing happened since we
     last talked."), the next sentence of the same turn adds its own: the setting comes first, then the news.
 
+A "what year / which month" question asks when, and gets no span of these kinds (the date step answers it).
 When nothing fits, it returns None and the model writes the answer. Which kinds are on, and the style, are
 settings (agent.extract_kinds, agent.extract_style; benchmarks/answer_loco.py chooses both by
 leave-one-conversation-out on LoCoMo). Questions that offer choices ("(a) ... (b) ...")
@@ -46,6 +47,8 @@ _NAME_Q = re.compile(r"\bname(?:s|d)?\b|\bcalled\b", re.I)
 _WHERE_Q = re.compile(r"^\s*where\b", re.I)
 _COUNT_Q = re.compile(r"^\s*how (many|much|long|often|old)\b", re.I)
 _WHAT_Q = re.compile(r"^\s*(what|which)\b", re.I)
+# "What year did he start?" asks when, like "when": a date, which no span of these kinds is (the date step's job).
+_TIME_Q = re.compile(r"^\s*(?:what|which)\s+(?:year|month|day|date|time|week|weekend|season|decade|century)(?![\w-])", re.I)
 _NAME = re.compile(r"\b(?:named|called|name is|name's|name was)\s+((?:[A-Z][\w'-]+)(?:\s+[A-Z][\w'-]+)*)")
 _PLACE = re.compile(r"\b(?:in|at|to|from|near|visited|visiting)\s+((?:the\s+)?[A-Z][\w'-]+(?:\s+(?:of\s+)?[A-Z][\w'-]+)*)")
 _NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|a few|a couple of|several|once|twice"
@@ -60,8 +63,8 @@ _QUESTION_STOP = frozenset(
 )
 
 
-# Words that carry no answer of their own: pronouns, auxiliaries, prepositions, fillers of chat ("really",
-# "super", "stuff"). Dropped from "content" answers together with the question's words.
+# Words that carry no answer of their own: pronouns, auxiliaries, prepositions, fillers and pleasantries of chat
+# ("really", "super", "stuff", "awesome"). Dropped from "content" answers together with the question's words.
 _FUNCTION_WORDS = frozenset(
     "i i'm i've i'd i'll me my mine myself we we're we've our ours us you you're you've your yours it it's its is "
     "are was were be been being am a an the and or but so to of in on at for with about from by as into onto over "
@@ -69,7 +72,8 @@ _FUNCTION_WORDS = frozenset(
     "super totally definitely actually thing things stuff lot lots gonna got get gets getting can could would "
     "will should might must do does did done doing have has had having not oh wow yeah hey thanks thank "
     "one some all any more most much many such own he she him her his hers they them their theirs it itself "
-    "since until while because if though although unless whether who which where when how why what".split()
+    "since until while because if though although unless whether who which where when how why what "
+    "great amazing awesome cool nice fun excited glad happy lovely wonderful fantastic incredible".split()
 )
 # Time words: a short answer to a "what" question is not when it happened (that is the date step's job).
 _TIME_WORDS = frozenset(
@@ -98,7 +102,7 @@ class Extraction:
 
 
 def question_kind(question: str) -> str | None:
-    if _CHOICES.search(question):
+    if _CHOICES.search(question) or _TIME_Q.search(question):
         return None
     if _COUNT_Q.search(question):
         return "count"

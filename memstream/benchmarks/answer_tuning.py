@@ -130,11 +130,11 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
     result = leave_one_group_out(groups, fit, score)
     before_kinds = ("name", "where", "count")
     baselines = {
-        "model only (both steps off)": score([(r, AnswerParams(None, ())) for r in qa_rows]),
+        "model only (all steps off)": score([(r, AnswerParams(None, ())) for r in qa_rows]),
         "all extraction kinds (\"after\" style), attribution off": score([(r, AnswerParams(None, KINDS)) for r in qa_rows]),
         "all extraction kinds (\"content\" style), attribution off": score([(r, AnswerParams(None, KINDS, extract_style="content")) for r in qa_rows]),
-        "model answers trimmed of the question's words, both steps off": score([(r, AnswerParams(None, (), trim="question")) for r in qa_rows]),
-        "model answers trimmed of the question's and ungrounded words, both steps off": score([(r, AnswerParams(None, (), trim="evidence")) for r in qa_rows]),
+        "model answers trimmed of the question's words, other steps off": score([(r, AnswerParams(None, (), trim="question")) for r in qa_rows]),
+        "model answers trimmed of the question's and ungrounded words, other steps off": score([(r, AnswerParams(None, (), trim="evidence")) for r in qa_rows]),
         # What shipped before: the margin rule (0.005, picked on this dev set), then the first multi-signal decision.
         "before: margin rule 0.005, extract name/where/count": score([(r, AnswerParams(None, before_kinds, old_margin=0.005)) for r in qa_rows]),
         "before: multi-signal without story (1, 0.8), extract name/where/count": score(

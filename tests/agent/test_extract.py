@@ -21,6 +21,12 @@ def test_question_kinds():
     assert question_kind("Where did Melanie go camping?") == "where"
     assert question_kind("How many children does Melanie have?") == "count"
     assert question_kind("Why did she move?") is None
+    # A "what year / which month" question asks when: the old rule read a "what" span for it ("great love connection
+    # nature" for "What year did John start surfing?", gold 2018), in place of the date the date step gives.
+    assert question_kind("What year did John start surfing?") is None
+    assert question_kind("Which month was John in Italy?") is None
+    assert extract_answer("What year did John start surfing?", ["I started surfing in 2018, a great love."], ["John"]) is None
+    assert question_kind("What time-saving tricks does Maria use?") == "what"
     assert question_kind("What did she buy? Select the correct answer: (a) Not mentioned (b) a car.") is None
 
 
