@@ -212,8 +212,8 @@ def machine_busy_seconds() -> float | None:
 
 def database_cpu_seconds() -> float | None:
     """CPU time of the PostgreSQL processes on this machine (server and per-connection backends, by process name;
-    Linux /proc; None elsewhere): the database's share of the machine's work. A backend that exits during a run is
-    missed, but the servers' pools keep theirs."""
+    Linux /proc; None elsewhere): the database's share of the machine's work. A backend that exited (a pool's overflow
+    connection) is counted through its parent's children's time (cutime, cstime)."""
     total, found = 0.0, False
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
@@ -226,7 +226,7 @@ def database_cpu_seconds() -> float | None:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # exited meanwhile
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
         found = True
     return total if found else None
 
