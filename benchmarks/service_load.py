@@ -94,11 +94,12 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a process has used (Linux /proc; None elsewhere)."""
+def cpu_seconds(pid: int | str, children: bool = False) -> float | None:
+    """User + system CPU time a process has used (Linux /proc; None elsewhere); `children`: plus that of its exited
+    children it has waited for."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(x) for x in fields[11:15 if children else 13]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
 
@@ -223,11 +224,11 @@ def database_cpu_seconds() -> float | None:
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
                 continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        except OSError:
             continue  # exited meanwhile
-        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
-        found = True
+        used = cpu_seconds(pid, children=True)
+        if used is not None:
+            total, found = total + used, True
     return total if found else None
 
 

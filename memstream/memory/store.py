@@ -90,7 +90,7 @@ class MemoryStore:
         self.lock_retries = lock_retries
         self.engine = _open_engine(url, echo=echo)
         # PostgreSQL reads are single statements: in autocommit each is one round trip, not BEGIN + query + ROLLBACK.
-        self._reader = self.engine if self.engine.dialect.name == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.reader = self.engine if self.engine.dialect.name == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer at a time. Left to SQLite, this process's writers would wait for each other in its
         # busy handler, which polls with sleeps of up to 100 ms: queued on a lock here, the next starts at once.
         # (Other processes still meet busy_timeout.) PostgreSQL writes run side by side.
@@ -166,7 +166,7 @@ class MemoryStore:
     def _read(self, statement) -> list:
         for attempt in (0, 1):
             try:
-                with self._reader.connect() as conn:
+                with self.reader.connect() as conn:
                     return list(conn.execute(statement))
             except DBAPIError as exc:
                 # The pool is not pinged on checkout (a round trip per use): a connection the database dropped (a

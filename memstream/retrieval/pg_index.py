@@ -130,9 +130,6 @@ class PgIndex:
         self.time_weight = time_weight
         self.skipped = {}
         self.queries = QueryVectors(embedder)
-        # Searches read in autocommit: a search's statements need no common snapshot, and BEGIN and COMMIT were two
-        # of its six round trips.
-        self.reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.dim = self._open_schema()
 
     def _open_schema(self) -> int | None:
@@ -221,16 +218,22 @@ class PgIndex:
             turn = context[i]
             kinds = ("round",) if i < offset else ("turn", "round", "statement")
             for kind in kinds:
-                if kind == "turn":
-                    body = keymod.turn_key_text(turn)
-                elif kind == "round":
-                    body = keymod.round_key_text(context, i, self.round_neighbours)
-                else:
-                    body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
-                open_round = kind == "round" and self.round_neighbours > 0 and i + self.round_neighbours >= len(context)
-                keys.append(_Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id,
-                                 turn_id=turn.id, event_time=turn.event_time, deferred=defer_open and open_round))
+                key = self._turn_key(context, i, kind)
+                key.deferred = defer_open and kind == "round" and self.round_neighbours > 0 and i + self.round_neighbours >= len(context)
+                keys.append(key)
         return keys
+
+    def _turn_key(self, context: list[Turn], i: int, kind: str) -> _Key:
+        """The `kind` key of the turn at `i` of its session's `context`."""
+        turn = context[i]
+        if kind == "turn":
+            body = keymod.turn_key_text(turn)
+        elif kind == "round":
+            body = keymod.round_key_text(context, i, self.round_neighbours)
+        else:
+            body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
+        return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
+                    event_time=turn.event_time)
 
     def _fact_key(self, fact: Fact) -> _Key:
         return _Key(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
@@ -300,7 +303,7 @@ class PgIndex:
             with self.engine.begin() as conn:
                 rows = conn.execute(
                     text(
-                        "SELECT k.key_id, t.id, t.user_id, t.session_id FROM index_keys k JOIN turns t ON t.id = k.turn_id "
+                        "SELECT t.id, t.user_id, t.session_id FROM index_keys k JOIN turns t ON t.id = k.turn_id "
                         "WHERE k.embedding IS NULL AND k.kind = :kind AND t.ingested_at <= :cutoff "
                         "ORDER BY k.key_id LIMIT :n FOR UPDATE OF k SKIP LOCKED"
                     ),
@@ -310,7 +313,7 @@ class PgIndex:
                 if not rows:
                     break
                 keys = []
-                for key_id, turn_id, user_id, session_id in rows:
+                for turn_id, user_id, session_id in rows:
                     # The turn, its earlier neighbours and any later ones (a turn written since the claim was made).
                     if session_id is None:
                         context = self.store.get_turns(user_id, [turn_id])
@@ -319,7 +322,7 @@ class PgIndex:
                         context += self.store.list_turns(user_id, session_id=session_id, after_id=turn_id, limit=self.round_neighbours)
                     index = next((i for i, turn in enumerate(context) if turn.id == turn_id), None)
                     if index is not None:
-                        keys += [k for k in self._turn_keys(context[:index], context[index:]) if k.key_id == key_id]
+                        keys.append(self._turn_key(context, index, "round"))
                 if not keys:
                     break  # nothing could be rebuilt (never expected: the claim holds the rows and their turns)
                 self._write_keys(conn, keys, self._embed_texts(k.text for k in keys))
@@ -389,7 +392,9 @@ class PgIndex:
             self.store.require_user(user_id)
             return SearchResult(query, [], time_window, mode, {"total": 0.0})
         try:
-            with self.reader.connect() as conn:
+            # The store's autocommit reader: a search's statements need no common snapshot, and BEGIN and COMMIT were
+            # two of its six round trips.
+            with self.store.reader.connect() as conn:
                 kinds = {kind for _, kind in mode_lists(mode, self.session_decomposition, self.fact_expansion)}
                 ranker = _PgRanker.open(self, conn, user_id, query, kinds)
                 if ranker is None:
@@ -522,7 +527,9 @@ class _PgRanker:
             return []
         if retriever != "dense" and self.tsquery is None:
             return []
-        batched = allowed is None and kind in self.kinds and (retriever != "dense" or self.exact) and LEXICAL_RANK == "bm25"
+        # Exact dense search and BM25 rank several kinds in one statement; HNSW and ts_rank_cd one kind at a time.
+        several = self.exact if retriever == "dense" else LEXICAL_RANK == "bm25"
+        batched = allowed is None and kind in self.kinds and several
         if batched:
             # The search's other lists of this retriever come from the same statement.
             key = (retriever, depth)
@@ -539,21 +546,20 @@ class _PgRanker:
         allowed_sql = "{p}turn_ids && CAST(:allowed AS integer[])" if facts_only else "{p}turn_id = ANY(CAST(:allowed AS integer[]))"
         if allowed is not None:
             params["allowed"] = allowed.tolist()
+        params["kind"] = params["kinds"][0]  # the statements that rank one kind
+        one_kind = "user_id = :u AND kind = :kind" + (" AND " + allowed_sql.format(p="") if allowed is not None else "")
         if retriever == "dense":
             params["q"] = vector_literal(query_vector)
             if self.exact:
                 sql = DENSE_EXACT_SQL.format(allowed="AND " + allowed_sql.format(p="") if allowed is not None else "")
             else:
-                # ANN, one kind: the HNSW index, scanned iteratively past the user filter.
-                where = "user_id = :u AND kind = :kind" + (" AND " + allowed_sql.format(p="") if allowed is not None else "")
-                params["kind"] = params["kinds"][0]
+                # ANN: the HNSW index, scanned iteratively past the user filter.
                 sql = (f"SELECT kind, turn_ids, -(embedding <#> CAST(:q AS vector)) AS score FROM index_keys "
-                       f"WHERE {where} AND embedding IS NOT NULL ORDER BY embedding <#> CAST(:q AS vector) LIMIT :depth")
+                       f"WHERE {one_kind} AND embedding IS NOT NULL ORDER BY embedding <#> CAST(:q AS vector) LIMIT :depth")
         elif LEXICAL_RANK == "ts_rank_cd":
-            params.update(tq=self.tsquery, norm=RANK_NORMALIZATION, kind=params["kinds"][0])
-            where = "user_id = :u AND kind = :kind" + (" AND " + allowed_sql.format(p="") if allowed is not None else "")
+            params.update(tq=self.tsquery, norm=RANK_NORMALIZATION)
             sql = (f"SELECT kind, turn_ids, ts_rank_cd(tsv, CAST(:tq AS tsquery), :norm) AS score FROM index_keys "
-                   f"WHERE {where} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
+                   f"WHERE {one_kind} AND tsv @@ CAST(:tq AS tsquery) ORDER BY score DESC, key_id LIMIT :depth")
         else:
             params.update(tq=self.tsquery, lexemes=self.lexemes, k1=BM25_K1, b=BM25_B)
             # Document frequencies count every key of the user; the window or conversation only filters the result.
