@@ -79,13 +79,14 @@ def retrieval_section(args) -> dict:
 
 
 STORY_NOTE = (
-    "Signals read: who speaks in the best memory, where the asked-about person's own first turn ranks (`own_rank`), "
-    "their best own turn's share of the best fused score (`own_ratio`), whether a top turn names them (`mention_counts`), "
-    "and whose story the best memory tells (`story_ratio`: when it is in the first person, not said to the listener, and "
-    "has more of the query's words than the person's own best turn, their turn must reach this share instead; None = not "
-    "read). The story signal was found by looking at these five conversations' questions (what separates a swapped-name "
-    "question from an answerable one about two people), so the signal's form is in-sample; its parameter, like the others, "
-    "is chosen by leave-one-conversation-out."
+    "Signals read (memstream/agent/attribution.py): whose experience each sentence of the top 10 hits describes, from "
+    "who speaks it and its grammatical person (first person: its speaker; \"you\": the listener; a question not put to "
+    "the listener: nobody), counted by how many of the question's words it has and weighed by rank (`rank_decay`); the "
+    "decision abstains when the evidence about others weighs at least `min_other` and the asked-about person's share is "
+    "under `max_share`, unless the best hit is the person's own turn about the question. The form was found by reading "
+    "these five conversations' questions, so it is in-sample; its three values are chosen by leave-one-conversation-out, "
+    "and so is the training cap on false \"not mentioned\" (the largest of 2%, 1.5%, 1%, 0.5% whose own "
+    "leave-one-conversation-out rate inside the training conversations stays at or under 2%)."
 )
 
 
@@ -158,21 +159,22 @@ def render(results: dict) -> str:
         "",
         "## Attribution decision",
         "",
-        f"What it shows: on held-out conversations the multi-signal decision gives a wrong \"not mentioned\" on "
+        f"What it shows: on held-out conversations the decision gives a wrong \"not mentioned\" on "
         f"{_pct(loco['held_out']['false_not_mentioned_rate'])} of answerable questions (old rule: {_pct(old['false_not_mentioned_rate'])} "
         f"on the same retrieval) and catches {_pct(loco['held_out']['adversarial_caught_rate'])} of adversarial questions "
         f"(old rule: {_pct(old['adversarial_caught_rate'])}). The QA run (benchmarks/answer_loco.py, reports/locomo_loco.md) "
         "measures what that does to F1.",
         "",
         "Abstaining (\"not mentioned for X\") is right on adversarial questions and wrong on answerable ones. Parameters are "
-        f"fitted to keep the training conversations' false-\"not mentioned\" rate at or under {_pct(a['max_false_not_mentioned'])} "
-        "and then catch the most adversarial questions; each conversation is scored with parameters fitted on the other four.",
+        f"fitted to keep the training conversations' false-\"not mentioned\" rate under a cap (chosen so that rate stays at "
+        f"or under {_pct(a['max_false_not_mentioned'])} on conversations left out of the fit) and then catch the most "
+        "adversarial questions; each conversation is scored with parameters fitted on the other four.",
         "",
         "| decision | answerable | false \"not mentioned\" | adversarial | caught (abstained, right) |",
         "|---|---|---|---|---|",
         f"| old margin rule (0.005, picked on this set) | {old['answerable']} | {old['false_not_mentioned']} ({_pct(old['false_not_mentioned_rate'])}) | {old['adversarial']} | {old['adversarial_caught']} ({_pct(old['adversarial_caught_rate'])}) |",
     ]
-    for label, block in (("multi-signal, in-sample (fitted on all five)", loco["in_sample"]), ("multi-signal, held-out conversation", loco["held_out"])):
+    for label, block in (("ownership decision, in-sample (fitted on all five)", loco["in_sample"]), ("ownership decision, held-out conversation", loco["held_out"])):
         lines.append(f"| {label} | {block['answerable']} | {block['false_not_mentioned']} ({_pct(block['false_not_mentioned_rate'])}) | {block['adversarial']} | {block['adversarial_caught']} ({_pct(block['adversarial_caught_rate'])}) |")
     lines += ["", STORY_NOTE, "", f"Chosen on all five (the shipped default): `{loco['chosen_all']}`.", "", "| held-out conversation | chosen without it | false NM | caught |", "|---|---|---|---|"]
     for name, block in loco["per_fold"].items():

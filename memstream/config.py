@@ -156,19 +156,16 @@ class AgentSettings(BaseModel):
     """A chat whose search finds nothing while other turns of the user are still being embedded waits up to this long
     for them, then searches again (the turn just before a question may be among them)."""
     attribution_check: bool = True
-    """When a question names one person and every signal of the evidence says it is someone else's, reply that
+    """When a question names one person and the evidence is mostly about someone else, reply that
     nothing says that person did it (memstream/agent/attribution.py). False: never."""
-    attribution_own_rank: int = Field(1, ge=1)
-    """The person's own turn within the top this many: answer. Chosen by leave-one-conversation-out (reports/attribution_loco.md)."""
-    attribution_own_ratio: float = Field(0.8, ge=0.0)
-    """Their best own turn at least this share of the best hit's fused score: answer. Chosen as above."""
-    attribution_mention_counts: bool = True
-    """A top turn that names them (said to or about them) counts as their presence: answer. Chosen as above."""
-    attribution_story_ratio: float | None = Field(1.01, ge=0.0)
-    """When the best memory is its speaker's own story (first person, not said to the listener) and fits the
-    question's words better than the person's own best turn, their turn must reach this share of its score to
-    answer (None: not read; 1.01: abstain then unless one of their turns ranks in the top `attribution_own_rank`
-    or, with mentions counting, a top turn names them). Chosen as above."""
+    attribution_rank_decay: float = Field(0.5, ge=0.0)
+    """Hit i (0-based) of the evidence weighs 1 / (1 + this * i) in the decision. Chosen by leave-one-conversation-out
+    (reports/attribution_loco.md)."""
+    attribution_max_share: float = Field(0.3, ge=0.0, le=1.0)
+    """Abstain only when the asked-about person's share of the weighed evidence (the question's words in sentences
+    about them, by grammatical person) is under this. Chosen as above."""
+    attribution_min_other: float = Field(5.0, ge=0.0)
+    """... and the evidence about other people weighs at least this (matched question words, rank-weighted). Chosen as above."""
     extract_kinds: list[str] = Field(default_factory=lambda: ["count", "what"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo

@@ -2,26 +2,28 @@
 
 In a conversation between two people nearly every turn names the other one ("Thanks, Caroline!"),
 so a name in the query matches the wrong turns: it is dropped from the search query and used
-afterwards instead, to check that the best-matching memory comes from the person asked about.
-When the question says "What did Caroline realize after her charity race?" and the memory that
-fits it best is something Melanie said, with nothing as close from Caroline, the honest answer is
-that nothing says Caroline did it; answering with Melanie's story would put words in Caroline's mouth.
+afterwards instead, to check that the evidence is about the person asked about. When the question
+says "What did Caroline realize after her charity race?" and the evidence is Melanie telling her own
+race ("The charity race made me realize ...") and Caroline replying to it ("So proud of you!"), the
+honest answer is that nothing says Caroline did it; answering with Melanie's story would put words in
+Caroline's mouth.
 
-The decision reads several signals of the evidence and abstains only when all of them point away from the
-person asked about (a wrong "not mentioned" on an answerable question costs a user more than a borrowed
-answer costs a benchmark):
-- who says the best memory (a role, or the person asked about: answer);
-- where the person's own first turn ranks (within `own_rank`: answer);
-- how their best own turn scores against the best one (at least `own_ratio` of it: answer);
-- whether the top evidence names them at all (with `mention_counts`, a top turn said to or about them: answer);
-- whose story the best memory tells: a turn in the first person that does not address the listener ("I ran
-  a charity race and realized ...", not "you said ...") and shares more of the question's words than the
-  person's own best turn is its speaker's own experience; then their own turn must reach `story_ratio` of
-  its score instead of `own_ratio` (None: this signal is not read). In a two-person dialogue the reply to
-  someone's story ("That's great, Melanie!") scores close to it through the shared round key, so the score
-  ratio alone lets most borrowed answers through.
-The parameters are chosen by leave-one-conversation-out on the LoCoMo dev set
-(memstream/benchmarks/attribution_tuning.py, reports/attribution_loco.md).
+The decision weighs whose experience the evidence describes, sentence by sentence, not which turn
+scores best (in a two-person dialogue the reply to someone's story scores close to the story itself):
+- a sentence counts only if it has some of the question's content words (names dropped), and it
+  counts as many of them as it has;
+- in the first person ("I ran a race") it is about its speaker; in the second person ("your race",
+  "What inspired you to take that photo?") about the listener; both: half each; neither: its speaker;
+  a question not put to the listener ("Where is it?") is about nobody;
+- the listener of the asked-about person is someone else; the listener of anyone else is the asked-about
+  person when the conversation has two people or the turn names them, and unknown otherwise;
+- hit i (0-based, best first) weighs 1 / (1 + `rank_decay` * i).
+It answers when the best memory is the asked-about person's own turn with some of the question's words in
+a sentence about them. Otherwise it abstains when the evidence about other people weighs at least
+`min_other` and the asked-about person's share of all of it is under `max_share`; else it answers (a wrong "not mentioned" on an
+answerable question costs a user more than a borrowed answer costs a benchmark). Turns of roles (user,
+assistant) are about nobody here. The three values are chosen by leave-one-conversation-out on the
+LoCoMo dev set (memstream/benchmarks/attribution_tuning.py, reports/attribution_loco.md).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ ROLE_NAMES = frozenset({"user", "assistant", "system", "tool"})
 class Misattribution:
     asked_about: str
     speaker: str
-    """Who said the best-matching memory."""
-    margin: float
-    """Fused score of the best memory minus the best one from `asked_about`."""
+    """Whose memory the evidence mostly is (the best-ranked other person's turn that weighs for someone else)."""
+    share: float
+    """The asked-about person's share of the evidence (0: none of it is about them)."""
 
 
 def _name_pattern(name: str) -> re.Pattern:
@@ -51,7 +53,7 @@ def _name_pattern(name: str) -> re.Pattern:
 
 def named_people(text: str, speakers: set[str] | Sequence[str]) -> list[str]:
     """The speakers (people, not roles) whose name appears in `text` as a word, case-sensitively."""
-    return sorted(s for s in speakers if s and s.lower() not in ROLE_NAMES and _name_pattern(s).search(text))
+    return sorted(s for s in speakers if is_person(s) and _name_pattern(s).search(text))
 
 
 def strip_names(query: str, names: Sequence[str]) -> str:
@@ -63,21 +65,23 @@ def strip_names(query: str, names: Sequence[str]) -> str:
     return stripped if re.search(r"\w", stripped) else query
 
 
+def is_person(speaker: str | None) -> bool:
+    return bool(speaker) and speaker.lower() not in ROLE_NAMES
+
+
 @dataclass(frozen=True)
 class AttributionParams:
-    own_rank: int = 1
-    """The person's own turn within the top this many counts as their presence: answer."""
-    own_ratio: float = 0.8
-    """Their best own turn scoring at least this share of the best hit's fused score: answer."""
-    mention_counts: bool = True
-    """A top-`own_rank` turn by someone else that names them (said to or about them) counts as their presence."""
-    story_ratio: float | None = 1.01
-    """When the best turn tells its speaker's own story and matches the question's words better than the person's
-    own best turn, that turn must score at least this share of the best (instead of `own_ratio`) to answer."""
+    rank_decay: float = 0.5
+    """Hit i (0-based) weighs 1 / (1 + rank_decay * i)."""
+    max_share: float = 0.3
+    """Abstain only when the asked-about person's share of the weighed evidence is under this..."""
+    min_other: float = 5.0
+    """...and the evidence about other people weighs at least this (matched question words, rank-weighted)."""
 
 
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|our|ours|us)\b", re.IGNORECASE)
 _SECOND_PERSON = re.compile(r"\b(?:you|your|you're|you've|you'd|you'll|yours|yourself)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @lru_cache(maxsize=1)
@@ -90,89 +94,110 @@ def query_terms(query: str) -> frozenset[str]:
     return frozenset(_tokenizer()(query))
 
 
-def tells_own_story(text: str) -> bool:
-    """First person and not addressed to the listener: the speaker's own experience."""
-    return bool(_FIRST_PERSON.search(text)) and not _SECOND_PERSON.search(text)
+def sentence_about(sentence: str) -> tuple[float, float]:
+    """(share about its speaker, share about the listener) of one sentence, from its grammatical person."""
+    first, second = bool(_FIRST_PERSON.search(sentence)), bool(_SECOND_PERSON.search(sentence))
+    if sentence.rstrip().endswith("?"):
+        return (0.0, 1.0) if second else (0.0, 0.0)
+    if first and second:
+        return 0.5, 0.5
+    return (0.0, 1.0) if second else (1.0, 0.0)
+
+
+def listener_of(speaker: str | None, asked_about: str, people: Sequence[str], text: str) -> str | None:
+    """Who a turn's "you" is: someone other than the asked-about person when they speak; the asked-about person
+    when the conversation has two people or the turn names them; None when unknown."""
+    if speaker == asked_about:
+        return ""  # someone else, not named
+    persons = {p for p in people if is_person(p)} | {asked_about}
+    if len(persons) == 2 or _name_pattern(asked_about).search(text):
+        return asked_about
+    return None
 
 
 @dataclass(frozen=True)
 class EvidenceHit:
-    """What the decision reads of one retrieval hit (benchmarks save these to tune without re-retrieving)."""
+    """What the decision reads of one retrieval hit (benchmarks save the texts to tune without re-retrieving)."""
 
     speaker: str | None
     fused: float
-    names: tuple[str, ...] = ()
-    """Which of the question's named people its text names."""
-    own_story: bool = False
-    """The text is in the first person and not addressed to the listener (`tells_own_story`)."""
-    overlap: int = 0
-    """How many of the query's content words (stemmed) the text has."""
+    about_asked: float = 0.0
+    """The question's words in its sentences about the asked-about person."""
+    about_others: float = 0.0
+    """The question's words in its sentences about someone else."""
 
     @classmethod
-    def from_text(cls, speaker: str | None, fused: float, text: str, people: Sequence[str], terms: frozenset[str] = frozenset()) -> "EvidenceHit":
-        return cls(speaker, float(fused), tuple(named_people(text, people)), tells_own_story(text), len(terms & set(_tokenizer()(text))))
-
-    @classmethod
-    def of(cls, hit: Any, people: Sequence[str], query: str = "") -> "EvidenceHit":
-        return cls.from_text(hit.turn.speaker, hit.fused_score, hit.turn.text, people, query_terms(query))
+    def from_text(cls, speaker: str | None, fused: float, text: str, asked_about: str, people: Sequence[str], terms: frozenset[str]) -> "EvidenceHit":
+        if not is_person(speaker):
+            return cls(speaker, float(fused))
+        listener = listener_of(speaker, asked_about, people, text)
+        asked = others = 0.0
+        for sentence in _SENTENCE_END.split(text):
+            matched = len(terms & set(_tokenizer()(sentence)))
+            if not matched:
+                continue
+            of_speaker, of_listener = sentence_about(sentence)
+            for person, share in ((speaker, of_speaker), (listener, of_listener)):
+                if person == asked_about:
+                    asked += share * matched
+                elif person is not None:
+                    others += share * matched
+        return cls(speaker, float(fused), asked, others)
 
 
 def attribution_params(agent_settings: Any) -> AttributionParams:
     """The decision's parameters from AgentSettings."""
-    return AttributionParams(
-        agent_settings.attribution_own_rank, agent_settings.attribution_own_ratio, agent_settings.attribution_mention_counts, agent_settings.attribution_story_ratio
-    )
+    return AttributionParams(agent_settings.attribution_rank_decay, agent_settings.attribution_max_share, agent_settings.attribution_min_other)
 
 
-def _is_person(speaker: str | None) -> bool:
-    return bool(speaker) and speaker.lower() not in ROLE_NAMES
+def weighed_evidence(hits: Sequence[EvidenceHit], rank_decay: float) -> tuple[float, float]:
+    """(about the asked-about person, about others), each hit weighed by its rank."""
+    asked = others = 0.0
+    for rank, hit in enumerate(hits):
+        weight = 1.0 / (1.0 + rank_decay * rank)
+        asked += weight * hit.about_asked
+        others += weight * hit.about_others
+    return asked, others
+
+
+def evidence_is_others(asked: float, others: float, params: AttributionParams) -> bool:
+    """The threshold test on the weighed evidence: enough of it about others, and little enough about the asked-about person."""
+    return others > 0 and others >= params.min_other and asked / (asked + others) < params.max_share
+
+
+def best_is_their_own(asked_about: str, hits: Sequence[EvidenceHit]) -> bool:
+    """The best memory is the asked-about person speaking about the question: answer, whatever follows it."""
+    return bool(hits) and hits[0].speaker == asked_about and hits[0].about_asked > 0
 
 
 def decide_attribution(asked_about: str, hits: Sequence[EvidenceHit], params: AttributionParams) -> Misattribution | None:
-    """A Misattribution when every signal says the evidence is someone else's; None (answer) otherwise."""
-    if not hits:
+    """A Misattribution when the evidence is mostly about someone else; None (answer) otherwise."""
+    if best_is_their_own(asked_about, hits):
         return None
-    best = hits[0]
-    if not _is_person(best.speaker) or best.speaker == asked_about:
+    asked, others = weighed_evidence(hits, params.rank_decay)
+    if not evidence_is_others(asked, others, params):
         return None
-    top = hits[: params.own_rank]
-    if any(h.speaker == asked_about for h in top):
-        return None
-    if params.mention_counts and any(asked_about in h.names for h in top):
-        return None
-    own_hits = [h for h in hits if h.speaker == asked_about]
-    own_best = max(own_hits, key=lambda h: h.fused) if own_hits else None
-    ratio = params.own_ratio
-    if params.story_ratio is not None and best.own_story and best.overlap > (own_best.overlap if own_best else -1):
-        # The best memory is its speaker's own experience and fits the question better than anything they said.
-        ratio = max(ratio, params.story_ratio)
-    if own_best is not None and best.fused > 0 and own_best.fused >= ratio * best.fused:
-        return None
-    margin = best.fused - (own_best.fused if own_best else hits[-1].fused)
-    return Misattribution(asked_about, best.speaker, margin)
+    owner = next((h.speaker for h in hits if h.about_others > 0 and h.speaker != asked_about), None)
+    owner = owner or next((h.speaker for h in hits if is_person(h.speaker) and h.speaker != asked_about), "someone else")
+    return Misattribution(asked_about, owner, asked / (asked + others))
 
 
-def check_attribution(asked_about: str, hits: Sequence, params: AttributionParams, query: str = "") -> Misattribution | None:
-    """The decision on retrieval hits (`.turn.speaker`, `.turn.text`, `.fused_score`), best first; `query` is
-    the search query (names dropped) the story signal compares the hits' words with."""
+def check_attribution(asked_about: str, hits: Sequence, params: AttributionParams, query: str, people: Sequence[str]) -> Misattribution | None:
+    """The decision on retrieval hits (`.turn.speaker`, `.turn.text`, `.fused_score`), best first; `query` is the
+    search query (names dropped) and `people` the conversation's speakers."""
     terms = query_terms(query)
-    return decide_attribution(asked_about, [EvidenceHit.from_text(h.turn.speaker, h.fused_score, h.turn.text, [asked_about], terms) for h in hits], params)
+    return decide_attribution(asked_about, [EvidenceHit.from_text(h.turn.speaker, h.fused_score, h.turn.text, asked_about, people, terms) for h in hits], params)
 
 
-def check_attribution_margin(asked_about: str, hits: Sequence, min_margin: float) -> Misattribution | None:
-    """The single-margin rule the decision replaced (kept for the tuning report's comparison): a Misattribution
-    when the best hit is someone else's and beats `asked_about`'s best by more than `min_margin`.
-
-    `hits` are EvidenceHits, best first. A person with no hit
-    at all is scored as the last hit, so the margin stays on the scale of the list.
-    """
+def check_attribution_margin(asked_about: str, hits: Sequence[EvidenceHit], min_margin: float) -> float | None:
+    """The single-margin rule of the first release (kept for the tuning report's comparison): the margin when the
+    best hit is someone else's and beats `asked_about`'s best fused score by more than `min_margin`, else None.
+    A person with no hit at all is scored as the last hit, so the margin stays on the scale of the list."""
     if not hits:
         return None
     best = hits[0]
-    if best.speaker in (None, asked_about) or best.speaker.lower() in ROLE_NAMES:
+    if best.speaker == asked_about or not is_person(best.speaker):
         return None
     own = [h.fused for h in hits if h.speaker == asked_about]
     margin = best.fused - (max(own) if own else hits[-1].fused)
-    if margin <= min_margin:
-        return None
-    return Misattribution(asked_about, best.speaker, margin)
+    return margin if margin > min_margin else None

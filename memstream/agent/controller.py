@@ -254,10 +254,12 @@ class MemoryAgent:
         hits = []
         asked_about = None
         people: list[str] = []
+        speakers: set[str] = set()
         if plan.needs_memory:
             if options.plan:
                 # The people's own names match nearly every turn ("Thanks, Caroline!"): search without them.
-                people = named_people(plan.query, self.memory.speakers(user))
+                speakers = self.memory.speakers(user)
+                people = named_people(plan.query, speakers)
                 asked_about = people[0] if len(people) == 1 else None
                 plan.query = strip_names(plan.query, people)
             hits, recent = self._retrieve(user, plan, now, options, flash={t.id for t in flash}, exclude={reply.user_turn_id})
@@ -284,9 +286,9 @@ class MemoryAgent:
             # Nothing remembered about a question on the user's own past: say so instead of letting the model invent.
             abstain_text = prompts.ABSTAIN_REPLY
         elif asked_about and agent_settings.attribution_check:
-            wrong = check_attribution(asked_about, hits, attribution_params(agent_settings), plan.query)
+            wrong = check_attribution(asked_about, hits, attribution_params(agent_settings), plan.query, speakers)
             if wrong is not None:
-                reply.notes.append(f"the evidence is {wrong.speaker}'s, not {wrong.asked_about}'s (margin {wrong.margin:.4f})")
+                reply.notes.append(f"the evidence is {wrong.speaker}'s, not {wrong.asked_about}'s ({wrong.share:.0%} of it is about them)")
                 abstain_text = prompts.MISATTRIBUTED_REPLY.format(asked_about=wrong.asked_about, speaker=wrong.speaker)
         direct_text = None
         if abstain_text is None and hits and options.short_answer and options.plan and WHEN_QUESTION.search(text):

@@ -135,11 +135,8 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
         "all extraction kinds (\"content\" style), attribution off": score([(r, AnswerParams(None, KINDS, extract_style="content")) for r in qa_rows]),
         "model answers trimmed of the question's words, other steps off": score([(r, AnswerParams(None, (), trim="question")) for r in qa_rows]),
         "model answers trimmed of the question's and ungrounded words, other steps off": score([(r, AnswerParams(None, (), trim="evidence")) for r in qa_rows]),
-        # What shipped before: the margin rule (0.005, picked on this dev set), then the first multi-signal decision.
+        # What shipped first: the margin rule (0.005, picked on this dev set).
         "before: margin rule 0.005, extract name/where/count": score([(r, AnswerParams(None, before_kinds, old_margin=0.005)) for r in qa_rows]),
-        "before: multi-signal without story (1, 0.8), extract name/where/count": score(
-            [(r, AnswerParams(AttributionParams(own_rank=1, own_ratio=0.8, mention_counts=False), before_kinds)) for r in qa_rows]
-        ),
     }
     return {"loco": result.to_dict(lambda p: p.describe()), "fixed": baselines}
 

@@ -8,9 +8,11 @@ the other four, and scored on it. Two figures per choice:
 - false "not mentioned": share of answerable questions (categories 1-4) on which the decision abstains;
 - adversarial caught: share of adversarial questions (category 5) on which it abstains (their right answer).
 
-The fit keeps the false-"not mentioned" rate of the training conversations at or under `MAX_FALSE_NM` and,
-within that, catches the most adversarial questions; the candidate list is ordered from most to least
-inclined to answer, so ties err towards answering.
+The fit keeps the false-"not mentioned" rate of the training conversations at or under a cap and, within that,
+catches the most adversarial questions; the candidate list is ordered from most to least inclined to answer, so
+ties err towards answering. A cap of `MAX_FALSE_NM` on the questions a value is fitted on lets more through on
+questions it was not fitted on, so the cap itself is chosen one level down: the largest of `CAPS` whose own
+leave-one-conversation-out rate, inside the training conversations, stays at or under `MAX_FALSE_NM`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from memstream.agent.attribution import AttributionParams, EvidenceHit, decide_attribution, named_people, query_terms, strip_names
+from memstream.agent.attribution import (
+    AttributionParams,
+    EvidenceHit,
+    best_is_their_own,
+    check_attribution_margin,
+    evidence_is_others,
+    is_person,
+    named_people,
+    query_terms,
+    strip_names,
+    weighed_evidence,
+)
 from memstream.benchmarks.tuning import leave_one_group_out, pick_best
 
 MAX_FALSE_NM = 0.02
+CAPS = (0.02, 0.015, 0.01, 0.005)
+"""Training caps tried, largest first."""
 ANSWERABLE = (1, 2, 3, 4)
 
 
@@ -85,7 +100,8 @@ def collect_signals(
                 "query": plan.query,
                 "evidence": question.evidence,
                 "retrieved": [h.source_id or str(h.turn.id) for h in hits],
-                "hits": [asdict(EvidenceHit.of(h, people, plan.query)) for h in hits],
+                "speakers": sorted(s for s in agent.memory.speakers(question.namespace) if is_person(s)),
+                "hits": [{"speaker": h.turn.speaker, "fused": h.fused_score} for h in hits],
                 "question": question.question,
                 "gold": question.gold,
                 "choices": question.choices,
@@ -114,26 +130,31 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def hits_of(row: dict[str, Any]) -> list[EvidenceHit]:
-    """The row's hits with the text signals recomputed from its saved texts and query (rows saved before a
-    signal existed still carry everything it needs)."""
+    """The row's hits with the decision's text signals computed from its saved texts and query (rows saved before a
+    signal existed still carry everything it needs). Rows saved without the conversation's speakers use the people
+    among the hits and the asked-about person: in a two-person conversation that is exact for every hit that matters
+    (a turn by the other person puts both in the list)."""
     key = "_evidence_hits"
     if key not in row:
         terms = query_terms(row.get("query") or row["question"])
-        row[key] = [EvidenceHit.from_text(h["speaker"], h["fused"], text, row["people"], terms) for h, text in zip(row["hits"], row["texts"], strict=True)]
+        asked = row["asked_about"] or ""
+        people = row.get("speakers") or sorted({h["speaker"] for h in row["hits"] if is_person(h["speaker"])} | ({asked} if asked else set()))
+        row[key] = [EvidenceHit.from_text(h["speaker"], h["fused"], text, asked, people, terms) for h, text in zip(row["hits"], row["texts"], strict=True)]
     return row[key]
 
 
 def abstains(row: dict[str, Any], params: AttributionParams | None) -> bool:
     """Would the decision reply "not mentioned" to this question? (None: the decision is off.)"""
-    if params is None or not row["asked_about"]:
+    if params is None or not row["asked_about"] or best_is_their_own(row["asked_about"], hits_of(row)):
         return False
-    return decide_attribution(row["asked_about"], hits_of(row), params) is not None
+    key = ("_weighed", params.rank_decay)
+    if key not in row:
+        row[key] = weighed_evidence(hits_of(row), params.rank_decay)
+    return evidence_is_others(*row[key], params)
 
 
 def abstains_old_rule(row: dict[str, Any], margin: float) -> bool:
     """The single-margin rule this decision replaces (kept here to report what it did)."""
-    from memstream.agent.attribution import check_attribution_margin
-
     return bool(row["asked_about"]) and check_attribution_margin(row["asked_about"], hits_of(row), margin) is not None
 
 
@@ -153,19 +174,18 @@ def outcome(pairs: Sequence[tuple[dict[str, Any], Any]], decide: Callable[[dict[
 
 
 def candidates() -> list[AttributionParams]:
-    """The grid, most inclined to answer first (so `pick_best` ties err towards answering): a deeper own_rank,
-    a lower own_ratio, counting mentions and a lower (or no) story_ratio each make the decision answer more often.
-    story_ratio 2.0 abstains whenever the story signal holds (a share above 1 no own turn reaches)."""
+    """The grid, most inclined to answer first (so `pick_best` ties err towards answering): a lower max_share and
+    a higher min_other each make the decision answer more often."""
     return [
-        AttributionParams(own_rank=own_rank, own_ratio=own_ratio, mention_counts=mention, story_ratio=story)
-        for own_rank in (10, 5, 3, 2, 1)
-        for own_ratio in (0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.96, 1.01)
-        for mention in (True, False)
-        for story in (None, 0.9, 0.95, 1.01, 2.0)
+        AttributionParams(rank_decay=decay, max_share=share, min_other=other)
+        for decay in (0.2, 0.5, 1.0)
+        for share in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+        for other in (12, 10, 8, 6, 5, 4, 3, 2, 1, 0)
     ]
 
 
-def fit(rows: list[dict[str, Any]], grid: Sequence[AttributionParams] | None = None) -> AttributionParams:
+def fit_capped(rows: list[dict[str, Any]], cap: float, grid: Sequence[AttributionParams] | None = None) -> AttributionParams:
+    """The value catching the most adversarial questions of `rows` with at most `cap` of their answerable ones abstained."""
     grid = list(grid or candidates())
     answerable = [r for r in rows if r["code"] in ANSWERABLE]
     adversarial = [r for r in rows if r["code"] == 5]
@@ -173,16 +193,33 @@ def fit(rows: list[dict[str, Any]], grid: Sequence[AttributionParams] | None = N
     def objective(params: AttributionParams) -> tuple:
         false_rate = sum(abstains(r, params) for r in answerable) / max(1, len(answerable))
         caught = sum(abstains(r, params) for r in adversarial)
-        within = false_rate <= MAX_FALSE_NM
+        within = false_rate <= cap
         return (within, caught if within else -false_rate)
 
     return pick_best(grid, objective)
 
 
-def tune(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def by_conversation(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["conversation"], []).append(row)
-    result = leave_one_group_out(groups, fit, outcome)
+    return groups
+
+
+def fit(rows: list[dict[str, Any]], grid: Sequence[AttributionParams] | None = None) -> AttributionParams:
+    """`fit_capped` at the largest of CAPS whose leave-one-conversation-out false-"not mentioned" rate within `rows`
+    is at most MAX_FALSE_NM (rows of fewer than three conversations: the cap MAX_FALSE_NM itself)."""
+    groups = by_conversation(rows)
+    if len(groups) < 3:
+        return fit_capped(rows, MAX_FALSE_NM, grid)
+    for cap in CAPS:
+        inner = leave_one_group_out(groups, lambda part, cap=cap: fit_capped(part, cap, grid), outcome)
+        if inner.held_out["false_not_mentioned_rate"] <= MAX_FALSE_NM:
+            return fit_capped(rows, cap, grid)
+    return fit_capped(rows, CAPS[-1], grid)
+
+
+def tune(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    result = leave_one_group_out(by_conversation(rows), fit, outcome)
     old = {str(m): outcome([(r, m) for r in rows], abstains_old_rule) for m in (0.005,)}
     return {"loco": result.to_dict(lambda p: asdict(p)), "old_rule_in_sample": old, "max_false_not_mentioned": MAX_FALSE_NM}

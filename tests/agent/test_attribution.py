@@ -10,24 +10,27 @@ from memstream.agent.attribution import (
     EvidenceHit,
     check_attribution_margin,
     decide_attribution,
+    listener_of,
     named_people,
     query_terms,
+    sentence_about,
     strip_names,
-    tells_own_story,
 )
 from memstream.agent.controller import TurnOptions
 from memstream.backends.scripted import ScriptedBackend
 from memstream.memory.model import NewSession, NewTurn
 
 T0 = datetime(2023, 5, 8, 14, 0)
+PEOPLE = ["Ann", "Bob"]
 
 
-def hits(*rows):
-    """(speaker, fused score[, names in the text]) -> EvidenceHits, best first."""
-    return [EvidenceHit(row[0], row[1], tuple(row[2]) if len(row) > 2 else ()) for row in rows]
+def evidence(query: str, *turns: tuple[str, str], asked_about: str = "Ann", people=PEOPLE) -> list[EvidenceHit]:
+    """(speaker, text) turns, best first, as the decision reads them for a question about `asked_about`."""
+    terms = query_terms(query)
+    return [EvidenceHit.from_text(speaker, 0.05 - 0.005 * i, text, asked_about, people, terms) for i, (speaker, text) in enumerate(turns)]
 
 
-PARAMS = AttributionParams(own_rank=3, own_ratio=0.8, mention_counts=True)
+SHIPPED = AttributionParams()
 
 
 def test_named_people_are_whole_words_and_never_roles():
@@ -43,85 +46,62 @@ def test_strip_names_keeps_the_question_and_never_empties_it():
     assert strip_names("Caroline", ["Caroline"]) == "Caroline"
 
 
+def test_a_sentence_is_about_whoever_its_grammatical_person_points_at():
+    assert sentence_about("I ran a charity race and realized self-care matters.") == (1.0, 0.0)
+    assert sentence_about("Did you enjoy your race?") == (0.0, 1.0)  # a question put to the listener: theirs
+    assert sentence_about("Where is it?") == (0.0, 0.0)  # a question to nobody in particular: nobody's
+    assert sentence_about("So proud of you!") == (0.0, 1.0)
+    assert sentence_about("I loved the painting you showed me.") == (0.5, 0.5)
+    assert sentence_about("The race was long.") == (1.0, 0.0)  # neither: its speaker's
+    # "You" said by Ann is someone else; said by Bob, in a two-person conversation or naming her, it is Ann.
+    assert listener_of("Ann", "Ann", PEOPLE, "How was your race?") == ""
+    assert listener_of("Bob", "Ann", PEOPLE, "How was your race?") == "Ann"
+    assert listener_of("Bob", "Ann", ["Ann", "Bob", "Cy"], "How was your race?") is None
+    assert listener_of("Bob", "Ann", ["Ann", "Bob", "Cy"], "Ann, how was your race?") == "Ann"
+
+
+def test_the_words_of_the_question_are_counted_per_sentence_and_per_person():
+    query = "What did realize after charity race?"
+    story, reply = evidence(query, ("Melanie", "Thanks! The charity race made me realize self-care is important."), ("Caroline", "That's great, Melanie! So proud of you."), asked_about="Caroline", people=["Caroline", "Melanie"])
+    assert (story.about_asked, story.about_others) == (0.0, 3.0)  # realiz, chariti, race: Melanie's own
+    assert (reply.about_asked, reply.about_others) == (0.0, 0.0)  # no word of the question
+    asked = evidence(query, ("Caroline", "How was your charity race? Did it make you realize anything?"), asked_about="Caroline", people=["Caroline", "Melanie"])[0]
+    assert (asked.about_asked, asked.about_others) == (0.0, 3.0)  # Caroline asking about Melanie's race
+    assert EvidenceHit.from_text("assistant", 0.05, "I ran the charity race.", "Caroline", ["Caroline"], query_terms(query)).about_others == 0.0  # a role: nobody
+
+
 def test_the_old_margin_rule_and_the_decision_on_the_same_evidence():
-    # Ann's own turn is second, well behind Bob's: the margin rule said "not mentioned"; Ann's turn is right there.
-    evidence = hits(("Bob", 0.05), ("Ann", 0.03), ("Bob", 0.02))
-    assert check_attribution_margin("Ann", evidence, 0.005) is not None
-    assert decide_attribution("Ann", evidence, PARAMS) is None
-    # Nothing from Ann in the top three, but Bob's best turn is about her ("Ann told me she..."): answer.
-    about_her = hits(("Bob", 0.05, ["Ann"]), ("Bob", 0.04), ("Cy", 0.03), ("Ann", 0.01))
-    assert check_attribution_margin("Ann", about_her, 0.005) is not None
-    assert decide_attribution("Ann", about_her, PARAMS) is None
-    assert decide_attribution("Ann", about_her, AttributionParams(3, 0.8, mention_counts=False)) is not None
-    # Ann's own best is close in score though lower in rank: answer.
-    close = hits(("Bob", 0.050), ("Bob", 0.049), ("Bob", 0.048), ("Ann", 0.045))
-    assert check_attribution_margin("Ann", close, 0.004) is not None
-    assert decide_attribution("Ann", close, PARAMS) is None
-    # The shipped parameters (chosen by leave-one-conversation-out) answer these too.
-    for evidence in (hits(("Bob", 0.05), ("Ann", 0.045)), close):
-        assert check_attribution_margin("Ann", evidence, 0.004) is not None
-        assert decide_attribution("Ann", evidence, AttributionParams()) is None
+    query = "What did paint last week?"
+    # Ann's own painting is second, well behind Bob's reply in score: the margin rule said "not mentioned".
+    ann_second = evidence(query, ("Bob", "That sounds lovely, what did you paint?"), ("Ann", "Last week I painted a lake at sunrise."))
+    ann_second = [EvidenceHit(h.speaker, f, h.about_asked, h.about_others) for h, f in zip(ann_second, (0.05, 0.03))]
+    assert check_attribution_margin("Ann", ann_second, 0.005) is not None
+    assert decide_attribution("Ann", ann_second, SHIPPED) is None
+    # Bob tells his own painting, Ann only asks about it: the evidence is his, whatever the scores.
+    bobs = evidence(query, ("Bob", "Last week I painted my garage and then a fence, my first painting in years."), ("Ann", "Nice! What colour did you paint it last week?"))
+    wrong = decide_attribution("Ann", bobs, SHIPPED)
+    assert wrong is not None and (wrong.speaker, wrong.asked_about, wrong.share) == ("Bob", "Ann", 0.0)
 
 
-def test_the_decision_abstains_only_when_every_signal_agrees():
-    clear = hits(("Bob", 0.05), ("Bob", 0.04), ("Bob", 0.03), ("Ann", 0.01))
-    wrong = decide_attribution("Ann", clear, PARAMS)
-    assert wrong is not None and (wrong.speaker, wrong.asked_about) == ("Bob", "Ann") and abs(wrong.margin - 0.04) < 1e-9
-    # No Ann at all: still abstains, margin against the last hit.
-    assert decide_attribution("Ann", hits(("Bob", 0.05), ("Bob", 0.02)), PARAMS).margin == 0.05 - 0.02
-    assert decide_attribution("Ann", hits(("Ann", 0.05), ("Bob", 0.01)), PARAMS) is None
-    assert decide_attribution("Ann", hits(("assistant", 0.05), ("Bob", 0.04)), PARAMS) is None  # a role is nobody
-    assert decide_attribution("Ann", [], PARAMS) is None
-    # A shallower look at the top abstains where a deeper one sees Ann.
-    ann_fourth = hits(("Bob", 0.05), ("Bob", 0.045), ("Bob", 0.04), ("Ann", 0.02))
-    assert decide_attribution("Ann", ann_fourth, AttributionParams(3, 0.8, False)) is not None
-    assert decide_attribution("Ann", ann_fourth, AttributionParams(5, 0.8, False)) is None
+def test_the_decision_answers_when_the_best_memory_is_their_own():
+    query = "What did paint last week?"
+    bob = [("Bob", f"Last week I painted the {thing}.") for thing in ("garage", "fence", "shed", "gate")]
+    told = evidence(query, ("Ann", "I painted a lake."), *bob)
+    assert told[0].about_asked == 1.0 and all(h.about_others == 3.0 for h in told[1:])
+    assert decide_attribution("Ann", told, SHIPPED) is None  # her own turn is the best memory: answer
+    # The same evidence with Bob's turns first: it is his (Ann's share about 0.06 of 6.1 weighed words).
+    assert decide_attribution("Ann", evidence(query, *bob, ("Ann", "I painted a lake.")), SHIPPED) is not None
 
 
-def test_the_story_signal_reads_who_tells_the_story():
-    assert tells_own_story("I ran a charity race and realized self-care matters.")
-    assert not tells_own_story("That's great! Did you enjoy your race?")  # said to the listener
-    assert not tells_own_story("Caroline ran the race.")  # not first person
-    terms = query_terms("What did realize after charity race?")
-    melanie = EvidenceHit.from_text("Melanie", 0.05, "Thanks! The charity race made me realize self-care is important.", ["Caroline"], terms)
-    assert melanie.own_story and melanie.overlap == 3  # realiz, chariti, race
-    reply = EvidenceHit.from_text("Caroline", 0.045, "That's great, Melanie! So proud of you.", ["Caroline"], terms)
-    assert not reply.own_story and reply.overlap == 0
-
-
-def test_the_story_signal_catches_a_borrowed_answer_the_score_ratio_lets_through():
-    # Caroline asked about Melanie's race: Caroline's reply ranks second on the round key they share and scores 0.92
-    # of Melanie's story, so the score ratio answers (with Melanie's words); the story signal does not.
-    terms = query_terms("What did realize after charity race?")
-    evidence = [
-        EvidenceHit.from_text("Melanie", 0.050, "The charity race made me realize self-care is really important.", ["Caroline"], terms),
-        EvidenceHit.from_text("Caroline", 0.046, "That's great, Melanie! So proud of you.", ["Caroline"], terms),
-    ]
-    without = AttributionParams(own_rank=1, own_ratio=0.8, mention_counts=False, story_ratio=None)
-    assert decide_attribution("Caroline", evidence, without) is None
-    wrong = decide_attribution("Caroline", evidence, AttributionParams(own_rank=1, own_ratio=0.8, story_ratio=1.01))
-    assert wrong is not None and wrong.speaker == "Melanie"
-    # The old margin rule (0.005) missed it too: the margin is 0.004.
-    assert check_attribution_margin("Caroline", evidence, 0.005) is None
-
-
-def test_the_story_signal_answers_when_the_person_own_turn_fits_the_question_as_well():
-    terms = query_terms("What did paint last week?")
-    # Bob's first-person turn is best, but Ann's own turn has as many of the question's words: her own story.
-    evidence = [
-        EvidenceHit.from_text("Bob", 0.050, "I saw the painting you showed me last week, I loved it.", ["Ann"], terms),
-        EvidenceHit.from_text("Ann", 0.045, "Last week I painted a lake at sunrise.", ["Ann"], terms),
-    ]
-    assert not evidence[0].own_story  # "you": said to Ann
-    params = AttributionParams(own_rank=1, own_ratio=0.8, story_ratio=2.0)
-    assert decide_attribution("Ann", evidence, params) is None
-    told = [
-        EvidenceHit.from_text("Bob", 0.050, "Last week I painted my garage and a fence.", ["Ann"], terms),
-        EvidenceHit.from_text("Ann", 0.045, "Last week I painted a lake at sunrise.", ["Ann"], terms),
-    ]
-    # Both tell their own story; Ann's fits the question's words as well as Bob's: the ratio alone decides (0.9 >= 0.8).
-    assert told[0].overlap == told[1].overlap
-    assert decide_attribution("Ann", told, params) is None
+def test_a_little_evidence_about_others_is_not_enough_to_abstain():
+    query = "What did paint?"
+    one_word = evidence(query, ("Bob", "I painted."))
+    assert decide_attribution("Ann", one_word, SHIPPED) is None  # 1 word < min_other
+    assert decide_attribution("Ann", one_word, AttributionParams(min_other=1)) is not None
+    assert decide_attribution("Ann", [], SHIPPED) is None
+    # Ann's share of the evidence past max_share: answer.
+    shared = evidence("What did paint at the lake at sunrise?", ("Bob", "I painted the lake at sunrise."), ("Ann", "I painted the lake at sunrise too."))
+    assert decide_attribution("Ann", shared, AttributionParams(min_other=1)) is None
 
 
 def seed_two_people(agent, user="researcher"):

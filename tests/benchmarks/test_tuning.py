@@ -39,17 +39,23 @@ def test_loco_needs_two_conversations_and_pick_best_prefers_the_first_on_ties():
         pick_best([], lambda c: (0,))
 
 
-def row(code, conversation="c1", asked_about="Ann", hits=(("Bob", 0.05), ("Bob", 0.04), ("Bob", 0.03), ("Ann", 0.02)), **extra):
+BOB_STORY = (("Bob", 0.05, "I painted a sunset over the lake."), ("Bob", 0.04, "Thanks for the tea."), ("Bob", 0.03, "See you soon."), ("Ann", 0.02, "Thanks for the tea."))
+
+
+def row(code, conversation="c1", asked_about="Ann", hits=BOB_STORY, **extra):
+    """A saved signals row; hits are (speaker, fused score, text), best first."""
     base = {
         "qid": f"{conversation}:{code}:{len(extra)}",
         "conversation": conversation,
         "code": code,
         "asked_about": asked_about,
         "people": [asked_about] if asked_about else [],
-        "hits": [{"speaker": s, "fused": f, "names": []} for s, f in hits],
+        "speakers": ["Ann", "Bob"],
+        "hits": [{"speaker": s, "fused": f} for s, f, _ in hits],
         "question": "What did Ann paint?",
+        "query": "What did paint?",
         "gold": "a sunset",
-        "texts": ["I painted a sunset over the lake."] + ["Thanks for the tea."] * (len(hits) - 1),
+        "texts": [t for *_, t in hits],
         "prediction": "She painted a lake",
         "prompt_tokens": 500,
     }
@@ -57,30 +63,57 @@ def row(code, conversation="c1", asked_about="Ann", hits=(("Bob", 0.05), ("Bob",
     return base
 
 
+ANN_TOO = (("Bob", 0.05, "I painted a sunset over the lake."), ("Ann", 0.03, "I painted the lake too."))
+ANN_ONLY = (("Ann", 0.05, "I painted a sunset over the lake."),)
+CAUGHT = AttributionParams(rank_decay=0.5, max_share=0.3, min_other=1)
+
+
 def test_attribution_fit_keeps_false_not_mentioned_under_the_cap():
-    ann_second = (("Bob", 0.05), ("Ann", 0.03))
-    rows = [row(5) for _ in range(3)] + [row(4, hits=ann_second) for _ in range(60)] + [row(4)]
+    rows = [row(5) for _ in range(3)] + [row(4, hits=ANN_TOO) for _ in range(60)] + [row(4)]
     # The old margin rule fires on every one of them: 61 wrong "not mentioned".
     assert all(abstains_old_rule(r, 0.005) for r in rows)
     chosen = fit(rows)
     result = outcome([(r, chosen) for r in rows])
     # One answerable question looks exactly like the adversarial ones: 1 of 61 (1.6%) is within the 2% cap.
     assert result["false_not_mentioned"] == 1 and result["adversarial_caught"] == 3
-    assert not abstains(rows[3], chosen)
+    assert not abstains(rows[3], chosen)  # Ann tells her own painting second: her share (0.4) is past every max_share that catches
     # Past the cap, the fit gives up catching rather than answer "not mentioned" wrongly.
     strict = fit(rows + [row(4) for _ in range(3)])
     assert outcome([(r, strict) for r in rows])["false_not_mentioned"] == 0
 
 
+def test_the_training_cap_is_itself_chosen_on_conversations_left_out():
+    from memstream.agent.attribution import EvidenceHit
+    from memstream.benchmarks.attribution_tuning import fit_capped
+
+    def signals(code, conversation, i, asked, others):
+        # The decision's text signals given directly: Bob's turn, with this many question words about Ann and about others.
+        return row(code, conversation=conversation, qid=f"{conversation}:{code}:{i}", _evidence_hits=[EvidenceHit("Bob", 0.05, asked, others)])
+
+    story, aside, normal = (3.5, 6.5), (0.0, 1.0), (6.0, 1.0)  # Ann's share 0.35 of a lot, 0 of a little, 0.86
+    answer_all = AttributionParams(0.5, 0.1, 12)
+    catch_stories = AttributionParams(0.5, 0.4, 5)  # catches `story` only
+    catch_asides = AttributionParams(0.5, 0.3, 1)  # catches `aside` only
+    grid = [answer_all, catch_stories, catch_asides, AttributionParams(0.5, 0.4, 1)]
+    rows = []
+    for c, answerable, adversarial in (("c1", [normal] * 57 + [story] * 3, [story] * 4), ("c2", [normal] * 57 + [aside] * 3, [aside] * 3), ("c3", [normal] * 60, [story] * 2 + [aside] * 2)):
+        rows += [signals(4, c, i, *s) for i, s in enumerate(answerable)] + [signals(5, c, i, *s) for i, s in enumerate(adversarial)]
+    # On all three, catching stories costs 3 of 180 answerable (1.7%, under 2%) and catches the most...
+    assert fit_capped(rows, 0.02, grid) == catch_stories
+    # ...but fitted without c1 it catches stories and errs on c1's three, fitted without c2 it catches asides and errs on
+    # c2's three: 6 of 180 (3.3%) left out. No cap keeps that under 2%, so the fit answers everything.
+    assert fit(rows, grid) == answer_all
+
+
 def test_answer_steps_applied_offline():
-    answerable = row(4, hits=(("Ann", 0.05),))
+    answerable = row(4, hits=ANN_ONLY)
     off = AnswerParams(None, ())
     assert final_answer(answerable, off) == ("She painted a lake", 500, "model")
     prediction, tokens, step = final_answer(answerable, AnswerParams(None, ("what",)))
     assert (step, tokens) == ("extract", 0) and "sunset" in prediction
     adversarial = row(5)
-    assert final_answer(adversarial, AnswerParams(AttributionParams(3, 0.8, False), ()))[2] == "attribution"
-    scores = score_answers([(answerable, AnswerParams(None, ("what",))), (adversarial, AnswerParams(AttributionParams(3, 0.8, False), ()))])
+    assert final_answer(adversarial, AnswerParams(CAUGHT, ()))[2] == "attribution"
+    scores = score_answers([(answerable, AnswerParams(None, ("what",))), (adversarial, AnswerParams(CAUGHT, ()))])
     assert scores["per_category"]["adversarial"]["f1"] == 1.0 and scores["false_not_mentioned_rate"] == 0.0
 
 
@@ -92,7 +125,7 @@ def test_the_extraction_style_is_chosen_by_leave_one_conversation_out():
     assert (("count",), "content", "off") not in grid  # without "what" the style changes nothing: not varied
     assert grid[0] == ((), "after", "off")  # the earlier behaviour first: a tie keeps it
     texts = ["I painted a sunset over the lake last week."]
-    rows = [row(4, conversation=c, hits=(("Ann", 0.05),), texts=texts, qid=f"{c}:{i}") for c in ("c1", "c2") for i in range(3)]
+    rows = [row(4, conversation=c, hits=(("Ann", 0.05, texts[0]),), qid=f"{c}:{i}") for c in ("c1", "c2") for i in range(3)]
     after = AnswerParams(None, ("what",))
     content = AnswerParams(None, ("what",), extract_style="content")
     # "after" reads past the question's last word ("a sunset over the lake last week"); "content" keeps "sunset lake".
@@ -104,11 +137,11 @@ def test_the_extraction_style_is_chosen_by_leave_one_conversation_out():
 
 
 def test_trimming_is_applied_offline_to_what_the_model_wrote_only():
-    answerable = row(4, hits=(("Ann", 0.05),))
+    answerable = row(4, hits=ANN_ONLY)
     assert final_answer(answerable, AnswerParams(None, (), trim="question")) == ("lake", 500, "model")
     # "lake" is in the records ("I painted a sunset over the lake."): grounded, it stays; an invented word goes.
     assert final_answer(answerable, AnswerParams(None, (), trim="evidence"))[0] == "lake"
-    assert final_answer(row(4, hits=(("Ann", 0.05),), prediction="She painted a lake and a castle"), AnswerParams(None, (), trim="evidence"))[0] == "lake"
-    dated = row(2, hits=(("Ann", 0.05),), prediction="7 May 2023", prompt_tokens=0, question="When did Ann paint in May?")
+    assert final_answer(row(4, hits=ANN_ONLY, prediction="She painted a lake and a castle"), AnswerParams(None, (), trim="evidence"))[0] == "lake"
+    dated = row(2, hits=ANN_ONLY, prediction="7 May 2023", prompt_tokens=0, question="When did Ann paint in May?")
     assert final_answer(dated, AnswerParams(None, (), trim="evidence"))[0] == "7 May 2023"  # the date step's answer is left alone
     assert AnswerParams(None, ("count",), trim="question").describe() == {"attribution": None, "extract_kinds": ["count"], "trim": "question"}
