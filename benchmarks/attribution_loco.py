@@ -50,7 +50,8 @@ def main() -> None:
         retrieval = None if args.no_retrieval else retrieval_section(args)
     results = {"data": args.data.name, "questions": len(rows), "attribution": attribution, "retrieval": retrieval,
                "extraction_alone": extraction_alone(rows), "agent_path_recall_any@10": recall_of(rows),
-               "seconds": round(time.perf_counter() - started, 1), "signals_reused": args.signals is not None}
+               "seconds": round(time.perf_counter() - started, 1), "signals_reused": args.signals is not None,
+               "retrieval_reused": args.retrieval_from is not None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     args.out.with_suffix(".md").write_text(render(results), encoding="utf-8")
@@ -155,7 +156,8 @@ def render(results: dict) -> str:
         "",
         f"Data: `{results['data']}`, {results['questions']} questions, five conversations. Command: "
         "`python benchmarks/attribution_loco.py --work runs/loco` (no model; MiniLM embeddings; the machine was shared "
-        f"with other jobs, {results['seconds']} s" + (", signals reused from an earlier collection (`--signals`)" if results.get("signals_reused") else "") + ").",
+        f"with other jobs, {results['seconds']} s" + (", signals reused from an earlier collection (`--signals`)" if results.get("signals_reused") else "")
+        + (", retrieval-settings section reused from an earlier report (`--retrieval-from`)" if results.get("retrieval_reused") else "") + ").",
         "",
         "## Attribution decision",
         "",
