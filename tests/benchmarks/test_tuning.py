@@ -77,6 +77,13 @@ def test_attribution_fit_keeps_false_not_mentioned_under_the_cap():
     # One answerable question looks exactly like the adversarial ones: 1 of 61 (1.6%) is within the 2% cap.
     assert result["false_not_mentioned"] == 1 and result["adversarial_caught"] == 3
     assert not abstains(rows[3], chosen)  # Ann tells her own painting second: her share (0.4) is past every max_share that catches
+    # The offline test (cached per rank_decay) says what the agent's decision says.
+    from memstream.agent.attribution import decide_attribution
+    from memstream.benchmarks.attribution_tuning import hits_of
+
+    for params in (chosen, CAUGHT, AttributionParams(), AttributionParams(1.0, 0.5, 0)):
+        for r in (rows[0], rows[3], rows[-1], row(4, hits=ANN_ONLY)):
+            assert abstains(r, params) == (decide_attribution("Ann", hits_of(r), params) is not None)
     # Past the cap, the fit gives up catching rather than answer "not mentioned" wrongly.
     strict = fit(rows + [row(4) for _ in range(3)])
     assert outcome([(r, strict) for r in rows])["false_not_mentioned"] == 0
