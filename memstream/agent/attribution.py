@@ -20,8 +20,8 @@ scores best (in a two-person dialogue the reply to someone's story scores close 
 - hit i (0-based, best first) weighs 1 / (1 + `rank_decay` * i).
 It answers when the best memory is the asked-about person's own turn with some of the question's words in
 a sentence about them. Otherwise it abstains when the evidence about other people weighs at least
-`min_other` and the asked-about person's share of all of it is under `max_share`; else it answers (a wrong "not mentioned" on an
-answerable question costs a user more than a borrowed answer costs a benchmark). Turns of roles (user,
+`min_other` and the asked-about person's share of all of it is under `max_share`; else it answers (a
+wrong "not mentioned" on an answerable question costs a user more than a borrowed answer costs a benchmark). Turns of roles (user,
 assistant) are about nobody here. The three values are chosen by leave-one-conversation-out on the
 LoCoMo dev set (memstream/benchmarks/attribution_tuning.py, reports/attribution_loco.md).
 """
@@ -108,7 +108,7 @@ def listener_of(speaker: str | None, asked_about: str, people: Sequence[str], te
     """Who a turn's "you" is: someone other than the asked-about person when they speak; the asked-about person
     when the conversation has two people or the turn names them; None when unknown."""
     if speaker == asked_about:
-        return ""  # someone else, not named
+        return ""  # someone else, not named: not the asked-about person, and not None (unknown)
     persons = {p for p in people if is_person(p)} | {asked_about}
     if len(persons) == 2 or _name_pattern(asked_about).search(text):
         return asked_about
