@@ -160,22 +160,19 @@ def weighed_evidence(hits: Sequence[EvidenceHit], rank_decay: float) -> tuple[fl
     return asked, others
 
 
-def evidence_is_others(asked: float, others: float, params: AttributionParams) -> bool:
-    """The threshold test on the weighed evidence: enough of it about others, and little enough about the asked-about person."""
+def abstains(asked_about: str, hits: Sequence[EvidenceHit], params: AttributionParams, weighed: tuple[float, float] | None = None) -> bool:
+    """The decision itself: True when the evidence is mostly about someone else. `weighed`: weighed_evidence(hits,
+    params.rank_decay) when the caller has it (tuning reuses it across the grid)."""
+    if hits and hits[0].speaker == asked_about and hits[0].about_asked > 0:
+        return False  # the best memory is the person speaking about the question: answer, whatever follows it
+    asked, others = weighed if weighed is not None else weighed_evidence(hits, params.rank_decay)
     return others > 0 and others >= params.min_other and asked / (asked + others) < params.max_share
-
-
-def best_is_their_own(asked_about: str, hits: Sequence[EvidenceHit]) -> bool:
-    """The best memory is the asked-about person speaking about the question: answer, whatever follows it."""
-    return bool(hits) and hits[0].speaker == asked_about and hits[0].about_asked > 0
 
 
 def decide_attribution(asked_about: str, hits: Sequence[EvidenceHit], params: AttributionParams) -> Misattribution | None:
     """A Misattribution when the evidence is mostly about someone else; None (answer) otherwise."""
-    if best_is_their_own(asked_about, hits):
-        return None
     asked, others = weighed_evidence(hits, params.rank_decay)
-    if not evidence_is_others(asked, others, params):
+    if not abstains(asked_about, hits, params, (asked, others)):
         return None
     owner = next((h.speaker for h in hits if h.about_others > 0 and h.speaker != asked_about), None)
     owner = owner or next((h.speaker for h in hits if is_person(h.speaker) and h.speaker != asked_about), "someone else")

@@ -24,10 +24,9 @@ from typing import Any, Callable, Sequence
 
 from memstream.agent.attribution import (
     AttributionParams,
+    abstains as decision_abstains,
     EvidenceHit,
-    best_is_their_own,
     check_attribution_margin,
-    evidence_is_others,
     is_person,
     named_people,
     query_terms,
@@ -87,7 +86,8 @@ def collect_signals(
         for question in questions:
             # The agent's steps 2-3 (controller.stream), without composing or generating.
             plan = plan_turn(question.question, [], question.asked_at, None, False, settings.retrieval.time_expansion)
-            people = named_people(plan.query, agent.memory.speakers(question.namespace))
+            speakers = agent.memory.speakers(question.namespace)
+            people = named_people(plan.query, speakers)
             asked_about = people[0] if len(people) == 1 else None
             plan.query = strip_names(plan.query, people)
             hits = agent._retrieve(question.namespace, plan, question.asked_at, options, flash=set(), exclude=set())[0] if plan.needs_memory else []
@@ -100,7 +100,7 @@ def collect_signals(
                 "query": plan.query,
                 "evidence": question.evidence,
                 "retrieved": [h.source_id or str(h.turn.id) for h in hits],
-                "speakers": sorted(s for s in agent.memory.speakers(question.namespace) if is_person(s)),
+                "speakers": sorted(s for s in speakers if is_person(s)),
                 "hits": [{"speaker": h.turn.speaker, "fused": h.fused_score} for h in hits],
                 "question": question.question,
                 "gold": question.gold,
@@ -145,12 +145,12 @@ def hits_of(row: dict[str, Any]) -> list[EvidenceHit]:
 
 def abstains(row: dict[str, Any], params: AttributionParams | None) -> bool:
     """Would the decision reply "not mentioned" to this question? (None: the decision is off.)"""
-    if params is None or not row["asked_about"] or best_is_their_own(row["asked_about"], hits_of(row)):
+    if params is None or not row["asked_about"]:
         return False
     key = ("_weighed", params.rank_decay)
     if key not in row:
         row[key] = weighed_evidence(hits_of(row), params.rank_decay)
-    return evidence_is_others(*row[key], params)
+    return decision_abstains(row["asked_about"], hits_of(row), params, row[key])
 
 
 def abstains_old_rule(row: dict[str, Any], margin: float) -> bool:

@@ -168,13 +168,11 @@ class MemoryStore:
             try:
                 with self.reader.connect() as conn:
                     return list(conn.execute(statement))
-            except DBAPIError as exc:
+            except SQLAlchemyError as exc:
                 # The pool is not pinged on checkout (a round trip per use): a connection the database dropped (a
                 # restart) fails here, which empties the pool, and the read runs once more on a fresh connection.
-                if attempt == 0 and exc.connection_invalidated:
+                if attempt == 0 and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                     continue
-                raise StoreError(f"database read failed: {_first_line(exc)}") from exc
-            except SQLAlchemyError as exc:
                 raise StoreError(f"database read failed: {_first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
