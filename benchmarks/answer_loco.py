@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "locomo_loco")
     parser.add_argument("--max-seconds", type=float, default=None, help="Stop asking after this long and report on the questions answered.")
     parser.add_argument("--report-only", action="store_true", help="Ask nothing: report on the questions already answered in WORK/qa_rows.jsonl.")
+    parser.add_argument("--note", default="", help="A paragraph for the report (what an earlier run of the same protocol gave, say).")
     args = parser.parse_args()
     from memstream.backends.models import make_backend
     from memstream.benchmarks.runner import bench_settings
@@ -67,7 +68,7 @@ def main() -> None:
         model = next((r["model"] for r in done.values() if "model" in r), model)
     qa_rows = [done[q] for q in sorted(chosen) if q in done]
     results = {"data": args.data.name, "per_conversation": args.per_conversation, "questions": len(qa_rows), "selected": len(chosen), "model": model,
-               **tune_answers(qa_rows, signals), "seconds": round(time.perf_counter() - started, 1)}
+               **tune_answers(qa_rows, signals), "seconds": round(time.perf_counter() - started, 1), "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     args.out.with_suffix(".md").write_text(render(results), encoding="utf-8")
@@ -121,15 +122,18 @@ def render(results: dict) -> str:
         "`python benchmarks/attribution_loco.py --work runs/loco && python benchmarks/answer_loco.py --work runs/loco "
         f"--per-conversation {results['per_conversation']}`. The machine was shared with other jobs (2 cores); no timings are claimed.",
         "",
+        *([results["note"], ""] if results.get("note") else []),
         "False \"not mentioned\" = share of answerable questions (categories 1-4) whose answer says \"not mentioned\", from "
         "any step (the attribution decision or the model). Answered by = attribution / extract / model (\"when\" "
         "questions answered with a date count as model: that step is unchanged). Extraction style (\"what\" answers): "
-        "\"after\" the question's last word, or the sentence's own \"content\" words. Trim: the model's short answer "
+        "\"after\" the question's last word, or the sentence's own \"content\" words; least shared words: a \"what\" answer "
+        "is cut only from a sentence sharing at least this many of the question's words (1, 2, 3 or 4). Trim: the model's short answer "
         "without the words that restate the question (\"question\"), and also without words found in none of the "
         "records it read (\"evidence\"); memstream/agent/extract.py.",
         "",
         "What is in-sample: the forms of these rules (skipping questions in the evidence, the \"content\" words and the "
-        "fillers and time words they drop, \"what year\" questions left to the date step, grounding in the records) were "
+        "fillers and time words they drop, \"what year\" questions left to the date step, grounding in the records, the "
+        "least-shared-words gate) were "
         "written while reading these five conversations' questions and answers; which of them are on is chosen by "
         "leave-one-conversation-out, so the held-out row is honest about the choice, not about the rules' design.",
         "",

@@ -166,15 +166,17 @@ class AgentSettings(BaseModel):
     about them, by grammatical person) is under this. Chosen as above."""
     attribution_min_other: float = Field(5.0, ge=0.0)
     """... and the evidence about other people weighs at least this (matched question words, rank-weighted). Chosen as above."""
-    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "count"])
+    extract_kinds: list[str] = Field(default_factory=lambda: ["name", "count", "what"])
     """Short answers (benchmarks) of these question kinds are read from the evidence, not generated, when a span
     fits (memstream/agent/extract.py: name, where, count, what). Chosen by leave-one-conversation-out on a LoCoMo
     QA run with the local model over all 999 dev questions (benchmarks/answer_loco.py, reports/locomo_loco.md:
-    chosen on all five with "evidence" trimming; "what" answers read from the evidence raise single-hop F1 and
-    lower multi-hop and open-domain about as much, so two of five folds took them)."""
+    chosen on all five with "content" style, 3 least shared words and "evidence" trimming)."""
     extract_style: Literal["after", "content"] = "content"
     """How a short "what" answer is cut from the sentence that answers it (memstream/agent/extract.py): "after"
     the question's last word, or the sentence's own "content" words. Chosen with extract_kinds, same protocol."""
+    extract_min_shared: int = Field(3, ge=1)
+    """A "what" answer is cut only from a sentence sharing at least this many of the question's words; a looser match
+    leaves the answer to the model. Chosen with extract_kinds, same protocol."""
     trim_short_answers: Literal["off", "question", "evidence"] = "evidence"
     """A short answer the model writes (benchmarks) loses the words that only restate the question ("Caroline
     researched adoption agencies" -> "adoption agencies"), and with "evidence" also the words found in none of the

@@ -298,7 +298,8 @@ class MemoryAgent:
         elif abstain_text is None and hits and options.short_answer and options.plan and agent_settings.extract_kinds:
             # A short answer read from the evidence (agent/extract.py); the model writes only when this finds nothing.
             found = extract_answer(
-                text, [h.turn.text for h in hits], people, agent_settings.extract_kinds, [h.turn.speaker for h in hits], asked_about, agent_settings.extract_style
+                text, [h.turn.text for h in hits], people, agent_settings.extract_kinds, [h.turn.speaker for h in hits], asked_about,
+                agent_settings.extract_style, agent_settings.extract_min_shared,
             )
             if found is not None:
                 direct_text = found.text

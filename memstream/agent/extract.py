@@ -10,7 +10,8 @@ By question kind, this step picks the span that answers it:
 - what / which: the sentence of the top records that shares the most words with the question (never a
   sentence that is itself a question: in a dialogue the other person's "Which team did you sign with?" echoes
   the question and answers nothing; ties go to the asked-about person's own turn, then to the better-ranked
-  record). Then, by `style`:
+  record). A sentence sharing fewer than `min_shared` of the question's words is too loose a match to cut an
+  answer from, and the model writes instead. Then, by `style`:
   - "after": from after the last shared word (what the sentence says beyond the question), a few words long;
   - "content": the sentence's own content words, in order: what is left once the question's words, function
     words, fillers and time phrases are dropped ("I ran a charity race for mental health last Saturday" ->
@@ -20,10 +21,10 @@ By question kind, this step picks the span that answers it:
     last talked."), the next sentence of the same turn adds its own: the setting comes first, then the news.
 
 A "what year / which month" question asks when, and gets no span of these kinds (the date step answers it).
-When nothing fits, it returns None and the model writes the answer. Which kinds are on, and the style, are
-settings (agent.extract_kinds, agent.extract_style; benchmarks/answer_loco.py chooses both by
-leave-one-conversation-out on LoCoMo). Questions that offer choices ("(a) ... (b) ...")
-are never extracted: the answer is one of the choices.
+When nothing fits, it returns None and the model writes the answer. Which kinds are on, the style and the
+least shared words are settings (agent.extract_kinds, agent.extract_style, agent.extract_min_shared;
+benchmarks/answer_loco.py chooses them by leave-one-conversation-out on LoCoMo). Questions that offer choices
+("(a) ... (b) ...") are never extracted: the answer is one of the choices.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from nltk.stem import PorterStemmer
 
 KINDS = ("name", "where", "count", "what")
 STYLES = ("after", "content")
+MIN_SHARED = (1, 2, 3, 4)
+"""The values of `min_shared` the tuning tries."""
 TOP_RECORDS = 3
 MAX_SPAN_WORDS = 8
 MIN_CONTENT_WORDS = 2
@@ -132,6 +135,8 @@ class _Pick:
     words: list[str]
     following: str | None
     """The next sentence of the same record, when it is a statement."""
+    shared: int
+    """How many of the question's (stemmed) words it shares."""
 
 
 def _best_sentence(question_stems: set[str], texts: Sequence[str], own: Sequence[bool] = ()) -> _Pick | None:
@@ -149,7 +154,7 @@ def _best_sentence(question_stems: set[str], texts: Sequence[str], own: Sequence
             key = (score, bool(own[rank - 1]) if rank <= len(own) else False, -rank)
             if score > 0 and key > best_key:
                 following = sentences[index + 1] if index + 1 < len(sentences) and not sentences[index + 1].endswith("?") else None
-                best, best_key = _Pick(rank, sentence, words, following), key
+                best, best_key = _Pick(rank, sentence, words, following, score), key
     return best
 
 
@@ -184,10 +189,12 @@ def extract_answer(
     speakers: Sequence[str | None] = (),
     asked_about: str | None = None,
     style: str = "content",
+    min_shared: int = 1,
 ) -> Extraction | None:
     """The answer span of the question's kind in the top records (`texts`, best first, said by `speakers`), or
     None. `asked_about`: the one person the question names (their own records win ties); `style`: how a "what"
-    answer is cut from its sentence (see the module docstring)."""
+    answer is cut from its sentence; `min_shared`: how many question words that sentence must share (see the
+    module docstring)."""
     if style not in STYLES:
         raise ValueError(f"unknown extraction style {style!r} (expected one of {STYLES})")
     kind = question_kind(question)
@@ -217,7 +224,7 @@ def extract_answer(
             if match:
                 return Extraction(match.group(1), kind, rank)
         return None
-    if found is None:
+    if found is None or found.shared < min_shared:
         return None
     if style == "after":
         span = _after_last_shared(found.words, stems)

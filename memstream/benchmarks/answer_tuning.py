@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from memstream.agent.attribution import AttributionParams
-from memstream.agent.extract import KINDS, STYLES, TRIMS, extract_answer, trim_answer
+from memstream.agent.extract import KINDS, MIN_SHARED, STYLES, TRIMS, extract_answer, trim_answer
 from memstream.agent.prompts import MISATTRIBUTED_REPLY
 from memstream.benchmarks.answers import clean_prediction
 from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains, abstains_old_rule
@@ -34,6 +34,8 @@ class AnswerParams:
     """Use the single-margin rule the decision replaced (baselines only) instead of `attribution`."""
     extract_style: str = "after"
     """How a "what" answer is cut from its sentence (agent/extract.py STYLES); "after" is the earlier rule."""
+    extract_min_shared: int = 1
+    """How many question words a "what" answer's sentence must share (1: any, the earlier rule)."""
     trim: str = "off"
     """Trim the model's short answers of the words that restate the question, and with "evidence" of the words in
     none of the records (agent.trim_short_answers; the row's `texts` are those records)."""
@@ -42,6 +44,7 @@ class AnswerParams:
         out = {"attribution": asdict(self.attribution) if self.attribution else None, "extract_kinds": list(self.extract_kinds)}
         if "what" in self.extract_kinds:
             out["extract_style"] = self.extract_style
+            out["extract_min_shared"] = self.extract_min_shared
         out["trim"] = self.trim
         return out
 
@@ -58,7 +61,8 @@ def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, s
         text = MISATTRIBUTED_REPLY.format(asked_about=row["asked_about"], speaker=row["hits"][0]["speaker"])
         return clean_prediction(text, row.get("choices")), 0, "attribution"
     if params.extract_kinds and row["texts"] and row.get("answered_by", "model") == "model":
-        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds, _speakers(row), row["asked_about"], params.extract_style)
+        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds, _speakers(row), row["asked_about"],
+                               params.extract_style, params.extract_min_shared)
         if found is not None:
             return clean_prediction(found.text, row.get("choices")), 0, "extract"
     if params.trim != "off" and row["prompt_tokens"] > 0:
@@ -99,14 +103,16 @@ def kind_subsets() -> list[tuple[str, ...]]:
     return [combo for size in range(len(KINDS) + 1) for combo in itertools.combinations(KINDS, size)]
 
 
-def extraction_grid() -> list[tuple[tuple[str, ...], str, str]]:
-    """(kinds, style, trim) for every kind subset; the style only matters with "what" on, so only then is it
-    varied. The earlier behaviour first ("after", no trimming): a tie keeps it."""
+def extraction_grid() -> list[tuple[tuple[str, ...], str, str, int]]:
+    """(kinds, style, trim, min_shared) for every kind subset; the style and the least shared words only matter
+    with "what" on, so only then are they varied. The earlier behaviour first ("after", no trimming, any shared
+    word): a tie keeps it."""
     return [
-        (kinds, style, trim)
+        (kinds, style, trim, min_shared)
         for trim in TRIMS
         for kinds in kind_subsets()
         for style in (STYLES if "what" in kinds else ("after",))
+        for min_shared in (MIN_SHARED if "what" in kinds else (1,))
     ]
 
 
@@ -117,12 +123,11 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
         conversations = {r["conversation"] for r in train}
         attribution = fit_attribution([s for s in signals if s["conversation"] in conversations])
 
-        def objective(choice: tuple[tuple[str, ...], str, str]) -> tuple:
-            kinds, style, trim = choice
-            return (score([(r, AnswerParams(attribution, kinds, extract_style=style, trim=trim)) for r in train])["f1"],)
+        def params(choice: tuple[tuple[str, ...], str, str, int]) -> AnswerParams:
+            kinds, style, trim, min_shared = choice
+            return AnswerParams(attribution, kinds, extract_style=style, trim=trim, extract_min_shared=min_shared)
 
-        kinds, style, trim = pick_best(extraction_grid(), objective)
-        return AnswerParams(attribution, kinds, extract_style=style, trim=trim)
+        return params(pick_best(extraction_grid(), lambda choice: (score([(r, params(choice)) for r in train])["f1"],)))
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in qa_rows:

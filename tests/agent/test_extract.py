@@ -53,7 +53,8 @@ def test_nothing_fits_nothing_is_returned():
 def test_the_agent_answers_from_the_evidence_and_the_model_only_when_extraction_has_nothing(make_agent):
     t0 = datetime(2023, 5, 8, 14)
     backend = ScriptedBackend(["the model's words"])
-    agent = make_agent(backend, agent={"attribution_check": False, "extract_kinds": ["name", "where", "count", "what"], "trim_short_answers": "off"})
+    agent = make_agent(backend, agent={"attribution_check": False, "extract_kinds": ["name", "where", "count", "what"], "extract_min_shared": 1,
+                                       "trim_short_answers": "off"})
     agent.memory.ingest("u", [NewSession("c", [
         NewTurn("user", "I've been researching adoption agencies for my family.", "Caroline", t0),
         NewTurn("user", "Wow, that's huge. I painted a lake sunrise last week.", "Melanie", t0 + timedelta(minutes=1)),
@@ -65,6 +66,25 @@ def test_the_agent_answers_from_the_evidence_and_the_model_only_when_extraction_
     assert any("extracted a what answer" in note for note in reply.notes)
     why = agent.chat("Why did Caroline research adoption agencies?", user="u", at=t0 + timedelta(days=1), options=options)
     assert why.text == "the model's words" and len(backend.calls) == 1
+
+
+def test_a_sentence_sharing_too_few_question_words_leaves_the_answer_to_the_model(make_agent):
+    evidence = ["I painted a sunset over the lake last week."]
+    # "paint" and "lake" are both in the sentence: a close match, read at any threshold up to 2.
+    assert extract_answer("What did Ann paint at the lake?", evidence, ["Ann"], min_shared=2).text == "sunset"
+    # Only "paint" matches: the old rule (any shared word) cut "sunset lake" from it for an exhibition question.
+    loose = "What did Ann paint for the exhibition?"
+    assert extract_answer(loose, evidence, ["Ann"]).text == "sunset lake"
+    assert extract_answer(loose, evidence, ["Ann"], min_shared=2) is None
+    # The agent reads the setting: the model writes the loose match's answer.
+    t0 = datetime(2023, 5, 8, 14)
+    backend = ScriptedBackend(["the model's words"])
+    agent = make_agent(backend, agent={"attribution_check": False, "extract_kinds": ["what"], "extract_min_shared": 2, "trim_short_answers": "off"})
+    agent.memory.ingest("u", [NewSession("c", [NewTurn("user", evidence[0], "Ann", t0)], t0)])
+    assert agent.memory.flush(60)
+    options = TurnOptions(remember=False, short_answer=True)
+    assert agent.chat(loose, user="u", at=t0 + timedelta(days=1), options=options).text == "the model's words"
+    assert agent.chat("What did Ann paint at the lake?", user="u", at=t0 + timedelta(days=1), options=options).text == "sunset"
 
 
 def test_a_question_in_the_evidence_is_never_the_answer():

@@ -128,9 +128,10 @@ def test_the_extraction_style_is_chosen_by_leave_one_conversation_out():
     from memstream.benchmarks.answer_tuning import extraction_grid, tune_answers
 
     grid = extraction_grid()
-    assert (("what",), "after", "off") in grid and (("what",), "content", "off") in grid and (("what",), "content", "evidence") in grid
-    assert (("count",), "content", "off") not in grid  # without "what" the style changes nothing: not varied
-    assert grid[0] == ((), "after", "off")  # the earlier behaviour first: a tie keeps it
+    assert (("what",), "after", "off", 1) in grid and (("what",), "content", "off", 1) in grid and (("what",), "content", "evidence", 3) in grid
+    # Without "what" the style and the least shared words change nothing: not varied.
+    assert (("count",), "content", "off", 1) not in grid and (("count",), "after", "off", 2) not in grid
+    assert grid[0] == ((), "after", "off", 1)  # the earlier behaviour first: a tie keeps it
     texts = ["I painted a sunset over the lake last week."]
     rows = [row(4, conversation=c, hits=(("Ann", 0.05, texts[0]),), qid=f"{c}:{i}") for c in ("c1", "c2") for i in range(3)]
     after = AnswerParams(None, ("what",))
@@ -141,6 +142,25 @@ def test_the_extraction_style_is_chosen_by_leave_one_conversation_out():
     result = tune_answers(rows, rows)
     assert result["loco"]["chosen_all"]["extract_style"] == "content"
     assert all(choice["extract_style"] == "content" for choice in result["loco"]["chosen_per_fold"].values())
+
+
+def test_the_least_shared_words_are_chosen_by_leave_one_conversation_out():
+    from memstream.benchmarks.answer_tuning import tune_answers
+
+    # Two kinds of "what" question in every conversation: one whose sentence shares two of its words and holds the
+    # answer, one that shares a single word with a sentence that does not (the model, which knows, answers it).
+    close = {"question": "What did Ann paint at the lake?", "gold": "sunset"}
+    loose = {"question": "What did Ann paint for the exhibition?", "gold": "portrait", "prediction": "a portrait"}
+    texts = ["I painted a sunset over the lake last week."]
+    rows = [row(4, conversation=c, hits=(("Ann", 0.05, texts[0]),), qid=f"{c}:{i}", **(close if i % 2 else loose))
+            for c in ("c1", "c2", "c3") for i in range(4)]
+    any_word = AnswerParams(None, ("what",), extract_style="content")
+    two_words = AnswerParams(None, ("what",), extract_style="content", extract_min_shared=2)
+    assert final_answer(rows[0], any_word)[0] == "sunset lake" and final_answer(rows[0], two_words)[0] == "a portrait"
+    assert score_answers([(r, two_words) for r in rows])["f1"] > score_answers([(r, any_word) for r in rows])["f1"]
+    result = tune_answers(rows, rows)
+    assert result["loco"]["chosen_all"]["extract_min_shared"] == 2
+    assert all(choice["extract_min_shared"] == 2 for choice in result["loco"]["chosen_per_fold"].values())
 
 
 def test_trimming_is_applied_offline_to_what_the_model_wrote_only():
