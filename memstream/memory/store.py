@@ -16,7 +16,6 @@ PostgreSQL through the same code by URL.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -26,13 +25,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from memstream.errors import InvalidInputError, NotFoundError, UnavailableError
+from memstream.errors import InvalidInputError, NotFoundError
 from memstream.memory import schema
+from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
+from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
@@ -56,14 +57,6 @@ InsertHook = Callable[[Connection, "list[Turn]"], None]
 """Runs inside a write's transaction with the turns it stored (the database-resident index writes their keys)."""
 
 
-class StoreError(UnavailableError):
-    """The database cannot do what was asked (locked, unreachable, failed); the message names the problem."""
-
-
-class DatabaseUnavailableError(StoreError):
-    """The database URL cannot be opened (bad URL, missing driver, unreachable server, unwritable path)."""
-
-
 class UnknownUserError(NotFoundError):
     """Nothing is stored for this user."""
 
@@ -77,18 +70,13 @@ class ConversationInfo:
     last_time: datetime | None
 
 
-def _is_locked(exc: BaseException) -> bool:
-    message = str(exc).lower()
-    return "database is locked" in message or "database table is locked" in message or "deadlock detected" in message or "could not serialize" in message
-
-
 class MemoryStore:
     """All reads and writes of memory rows. Thread-safe (one engine, pooled connections)."""
 
     def __init__(self, url: str, *, lock_retries: int = 50, echo: bool = False):
         self.url = url
         self.lock_retries = lock_retries
-        self.engine = _open_engine(url, echo=echo)
+        self.engine = open_engine(url, echo=echo)
         # PostgreSQL reads are single statements: in autocommit each is one round trip, not BEGIN + query + ROLLBACK.
         self.reader = self.engine if self.engine.dialect.name == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer at a time. Left to SQLite, this process's writers would wait for each other in its
@@ -100,7 +88,7 @@ class MemoryStore:
                 schema.migrate(conn)
         except (OperationalError, DBAPIError) as exc:
             self.engine.dispose()
-            raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {_first_line(exc)}") from exc
+            raise DatabaseUnavailableError(f"cannot open database {redact(url)}: {first_line(exc)}") from exc
 
     @classmethod
     def from_settings(cls, settings) -> "MemoryStore":
@@ -133,7 +121,7 @@ class MemoryStore:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self.writer_lock, self.engine.connect() as conn:
-            conn.execution_options(memstream_write=True)  # SQLite: BEGIN IMMEDIATE (see _configure_sqlite)
+            conn.execution_options(memstream_write=True)  # SQLite: BEGIN IMMEDIATE (see engine.configure_sqlite)
             with conn.begin():
                 yield conn
 
@@ -149,18 +137,18 @@ class MemoryStore:
                         also(conn, result)
                     return result
             except OperationalError as exc:
-                if not _is_locked(exc) or attempt == self.lock_retries:
-                    if _is_locked(exc):
+                if not is_locked(exc) or attempt == self.lock_retries:
+                    if is_locked(exc):
                         raise StoreError(f"database stayed locked by another writer after {attempt + 1} attempts") from exc
-                    raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+                    raise StoreError(f"database write failed: {first_line(exc)}") from exc
                 time.sleep(min(0.5, 0.005 * 2**min(attempt, 7)) * (0.5 + random.random()))
             except DBAPIError as exc:
-                if _is_locked(exc) and attempt < self.lock_retries:
+                if is_locked(exc) and attempt < self.lock_retries:
                     time.sleep(0.01 * (1 + random.random()))
                     continue
-                raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+                raise StoreError(f"database write failed: {first_line(exc)}") from exc
             except SQLAlchemyError as exc:  # every driver error leaves as a StoreError, never a raw SQLAlchemy one
-                raise StoreError(f"database write failed: {_first_line(exc)}") from exc
+                raise StoreError(f"database write failed: {first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
     def _read(self, statement) -> list:
@@ -173,7 +161,7 @@ class MemoryStore:
                 # restart) fails here, which empties the pool, and the read runs once more on a fresh connection.
                 if attempt == 0 and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                     continue
-                raise StoreError(f"database read failed: {_first_line(exc)}") from exc
+                raise StoreError(f"database read failed: {first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
     # -- writes -------------------------------------------------------------------
@@ -223,7 +211,7 @@ class MemoryStore:
         ]
         turn_ids = self._insert_turn_rows(conn, rows)
         if stored is not None:
-            stored += [_new_turn(turn_id, row) for turn_id, row in zip(turn_ids, rows)]
+            stored += [new_turn(turn_id, row) for turn_id, row in zip(turn_ids, rows)]
         return session_id, turn_ids
 
     def _turn_row(self, user_id, conversation_id, session_id, position, turn: NewTurn, default_time, now) -> dict:
@@ -297,7 +285,7 @@ class MemoryStore:
             rows = [
                 self._turn_row(user_id, conversation_id, target, start + i, turn, now, now) for i, turn in enumerate(new_turns)
             ]
-            stored = [_new_turn(turn_id, row) for turn_id, row in zip(self._insert_turn_rows(conn, rows), rows)]
+            stored = [new_turn(turn_id, row) for turn_id, row in zip(self._insert_turn_rows(conn, rows), rows)]
             if on_insert is not None:
                 on_insert(conn, stored)
             return stored
@@ -421,7 +409,7 @@ class MemoryStore:
             statement = statement.where(schema.facts.c.subject.in_(sorted({s.strip().lower() for s in subjects})))
         if after_id is not None:
             statement = statement.where(schema.facts.c.id > after_id)
-        return [_fact(row) for row in self._read(statement)]
+        return [fact_of(row) for row in self._read(statement)]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -434,7 +422,7 @@ class MemoryStore:
         for start in range(0, len(id_list), 900):
             chunk = id_list[start : start + 900]
             rows = self._read(select(schema.turns).where(schema.turns.c.user_id == user_id, schema.turns.c.id.in_(chunk)))
-            found.update((row.id, _turn(row)) for row in rows)
+            found.update((row.id, turn_of(row)) for row in rows)
         return [found[i] for i in id_list if i in found]
 
     def get_turn(self, user_id: str, turn_id: int) -> Turn | None:
@@ -473,7 +461,7 @@ class MemoryStore:
         statement = statement.order_by(order).offset(offset)
         if limit is not None:
             statement = statement.limit(limit)
-        return [_turn(row) for row in self._read(statement)]
+        return [turn_of(row) for row in self._read(statement)]
 
     def latest_session(self, user_id: str, conversation_id: str) -> int | None:
         """The session `add_turns` appends to when none is named (None: it would start one)."""
@@ -501,7 +489,7 @@ class MemoryStore:
                 statement = statement.where(schema.turns.c.user_id == user_id)
             rows = self._read(statement)
             for row in rows:
-                yield _turn(row, with_embedding=True)
+                yield turn_of(row, with_embedding=True)
             if len(rows) < batch_size:
                 return  # a short batch is the last: no extra query to learn that nothing follows
             last = rows[-1].id
@@ -514,7 +502,7 @@ class MemoryStore:
     def iter_facts(self, after_id: int = 0) -> Iterator[tuple[Fact, bytes | None, str | None]]:
         rows = self._read(select(schema.facts).where(schema.facts.c.id > after_id).order_by(schema.facts.c.id))
         for row in rows:
-            yield _fact(row), row.embedding, row.embedding_model
+            yield fact_of(row), row.embedding, row.embedding_model
 
     def embedding_models(self) -> dict[str, int]:
         """How many turns were embedded by each model (to detect a model change)."""
@@ -550,13 +538,13 @@ class MemoryStore:
         statement = select(schema.sessions).where(schema.sessions.c.user_id == user_id).order_by(schema.sessions.c.id)
         if conversation_id is not None:
             statement = statement.where(schema.sessions.c.conversation_id == conversation_id)
-        return [_session(row) for row in self._read(statement)]
+        return [session_of(row) for row in self._read(statement)]
 
     def get_session(self, user_id: str, session_id: int) -> Session | None:
         rows = self._read(
             select(schema.sessions).where(schema.sessions.c.user_id == user_id, schema.sessions.c.id == session_id)
         )
-        return _session(rows[0]) if rows else None
+        return session_of(rows[0]) if rows else None
 
     def conversations(self, user_id: str) -> list[ConversationInfo]:
         turn_rows = self._read(
@@ -682,127 +670,3 @@ class MemoryStore:
         from memstream.memory.transfer import import_records
 
         return import_records(self, user_id, records, also=also)
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-def _open_engine(url: str, echo: bool = False) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseUnavailableError(f"database URL {url!r} is not a valid URL: {exc}") from exc
-    try:
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database
-            if database and database != ":memory:":
-                parent = Path(database).expanduser().parent
-                if not parent.exists():
-                    raise DatabaseUnavailableError(f"cannot open database {url}: directory {parent} does not exist")
-            engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
-            _configure_sqlite(engine)
-            return engine
-        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        # No pre-ping (a round trip on every checkout, a dozen per memory chat): reads retry once on a dropped
-        # connection (see _read); a write on one fails as StoreError and the emptied pool serves the next.
-        return create_engine(parsed, echo=echo, pool_size=10, max_overflow=20)
-    except (ImportError, ArgumentError) as exc:
-        raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {exc}") from exc
-    except Exception as exc:  # SQLAlchemy raises NoSuchModuleError and others for unknown dialects
-        if isinstance(exc, DatabaseUnavailableError):
-            raise
-        raise DatabaseUnavailableError(f"cannot open database {_redact(url)}: {_first_line(exc)}") from exc
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    # SQLAlchemy's documented recipe: emit BEGIN ourselves; writes use BEGIN IMMEDIATE so two writers queue
-    # on the busy timeout instead of deadlocking when a read transaction upgrades to a write.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        # Reads take a plain (deferred) BEGIN so they never wait behind another process's write under WAL.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("memstream_write") else "BEGIN")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
-
-def _redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid URL>"
-
-
-def _new_turn(turn_id: int, row: dict) -> Turn:
-    return Turn(id=turn_id, **row)
-
-
-def _turn(row, with_embedding: bool = False) -> Turn:
-    turn = Turn(
-        id=row.id,
-        user_id=row.user_id,
-        conversation_id=row.conversation_id,
-        session_id=row.session_id,
-        role=row.role,
-        speaker=row.speaker,
-        text=row.text,
-        event_time=row.event_time,
-        ingested_at=row.ingested_at,
-        position=row.position,
-        pinned=bool(row.pinned),
-        metadata=_metadata(row.metadata),
-        embedding_model=row.embedding_model,
-        embedding=row.embedding if with_embedding else None,
-    )
-    return turn
-
-
-def _session(row) -> Session:
-    return Session(
-        id=row.id,
-        user_id=row.user_id,
-        conversation_id=row.conversation_id,
-        started_at=row.started_at,
-        external_id=row.external_id,
-        summary=row.summary,
-        metadata=_metadata(row.metadata),
-    )
-
-
-def _fact(row) -> Fact:
-    return Fact(
-        id=row.id,
-        user_id=row.user_id,
-        conversation_id=row.conversation_id,
-        subject=row.subject,
-        text=row.text,
-        source_turn_ids=list(row.source_turn_ids or []),
-        valid_from=row.valid_from,
-        valid_to=row.valid_to,
-        created_at=row.created_at,
-        metadata=_metadata(row.metadata),
-    )
-
-
-def _metadata(value: Any) -> dict[str, Any]:
-    # Rows written before validation existed (or by hand) may hold a list or a string: read them as empty rather
-    # than failing every read of the user, so one bad row can never take a tenant (or a restart) down.
-    if isinstance(value, str):
-        try:
-            value = json.loads(value or "{}")
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
