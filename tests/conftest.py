@@ -21,11 +21,25 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(scope="session")
+def shared_weights(tmp_path_factory) -> Path:
+    """One converted-weights cache for the run (backend.weights_cache's default is `weights/` in the data dir):
+    converting the default GGUF model costs about 30 s on a 2-core machine, and every test has its own data dir.
+    The conversion itself is tested on its own folder (tests/backends/test_weights_cache.py)."""
+    return tmp_path_factory.mktemp("weights")
+
+
+def share_weights(home: Path, shared: Path) -> None:
+    """Point a data dir's `weights/` at the run's shared cache (a server child given its own data dir, too)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "weights").symlink_to(shared, target_is_directory=True)
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
+def isolated_home(tmp_path, monkeypatch, shared_weights):
     """No test reads or writes the real user data dir or a stray memstream.toml; no test reaches a model hub."""
     home = tmp_path / "memstream-home"
-    home.mkdir()
+    share_weights(home, shared_weights)
     monkeypatch.setenv("MEMSTREAM_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

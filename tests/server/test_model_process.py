@@ -28,8 +28,9 @@ def model_children(server_pid: int) -> list[int]:
     return [int(pid) for pid in children if b"memstream.backends.process" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
-def test_a_dead_model_process_fails_its_request_and_the_next_one_gets_a_new_one(tmp_path):
-    env = server_env(f"sqlite:///{tmp_path / 'm.db'}", tmp_path / "home", {KEY: "tests"}, backend="local",
+def test_a_dead_model_process_fails_its_request_and_the_next_one_gets_a_new_one(tmp_path, isolated_home):
+    # The test's data dir: its weights/ is the run's converted-weights cache (tests/conftest.py).
+    env = server_env(f"sqlite:///{tmp_path / 'm.db'}", isolated_home, {KEY: "tests"}, backend="local",
                      MEMSTREAM_SERVER__MEMORY="false")
     with ServerProcess(env) as server, httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"},
                                                     timeout=300) as http:
