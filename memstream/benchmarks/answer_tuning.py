@@ -1,6 +1,7 @@
 """Leave-one-conversation-out for the model-free answer steps on a LoCoMo QA run: the attribution decision and
-which question kinds the extractive step answers, how it cuts a "what" answer from its sentence, and whether
-the model's short answers are trimmed of the words that restate the question (agent/extract.py trim_answer).
+which question kinds the extractive step answers, how it cuts a "what" answer from its sentence and how many of
+the question's words that sentence must share, and whether the model's short answers are trimmed of the words that
+restate the question (agent/extract.py trim_answer).
 
 Each row holds a question's retrieval signals, the top records' texts and the model's answer with both steps
 off (`attribution_tuning.collect_signals` with an answer backend). A step's effect on a question is then
