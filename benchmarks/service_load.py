@@ -160,12 +160,15 @@ def _client(index: int, urls: list[str], api_key: str | None, deadline: float, s
             try:
                 if search_every and done % search_every == search_every - 1:
                     kind = "search"
-                    response = http_conn.post("/v1/memories/search", {"user": user, "query": f"when did I start {topic}?", "k": 5})
+                    # Every query and question is a text of its own, as real traffic is: repeated texts would hit the
+                    # query-vector cache and be embedded once per indexer batch, and flatter the figures.
+                    query = f"when did I start {topic}? request {done} of client {index}"
+                    response = http_conn.post("/v1/memories/search", {"user": user, "query": query, "k": 5})
                     text = response.read().decode()
                 else:
                     kind = "chat"
                     body = {"model": model, "user": user, "stream": stream, "max_tokens": 32,
-                            "messages": [{"role": "user", "content": f"When did I take up {topic}?"}]}
+                            "messages": [{"role": "user", "content": f"When did I take up {topic}? This is request {done} of client {index}."}]}
                     response = http_conn.post("/v1/chat/completions", body, {"X-Memstream-Conversation": f"c{index}"})
                     if stream and response.status == 200:
                         first = None
