@@ -34,6 +34,7 @@ from memstream.config import load_settings  # noqa: E402
 from memstream.memory.core import open_memory  # noqa: E402
 from memstream.memory.model import NewTurn  # noqa: E402
 from memstream.memory.store import MemoryStore  # noqa: E402
+from memstream.retrieval.embedder import EmbedderCache  # noqa: E402
 
 USERS = 64
 TOPICS = "hiking cello sourdough chess kayaking pottery astronomy gardening salsa climbing".split()
@@ -68,11 +69,11 @@ class PartTimer:
         self.texts = 0
 
 
-def measure(db_url: str, home: Path, chats: int, repeated: bool = False) -> dict:
+def measure(db_url: str, home: Path, chats: int, embedders: EmbedderCache, repeated: bool = False) -> dict:
     """`repeated`: the questions are ten texts asked over and over (service_load.py's traffic before it made every
     question its own), for comparison."""
     settings = load_settings(db_url=db_url, home=str(home), embedder={"runtime": RUNTIME}, agent={"enrich": False})
-    memory = open_memory(settings)
+    memory = open_memory(settings, embedders=embedders)
     timer = PartTimer()
     embedder = memory.retriever.embedder
     embed = embedder.embed
@@ -106,6 +107,7 @@ def measure(db_url: str, home: Path, chats: int, repeated: bool = False) -> dict
     finally:
         for name, original in originals.items():
             setattr(MemoryStore, name, original)
+        del embedder.embed  # the shared model's own method again, for the next run
         memory.close()
     per_chat = {part: round(1000 * seconds / chats, 1) for part, seconds in sorted(timer.seconds.items())}
     return {
@@ -118,12 +120,10 @@ def measure(db_url: str, home: Path, chats: int, repeated: bool = False) -> dict
     }
 
 
-def batching_probe(home: Path, rounds: int = 3) -> dict:
+def batching_probe(home: Path, embedders: EmbedderCache, rounds: int = 3) -> dict:
     """CPU per add when the key texts of 1, 4 or 16 adds go to the model in one call; per query alone or 8 at once."""
     settings = load_settings(home=str(home), embedder={"runtime": RUNTIME})
-    from memstream.retrieval.embedder import EmbedderCache
-
-    embedder = EmbedderCache().for_settings(settings.embedder)
+    embedder = embedders.for_settings(settings.embedder)
     # One add's keys as the index builds them (retrieval/keys.py): the turn, its round with neighbours, its statement.
     adds = [[f"user: When did I take up topic {i}? I was wondering about it today.",
              f"[7 May 2023] assistant: Stub reply about: When did I take up cello?\nuser: When did I take up topic {i}?\n"
@@ -155,16 +155,17 @@ def main() -> None:
     parser.add_argument("--pg-url", default=None, help="also measure on this PostgreSQL database (its tables are added to)")
     args = parser.parse_args()
     runs = []
+    embedders = EmbedderCache()  # one model for every run (each opens its own memory on it)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        runs.append({"database": "SQLite", **measure(f"sqlite:///{home / 'chat_cost.db'}", home, args.chats)})
+        runs.append({"database": "SQLite", **measure(f"sqlite:///{home / 'chat_cost.db'}", home, args.chats, embedders)})
         print(runs[-1], flush=True)
-        runs.append({"database": "SQLite, ten repeated questions", **measure(f"sqlite:///{home / 'repeated.db'}", home, args.chats, repeated=True)})
+        runs.append({"database": "SQLite, ten repeated questions", **measure(f"sqlite:///{home / 'repeated.db'}", home, args.chats, embedders, repeated=True)})
         print(runs[-1], flush=True)
         if args.pg_url:
-            runs.append({"database": "PostgreSQL (database index)", **measure(args.pg_url, home, args.chats)})
+            runs.append({"database": "PostgreSQL (database index)", **measure(args.pg_url, home, args.chats, embedders)})
             print(runs[-1], flush=True)
-        probe = batching_probe(home)
+        probe = batching_probe(home, embedders)
     print(probe)
     rows = [{"database": r["database"], "process CPU ms/chat": r["process_cpu_ms_per_chat"], "wall ms/chat": r["wall_ms_per_chat"],
              "embedded texts/chat": r["embedded_texts_per_chat"],

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from memstream.agent.attribution import AttributionParams
-from memstream.agent.extract import KINDS, MIN_SHARED, STYLES, TRIMS, extract_answer, trim_answer
+from memstream.agent.extract import KINDS, MIN_SHARED, STYLES, TRIMS, Extraction, extract_answer, question_kind, trim_answer
 from memstream.agent.prompts import MISATTRIBUTED_REPLY
 from memstream.benchmarks.answers import clean_prediction
 from memstream.benchmarks.attribution_tuning import ANSWERABLE, abstains, abstains_old_rule
@@ -62,8 +62,7 @@ def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, s
         text = MISATTRIBUTED_REPLY.format(asked_about=row["asked_about"], speaker=row["hits"][0]["speaker"])
         return clean_prediction(text, row.get("choices")), 0, "attribution"
     if params.extract_kinds and row["texts"] and row.get("answered_by", "model") == "model":
-        found = extract_answer(row["question"], row["texts"], row["people"], params.extract_kinds, _speakers(row), row["asked_about"],
-                               params.extract_style, params.extract_min_shared)
+        found = _extracted(row, params)
         if found is not None:
             return clean_prediction(found.text, row.get("choices")), 0, "extract"
     if params.trim != "off" and row["prompt_tokens"] > 0:
@@ -71,6 +70,19 @@ def final_answer(row: dict[str, Any], params: AnswerParams) -> tuple[str, int, s
         trimmed = trim_answer(row["prediction"], row["question"], row["texts"] if params.trim == "evidence" else None)
         return clean_prediction(trimmed, row.get("choices")), row["prompt_tokens"], "model"
     return row["prediction"], row["prompt_tokens"], "model"
+
+
+def _extracted(row: dict[str, Any], params: AnswerParams) -> Extraction | None:
+    """The extractive step on a row, kept on the row: it depends only on whether the question's kind is on, and for
+    a "what" question on the style and the least shared words, so the grid's trims and kind subsets reuse it."""
+    kind = question_kind(row["question"])
+    if kind is None or kind not in params.extract_kinds:
+        return None
+    key = ("_extracted", params.extract_style, params.extract_min_shared) if kind == "what" else ("_extracted",)
+    if key not in row:
+        row[key] = extract_answer(row["question"], row["texts"], row["people"], (kind,), _speakers(row), row["asked_about"],
+                                  params.extract_style, params.extract_min_shared)
+    return row[key]
 
 
 def _speakers(row: dict[str, Any]) -> list[str | None]:
@@ -150,8 +162,6 @@ def tune_answers(qa_rows: list[dict[str, Any]], signals: list[dict[str, Any]]) -
 def extraction_alone(rows: list[dict[str, Any]], style: str = "content") -> dict[str, Any]:
     """Model-free view of the extractive step over retrieval-only rows: per question kind, how often it finds a
     span and that span's F1 against the gold answer (answerable questions only; no model answer to compare)."""
-    from memstream.agent.extract import question_kind
-
     out: dict[str, Any] = {}
     for kind in KINDS:
         asked = [r for r in rows if r["code"] in ANSWERABLE and question_kind(r["question"]) == kind]
