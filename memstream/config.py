@@ -84,6 +84,13 @@ class RetrievalSettings(BaseModel):
     inside each write, as benchmarks that need every vector at once may want."""
     index_batch: int = Field(256, ge=1, le=65_536)
     """Dense keys the background indexer embeds per model call (batched across turns and users)."""
+    max_pending_keys: int = Field(4096, ge=0, le=10_000_000)
+    """The background indexer's backlog bound: a new write (`Memory.add`) waits while this many dense keys wait for
+    vectors, so writes that outrun the embedder slow to its pace instead of piling up unsearchable-by-meaning turns
+    (and memory) without end. 0: unbounded. A chat's reply (work already under way) does not wait."""
+    pending_wait_s: float = Field(30.0, ge=0.0, le=3600.0)
+    """How long a write waits for the backlog to fall under max_pending_keys before it fails, storing nothing, with
+    BusyError (HTTP 503 with Retry-After)."""
     index_backend: Literal["auto", "memory", "database"] = "auto"
     """Where the index lives. 'auto': follows the database (SQLite: 'memory'; PostgreSQL: 'database'). 'memory': FAISS +
     BM25 in each process, caught up from the database. 'database': pgvector + PostgreSQL full text in the database

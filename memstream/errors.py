@@ -35,3 +35,11 @@ class UnavailableError(MemstreamError, RuntimeError):
     """Something memstream depends on is not available (database, model): not the caller's fault."""
 
     user_fixable = False
+
+
+class BusyError(UnavailableError):
+    """Memory is working through a backlog and refused new work, having changed nothing: retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -6,6 +6,8 @@ Invariants, kept here and nowhere else:
 - Writes are acknowledged in milliseconds: `add` commits, adds the lexical keys (a new turn is found by keyword
   at once) and queues the dense keys for the background indexer (memory/indexer.py). A search sees turns whose
   vectors are still pending through the lexical side, and can wait a bounded time (`wait_s`) for its user's.
+  The queue is bounded (`retrieval.max_pending_keys`): past it a new write waits for the indexer, and after
+  `retrieval.pending_wait_s` fails with BusyError having stored nothing, so writes never outrun the embedder.
 - Every row is validated once, at the door (memory/validate.py): what is stored can be indexed; a stored row
   that still cannot be indexed is skipped and reported (`stats()["index"]`), never allowed to stop other users
   or the next start.
@@ -29,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Literal, Sequence
 
-from memstream.errors import InvalidInputError, MemstreamError
+from memstream.errors import BusyError, InvalidInputError, MemstreamError
 from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.slots import WorkSlots
@@ -97,6 +99,8 @@ class Memory:
             hook = self.retriever.turns_hook(user, conversation, turns, session_id)
             with self._slots.hold(continuing):
                 return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
+        if not continuing:
+            self._wait_for_index_room()
         with self._slots.hold(continuing), self._write_lock:
             claim = getattr(self.retriever, "claim", None)  # the in-process index (None: opened without one)
             claimed: list[int] = []
@@ -116,6 +120,28 @@ class Memory:
                 raise
             self._index(stored)  # releases the claim once indexed
         return stored
+
+    def _bounded_backlog(self) -> bool:
+        # Not with inline embedding, nor with nobody left to drain the queue (the next start re-reads it).
+        return bool(self.settings.retrieval.max_pending_keys) and self.indexer is not None and self.indexer.alive
+
+    def index_has_room(self) -> bool:
+        """False while the background indexer's backlog is at `retrieval.max_pending_keys` (a new add would wait).
+        Lock-free: the server's event loop asks it."""
+        return not self._bounded_backlog() or self.retriever.queue.size < self.settings.retrieval.max_pending_keys
+
+    def index_busy(self) -> BusyError:
+        """The error of a write refused because the backlog stayed at its bound for `retrieval.pending_wait_s`."""
+        limit, wait_s = self.settings.retrieval.max_pending_keys, self.settings.retrieval.pending_wait_s
+        return BusyError(f"memory is indexing a backlog of {self.retriever.queue.size} keys (retrieval.max_pending_keys "
+                         f"{limit}) and did not catch up within {wait_s:g} s; nothing was stored, retry later",
+                         retry_after_s=max(1.0, wait_s / 4))
+
+    def _wait_for_index_room(self) -> None:
+        """Back-pressure: wait (outside every lock and work slot) while the indexer's backlog is at its bound."""
+        if self._bounded_backlog() and not self.retriever.wait_for_room(self.settings.retrieval.max_pending_keys,
+                                                                         self.settings.retrieval.pending_wait_s):
+            raise self.index_busy()
 
     def new_session(self, user: str, conversation: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
         return self.store.new_session(user, conversation, started_at=started_at, external_id=external_id)

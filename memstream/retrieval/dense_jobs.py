@@ -102,6 +102,9 @@ class DenseQueue:
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: list[DenseJob] = []
         self._users: Counter[str] = Counter()
+        self.size = 0
+        """Keys waiting (or being embedded), everyone's: the sum of `_users`, kept as one int so a caller without the
+        lock (the server's event loop) can read it."""
         self.settled = threading.Condition(lock)
 
     def put(self, jobs: Iterable[DenseJob]) -> None:
@@ -117,6 +120,7 @@ class DenseQueue:
             self._waiting[(id(job.index), job.key)] = job
             (self._later if job.deferred else self._jobs).append(job)
         self._users.update(job.user_id for job in jobs)
+        self.size += len(jobs)
         self.settled.notify_all()
 
     def take(self, max_keys: int) -> list[DenseJob]:
@@ -136,6 +140,7 @@ class DenseQueue:
             return batch
 
     def _forget(self, user_id: str) -> None:
+        self.size -= 1
         self._users[user_id] -= 1
         if self._users[user_id] <= 0:
             del self._users[user_id]
@@ -149,7 +154,7 @@ class DenseQueue:
 
     def pending(self, user_id: str | None = None) -> int:
         with self.settled:
-            return self._users.get(user_id, 0) if user_id is not None else sum(self._users.values())
+            return self._users.get(user_id, 0) if user_id is not None else self.size
 
     def pending_turns(self, user_id: str) -> set[int]:
         """Ids of this user's turns with a key still waiting (or being embedded)."""
@@ -167,6 +172,17 @@ class DenseQueue:
         deadline = time.monotonic() + timeout_s
         with self.settled:
             while self._users.get(user_id, 0) if user_id is not None else self._users:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.settled.wait(left)
+            return True
+
+    def wait_until_below(self, limit: int, timeout_s: float) -> bool:
+        """Block until fewer than `limit` keys wait (everyone's), or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        with self.settled:
+            while self.size >= limit:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

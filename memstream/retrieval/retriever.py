@@ -522,6 +522,10 @@ class Retriever:
     def wait_until_embedded(self, user_id: str | None, timeout_s: float) -> bool:
         return self.queue.wait_until_empty(user_id, timeout_s)
 
+    def wait_for_room(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than `limit` dense keys are queued (the write path's back-pressure); False on timeout."""
+        return self.queue.wait_until_below(limit, timeout_s)
+
     def wait_for_work(self, timeout_s: float) -> bool:
         return self.queue.wait_for_work(timeout_s)
 

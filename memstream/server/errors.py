@@ -7,6 +7,7 @@ reads OpenAI errors (the openai SDK included) shows the message.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from memstream.errors import MemstreamError, NotFoundError
+from memstream.errors import BusyError, MemstreamError, NotFoundError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 408: "invalid_request_error", 409: "invalid_request_error",
@@ -68,8 +69,8 @@ _WHEN = {
     429: "Too many requests for this API key: its queue share (server.max_queue_per_key) or its rate limit "
          "(server.rate_limit_per_minute); wait Retry-After seconds",
     502: "The chat backend failed (for memory chat, the user's turn is kept)",
-    503: "Memory is not available (database unreachable), or the server's chat queue is full (server.max_queue): "
-         "retry after Retry-After seconds",
+    503: "Memory is not available (database unreachable), the server's chat queue is full (server.max_queue), or "
+         "the index is too far behind its writes (retrieval.max_pending_keys): retry after Retry-After seconds",
     504: "The request ran past server.request_timeout_s (for memory chat, what was committed stays)",
 }
 
@@ -113,6 +114,9 @@ def from_memstream(exc: MemstreamError) -> APIError:
         return APIError(404, str(exc), code="not_found")
     if exc.user_fixable:
         return APIError(400, str(exc), code="invalid_value")
+    if isinstance(exc, BusyError):
+        return APIError(503, str(exc), type="server_error", code="memory_busy",
+                        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
     return APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable")
 
 

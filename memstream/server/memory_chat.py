@@ -32,8 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memstream.agent.controller import AgentError, Reply, TurnOptions
 from memstream.backends.base import BackendError
+from memstream.errors import MemstreamError
 from memstream.memory.store import StoreError, check_id
-from memstream.server.errors import APIError
+from memstream.server.errors import APIError, from_memstream
 from memstream.server.memory_routes import memory_service
 from memstream.server.memory_schemas import MemoryInfo, SearchHit
 from memstream.server.queue import DeadlineExceeded, RunCancelled, client_gone, deadline_error, watch_disconnect
@@ -82,6 +83,8 @@ def agent_error(exc: Exception, timeout_s: float) -> APIError:
         return APIError(502, str(exc), type="server_error", code="backend_error")
     if isinstance(exc, BackendError):
         return APIError(502, str(exc), type="server_error", code="backend_error")
+    if isinstance(exc, MemstreamError):
+        return from_memstream(exc)  # a busy index (503 with Retry-After), an unknown user (404), bad input (400)
     if isinstance(exc, ValueError):
         return APIError(400, str(exc), code="invalid_value")
     if isinstance(exc, (StoreError, SQLAlchemyError)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime
 from typing import Iterator
 
@@ -81,6 +82,17 @@ async def blocking(fn, *args, **kwargs):
         raise from_memstream(exc) from None
 
 
+async def index_room(service) -> None:
+    """Wait for room in the index backlog on the event loop, not on one of the few threads `blocking` runs on (a
+    waiting add there would hold up searches); 503 `memory_busy` if none comes within retrieval.pending_wait_s."""
+    memory = service.memory
+    deadline = time.monotonic() + memory.settings.retrieval.pending_wait_s
+    while not memory.index_has_room():
+        if time.monotonic() >= deadline:
+            raise from_memstream(memory.index_busy())
+        await asyncio.sleep(0.05)
+
+
 async def idempotent(request: Request, tenant: Tenant, key: str | None, route: str, user: str, body: bytes, write, replay):
     """Run `write(also)` (-> (status, JSON body)) at most once per Idempotency-Key; without a key, just run it.
 
@@ -121,6 +133,7 @@ def memory_router() -> APIRouter:
             return 201, AddedMemories(data=[Memory.of(t, body.user) for t in stored]).model_dump(mode="json")
 
         async def write(also):
+            await index_room(service)
             try:
                 stored = await blocking(service.agent.remember, internal, body.conversation, turns, also=also)
             except ValueError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from memstream.config import load_settings
-from memstream.errors import InvalidInputError
+from memstream.errors import BusyError, InvalidInputError
 from memstream.memory import NewTurn, open_memory
 from tests.small_embedder import HashingEmbedder
 
@@ -40,6 +40,43 @@ def busy_indexer(settings):
         while not memory.retriever.queue._in_flight and time.monotonic() < deadline:  # the indexer holds bob's keys
             time.sleep(0.01)
         yield memory, embedder, texts
+
+
+def bounded(tmp_path, max_pending_keys: int, pending_wait_s: float):
+    return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path),
+                         retrieval={"max_pending_keys": max_pending_keys, "pending_wait_s": pending_wait_s})
+
+
+def test_a_write_past_the_index_backlog_bound_fails_busy_and_stores_nothing(tmp_path):
+    with busy_indexer(bounded(tmp_path, max_pending_keys=3, pending_wait_s=0.2)) as (memory, embedder, _):
+        assert memory.retriever.pending() >= 3  # bob's turn, round and statement keys
+        started = time.monotonic()
+        with pytest.raises(BusyError, match=r"backlog of \d+ keys .*max_pending_keys 3.*nothing was stored") as caught:
+            memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon.")])
+        assert time.monotonic() - started >= 0.2  # it waited for room first
+        assert caught.value.retry_after_s >= 1
+        assert memory.store.count_turns() == 1 and not memory.store.has_user("alice")
+        # A chat's reply completes work under way: it never waits on the bound.
+        memory.add("bob", "other", [NewTurn("assistant", "Noted.")], continuing=True)
+        embedder.gate.set()
+        assert memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon.")])[0].text == "I moved to Lisbon."
+
+
+def test_a_write_waiting_for_room_goes_ahead_once_the_indexer_catches_up(tmp_path):
+    with busy_indexer(bounded(tmp_path, max_pending_keys=3, pending_wait_s=30)) as (memory, embedder, _):
+        threading.Timer(0.3, embedder.gate.set).start()
+        started = time.monotonic()
+        stored = memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon.")])
+        assert 0.25 <= time.monotonic() - started < 20 and stored[0].id
+        assert memory.flush(30) and memory.search("alice", "lisbon", mode="dense").hits[0].turn.id == stored[0].id
+
+
+def test_an_unbounded_backlog_never_makes_a_write_wait(tmp_path):
+    with busy_indexer(bounded(tmp_path, max_pending_keys=0, pending_wait_s=0)) as (memory, embedder, _):
+        for n in range(5):
+            memory.add("alice", "chat", [NewTurn("user", f"note {n}")])
+        assert memory.retriever.pending() >= 15
+        embedder.gate.set()
 
 
 def test_add_is_found_by_keyword_at_once_and_densely_once_embedded(settings):

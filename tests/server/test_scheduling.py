@@ -15,7 +15,7 @@ from memstream.backends.base import Message
 from memstream.backends.scripted import ScriptedBackend
 from memstream.memory.store import MemoryStore
 from memstream.server.queue import FairQueue, RunCancelled
-from tests.server.conftest import KEY_ACME, KEY_GLOBEX
+from tests.server.conftest import KEY_ACME, KEY_GLOBEX, wait_until_embedded
 
 ACME = {"Authorization": f"Bearer {KEY_ACME}"}
 GLOBEX = {"Authorization": f"Bearer {KEY_GLOBEX}"}
@@ -233,3 +233,36 @@ def test_a_concurrent_backend_serves_memory_chats_at_once(start_server, server_s
         thread.join(60)
     assert replies == [200] * 6
     assert backend.peak >= 3, f"memory chats ran {backend.peak} at a time"
+
+
+def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_server, server_settings, monkeypatch):
+    settings = server_settings.model_copy(update={"retrieval": server_settings.retrieval.model_copy(
+        update={"max_pending_keys": 3, "pending_wait_s": 0.0})})
+    server = start_server(settings)
+    embedder = server.server.config.app.state.memory.memory.retriever.embedder
+    gate, embed = threading.Event(), embedder.embed
+
+    def held(texts):  # the background indexer stalls (a slow embedder under load); queries still embed
+        if threading.current_thread().name == "memstream-indexer":
+            gate.wait(30)
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", held)
+    add = {"user": "alice", "turns": [{"role": "user", "text": "I moved to Lisbon in May."}]}
+    try:
+        assert httpx.post(f"{server.url}/v1/memories", json=add, headers=ACME, timeout=30).status_code == 201
+        refused = httpx.post(f"{server.url}/v1/memories", json=add, headers=ACME, timeout=30)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "memory_busy"
+        assert "max_pending_keys 3" in refused.json()["error"]["message"] and int(refused.headers["Retry-After"]) >= 1
+        keyed = {**ACME, "Idempotency-Key": "add-once"}
+        assert httpx.post(f"{server.url}/v1/memories", json=add, headers=keyed, timeout=30).status_code == 503
+        busy_chat = chat(server.url, "Where do I live?", memory=True)
+        assert busy_chat.status_code == 503 and busy_chat.json()["error"]["code"] == "memory_busy"
+        listed = httpx.get(f"{server.url}/v1/memories", params={"user": "alice"}, headers=ACME, timeout=30).json()
+        assert [m["text"] for m in listed["data"]] == ["I moved to Lisbon in May."]  # the refused writes stored nothing
+    finally:
+        gate.set()
+    wait_until_embedded(server)
+    retried = httpx.post(f"{server.url}/v1/memories", json=add, headers=keyed, timeout=30)
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers  # the refusal kept no claim
+    assert chat(server.url, "Where do I live?", memory=True).status_code == 200
