@@ -406,7 +406,7 @@ def _serve(env: dict[str, str], processes: int, work) -> dict:
 def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: float, home: Path) -> dict:
     """Mixed streamed chat + search with the scripted backend (no model time): reliability.py's HTTP section."""
     env = server_env(db_url, home, {KEY: f"bench-{uuid.uuid4().hex[:8]}"}, index_refresh_s=1.0, MEMSTREAM_AGENT__ENRICH="false")
-    result = _serve(env, processes, lambda urls, pids: run_load(urls, KEY, clients, seconds, pids=pids))
+    result = _serve(env, processes, lambda urls, pids: run_load(urls, KEY, clients, seconds, pids=pids, drain_s=DRAIN_S))
     return {"config": name, "processes": processes, **result}
 
 
