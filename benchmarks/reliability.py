@@ -484,7 +484,8 @@ def summary_rows(results: dict) -> list[dict]:
         r = results["http"]
         rows.append({"section": "http", "what": f"HTTP server, {r.get('clients')} streaming clients, {r.get('seconds')} s",
                      "figure": f"{r.get('rps')} req/s, p50/p95/p99 {r.get('p50_ms')}/{r.get('p95_ms')}/{r.get('p99_ms')} ms, errors {r.get('errors')}, RSS growth {r.get('rss_growth_mb')} MB"
-                               + (f"; index backlog at the stop {r['index_backlog_keys']} keys, embedded in {r.get('drain_s')} s more"
+                               + (f"; index backlog at the stop {r['index_backlog_keys']} keys, embedded in {r['drain_s']} s more: "
+                                  f"{r['requests'] / (r['seconds'] + r['drain_s']):.2f} req/s sustained"
                                   if r.get("index_backlog_keys") is not None else "")})
     iso = results.get("isolation", [])
     for db in dict.fromkeys(r["database"] for r in iso):

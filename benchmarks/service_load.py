@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # last: benchmarks/kernels.py must not shadow the `kernels` package
 from _report import write_report  # noqa: E402
 
 from memstream.server.app import is_loopback  # noqa: E402

@@ -266,3 +266,24 @@ def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_ser
     retried = httpx.post(f"{server.url}/v1/memories", json=add, headers=keyed, timeout=30)
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers  # the refusal kept no claim
     assert chat(server.url, "Where do I live?", memory=True).status_code == 200
+
+
+def test_the_load_driver_counts_the_indexing_a_level_leaves_behind(start_server, server_settings, monkeypatch):
+    from benchmarks.service_load import run_load
+
+    server = start_server(server_settings)
+    embedder = server.server.config.app.state.memory.memory.retriever.embedder
+    embed = embedder.embed
+
+    def slow(texts):  # an indexer that falls behind the writes
+        if threading.current_thread().name == "memstream-indexer":
+            time.sleep(0.3)
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", slow)
+    result = run_load([server.url], KEY_ACME, clients=2, seconds=2.0, stream=False, search_every=0, users=2, seed=False,
+                      drain_s=60.0)
+    assert result["errors"] == 0 and result["chat"]["requests"] > 0
+    assert result["index_backlog_keys"] > 0 and result["drain_s"] > 0
+    assert result["chat"]["sustained_rps"] < result["chat"]["rps"]
+    assert httpx.get(f"{server.url}/ready", timeout=30).json()["index"]["pending_keys"] == 0
