@@ -12,6 +12,9 @@ the upstream call) and how much of it overlaps between clients. Each client is o
 non-streamed memory chats back to back (`--stream` streams them); `search` runs 8 clients doing memory
 search only; `overload` sends 64 clients at a server whose queue holds fewer (server.chat_workers 16,
 server.max_queue 16): everything past the cap must be 429/503 at once, with admitted latency bounded.
+After each level the load waits for the servers' background indexers to embed what its writes queued, and
+reports that backlog, the time it took and `sustained_rps` (answers over load time plus drain time): a server
+that answers faster than it indexes is borrowing from the next minute, which the answer rate alone hides.
 
 `run_load(urls, api_key, clients, seconds, ...)` is the client loop (reliability.py drives it too).
 """
