@@ -85,9 +85,11 @@ class RetrievalSettings(BaseModel):
     index_batch: int = Field(256, ge=1, le=65_536)
     """Dense keys the background indexer embeds per model call (batched across turns and users)."""
     max_pending_keys: int = Field(4096, ge=0, le=10_000_000)
-    """The background indexer's backlog bound: a new write (`Memory.add`) waits while this many dense keys wait for
-    vectors, so writes that outrun the embedder slow to its pace instead of piling up unsearchable-by-meaning turns
-    (and memory) without end. 0: unbounded. A chat's reply (work already under way) does not wait."""
+    """The background indexer's backlog bound: a new write (`Memory.add`) waits while this many dense keys of writes
+    wait for vectors, so writes that outrun the embedder slow to its pace instead of piling up unsearchable-by-meaning
+    turns (and memory) without end. 0: unbounded. A chat's reply (work already under way) does not wait. Keys of
+    imports, bulk ingests and catch-ups do not count, and are embedded after the writes' keys: one tenant's import
+    never makes another's writes wait."""
     pending_wait_s: float = Field(30.0, ge=0.0, le=3600.0)
     """How long a write waits for the backlog to fall under max_pending_keys before it fails, storing nothing, with
     BusyError (HTTP 503 with Retry-After)."""

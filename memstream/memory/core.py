@@ -6,8 +6,9 @@ Invariants, kept here and nowhere else:
 - Writes are acknowledged in milliseconds: `add` commits, adds the lexical keys (a new turn is found by keyword
   at once) and queues the dense keys for the background indexer (memory/indexer.py). A search sees turns whose
   vectors are still pending through the lexical side, and can wait a bounded time (`wait_s`) for its user's.
-  The queue is bounded (`retrieval.max_pending_keys`): past it a new write waits for the indexer, and after
-  `retrieval.pending_wait_s` fails with BusyError having stored nothing, so writes never outrun the embedder.
+  The writes' share of the queue is bounded (`retrieval.max_pending_keys`): past it a new write waits for the
+  indexer, and after `retrieval.pending_wait_s` fails with BusyError having stored nothing, so writes never outrun
+  the embedder. Imports and bulk ingests queue behind the writes' keys and do not count against the bound.
 - Every row is validated once, at the door (memory/validate.py): what is stored can be indexed; a stored row
   that still cannot be indexed is skipped and reported (`stats()["index"]`), never allowed to stop other users
   or the next start.
@@ -128,12 +129,12 @@ class Memory:
     def index_has_room(self) -> bool:
         """False while the background indexer's backlog is at `retrieval.max_pending_keys` (a new add would wait).
         Lock-free: the server's event loop asks it."""
-        return not self._bounded_backlog() or self.retriever.queue.size < self.settings.retrieval.max_pending_keys
+        return not self._bounded_backlog() or self.retriever.queue.from_writes < self.settings.retrieval.max_pending_keys
 
     def index_busy(self) -> BusyError:
         """The error of a write refused because the backlog stayed at its bound for `retrieval.pending_wait_s`."""
         limit, wait_s = self.settings.retrieval.max_pending_keys, self.settings.retrieval.pending_wait_s
-        return BusyError(f"memory is indexing a backlog of {self.retriever.queue.size} keys (retrieval.max_pending_keys "
+        return BusyError(f"memory is indexing a backlog of {self.retriever.queue.from_writes} keys (retrieval.max_pending_keys "
                          f"{limit}) and did not catch up within {wait_s:g} s; nothing was stored, retry later",
                          retry_after_s=max(1.0, wait_s / 4))
 

@@ -44,6 +44,10 @@ class DenseJob:
     deferred: bool = False
     """A round key whose later neighbours have not arrived yet (the newest turn of a live conversation): its text
     changes with the next turn, so it is embedded only when nothing else waits."""
+    bulk: bool = False
+    """Queued by a catch-up (an import, a bulk ingest, other processes' writes), not by a write of this process:
+    embedded after the writes' keys, and not counted against the write path's backlog bound, so one tenant's import
+    neither delays another's new turns nor makes their writes wait."""
 
     @property
     def key(self) -> int:
@@ -92,19 +96,23 @@ class DenseQueue:
     Shares the retriever's lock, so a batch leaves the queue, is embedded outside it, and lands in the index
     while `pending()` counts it the whole time (a search that waits for a user's keys sees them land).
 
-    Deferred jobs (round keys still waiting for their next turn) wait in a second line, taken only when the first
-    is empty: on an idle indexer they are embedded at once, as before; on a busy one the next turn usually
-    supersedes them first, and the newest round of every live chat is embedded once instead of twice."""
+    Three lines, each taken only when the ones before it are empty: the keys of this process's writes; bulk keys
+    (catch-ups, imports); deferred jobs (round keys still waiting for their next turn): on an idle indexer those
+    are embedded at once, as before; on a busy one the next turn usually supersedes them first, and the newest
+    round of every live chat is embedded once instead of twice."""
 
     def __init__(self, lock: threading.RLock):
         self._jobs: deque[DenseJob] = deque()
+        self._bulk: deque[DenseJob] = deque()
         self._later: deque[DenseJob] = deque()
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: list[DenseJob] = []
         self._users: Counter[str] = Counter()
         self.size = 0
-        """Keys waiting (or being embedded), everyone's: the sum of `_users`, kept as one int so a caller without the
-        lock (the server's event loop) can read it."""
+        """Keys waiting (or being embedded), everyone's: the sum of `_users`."""
+        self.from_writes = 0
+        """Of those, the keys of this process's writes (not bulk): what the write path's bound counts. Both are ints so
+        a caller without the lock (the server's event loop) can read them."""
         self.settled = threading.Condition(lock)
 
     def put(self, jobs: Iterable[DenseJob]) -> None:
@@ -116,17 +124,18 @@ class DenseQueue:
             older = self._waiting.get((id(job.index), job.key))
             if older is not None:
                 older.superseded = True
-                self._forget(older.user_id)
+                self._forget(older)
             self._waiting[(id(job.index), job.key)] = job
-            (self._later if job.deferred else self._jobs).append(job)
+            (self._later if job.deferred else self._bulk if job.bulk else self._jobs).append(job)
         self._users.update(job.user_id for job in jobs)
         self.size += len(jobs)
+        self.from_writes += sum(1 for job in jobs if not job.bulk)
         self.settled.notify_all()
 
     def take(self, max_keys: int) -> list[DenseJob]:
         with self.settled:
             batch: list[DenseJob] = []
-            for line in (self._jobs, self._later):
+            for line in (self._jobs, self._bulk, self._later):
                 while line and len(batch) < max_keys:
                     job = line.popleft()
                     if job.superseded:
@@ -139,17 +148,18 @@ class DenseQueue:
             self._in_flight = batch
             return batch
 
-    def _forget(self, user_id: str) -> None:
+    def _forget(self, job: DenseJob) -> None:
         self.size -= 1
-        self._users[user_id] -= 1
-        if self._users[user_id] <= 0:
-            del self._users[user_id]
+        self.from_writes -= not job.bulk
+        self._users[job.user_id] -= 1
+        if self._users[job.user_id] <= 0:
+            del self._users[job.user_id]
 
     def done(self, batch: list[DenseJob]) -> None:
         with self.settled:
             self._in_flight = []
             for job in batch:
-                self._forget(job.user_id)
+                self._forget(job)
             self.settled.notify_all()
 
     def pending(self, user_id: str | None = None) -> int:
@@ -159,12 +169,12 @@ class DenseQueue:
     def pending_turns(self, user_id: str) -> set[int]:
         """Ids of this user's turns with a key still waiting (or being embedded)."""
         with self.settled:
-            return {job.item_id for job in (*self._jobs, *self._later, *self._in_flight)
+            return {job.item_id for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight)
                     if job.user_id == user_id and job.kind != "fact" and not job.superseded}
 
     def resume_point(self, facts: bool, cursor: int) -> int:
         """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
-        waiting = [job.origin - 1 for job in (*self._jobs, *self._later, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
+        waiting = [job.origin - 1 for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
         return min([cursor, *waiting])
 
     def wait_until_empty(self, user_id: str | None, timeout_s: float) -> bool:
@@ -179,10 +189,11 @@ class DenseQueue:
             return True
 
     def wait_until_below(self, limit: int, timeout_s: float) -> bool:
-        """Block until fewer than `limit` keys wait (everyone's), or the timeout passes (False)."""
+        """Block until fewer than `limit` keys of writes wait (everyone's; bulk keys do not count), or the timeout
+        passes (False)."""
         deadline = time.monotonic() + timeout_s
         with self.settled:
-            while self.size >= limit:
+            while self.from_writes >= limit:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -247,7 +247,7 @@ class Retriever:
     def _index_ahead(self, fresh: list[Turn], contexts: dict[tuple[str, Any], list[Turn]]) -> int:
         """Index the caller's own turns while other writers' turns below them are still on their way: the cursor stays
         below the gap (it means "everything up to here is indexed") and moves up as the gap closes."""
-        indexed = self._index_turns(fresh, advance=False, contexts=contexts)
+        indexed = self._index_turns(fresh, advance=False, contexts=contexts, bulk=False)
         self._ahead.update(t.id for t in fresh if t.id > self._cursor.turn)  # a full pass may have gone first
         while self._cursor.turn + 1 in self._ahead:
             self._cursor.turn += 1
@@ -325,8 +325,10 @@ class Retriever:
         # Re-reading from the cursor (not trusting `turns`) also picks up turns other writers committed meanwhile.
         return self.sync(save=False)
 
-    def _index_turns(self, turns: list[Turn], advance: bool = True, contexts: dict[tuple[str, Any], list[Turn]] | None = None) -> int:
-        """Build and add the keys of these turns (sorted by id); refresh the round keys of earlier turns whose neighbours arrived."""
+    def _index_turns(self, turns: list[Turn], advance: bool = True, contexts: dict[tuple[str, Any], list[Turn]] | None = None,
+                     bulk: bool = True) -> int:
+        """Build and add the keys of these turns (sorted by id); refresh the round keys of earlier turns whose neighbours arrived.
+        `bulk`: a catch-up's (the default), not a write's own keys (DenseJob.bulk)."""
         dense_known = self._dense_cursor.turn
         by_session = _by_session(turns)
         contexts = contexts or {}
@@ -371,7 +373,7 @@ class Retriever:
                     refresh.add((index, keymod.key_id(old.id, "round")))
                     if i + self.round_neighbours >= len(context):
                         open_rounds.add((id(index), old.id))
-        self._add_jobs(jobs, refresh, origin=turns[0].id if turns else 0, open_rounds=open_rounds)
+        self._add_jobs(jobs, refresh, origin=turns[0].id if turns else 0, open_rounds=open_rounds, bulk=bulk)
         if turns:
             if advance:  # these are every stored turn up to the last one (a full pass reads them in order)
                 self._cursor.turn = max(self._cursor.turn, turns[-1].id)
@@ -410,7 +412,7 @@ class Retriever:
         return context
 
     def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int,
-                  open_rounds: set[tuple[int, int]] = frozenset()) -> None:
+                  open_rounds: set[tuple[int, int]] = frozenset(), bulk: bool = False) -> None:
         if not jobs:
             return
         # Lexical: always, at once (it is rebuilt on every process start and costs microseconds a key).
@@ -428,7 +430,7 @@ class Retriever:
                 continue
             stored = turn.embedding if kind == "turn" and turn.embedding_model == self.model_name else None
             dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored,
-                                  deferred=kind == "round" and (id(index), item) in open_rounds))
+                                  deferred=kind == "round" and (id(index), item) in open_rounds, bulk=bulk))
         for index, key in refresh:
             # A round key is replaced when its turn's neighbour arrives: the old vector goes now, the new one follows.
             if "round" in index.dense:

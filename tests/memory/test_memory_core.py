@@ -15,6 +15,7 @@ import pytest
 from memstream.config import load_settings
 from memstream.errors import BusyError, InvalidInputError
 from memstream.memory import NewTurn, open_memory
+from memstream.memory.model import NewSession
 from tests.small_embedder import HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +70,31 @@ def test_a_write_waiting_for_room_goes_ahead_once_the_indexer_catches_up(tmp_pat
         stored = memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon.")])
         assert 0.25 <= time.monotonic() - started < 20 and stored[0].id
         assert memory.flush(30) and memory.search("alice", "lisbon", mode="dense").hits[0].turn.id == stored[0].id
+
+
+def test_a_bulk_import_neither_counts_against_the_bound_nor_goes_before_writes(tmp_path):
+    embedder = HashingEmbedder()
+    embedder.gate = threading.Event()
+    texts: list[str] = []
+    embed = embedder.embed
+    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
+    with open_memory(bounded(tmp_path, max_pending_keys=3, pending_wait_s=0.2), embedder) as memory:
+        memory.ingest("bulk", [NewSession("archive", [NewTurn("user", "first archived note")])])
+        deadline = time.monotonic() + 10
+        while not memory.retriever.queue._in_flight and time.monotonic() < deadline:  # the indexer holds the bulk keys
+            time.sleep(0.01)
+        memory.ingest("bulk", [NewSession("archive", [NewTurn("user", f"archived note {n}") for n in range(20)])])
+        assert memory.retriever.pending() > 60 and memory.retriever.queue.from_writes == 0
+        memory.add("alice", "chat", [NewTurn("user", "I moved to Lisbon.")])  # 60 bulk keys wait: no matter
+        with pytest.raises(BusyError):  # alice's own 3 keys do count
+            memory.add("carol", "chat", [NewTurn("user", "I moved to Porto.")])
+        embedder.gate.set()
+        assert memory.flush(30)
+    # The write's turn and statement keys went before every key of the second import (its open round key, like the
+    # import's, waits in the deferred line: its text changes with the next turn).
+    lisbon = [i for i, t in enumerate(texts) if "Lisbon" in t and not t.startswith("[")]
+    archived = [i for i, t in enumerate(texts) if re.search(r"archived note \d", t)]
+    assert len(lisbon) == 2 and archived and max(lisbon) < min(archived)
 
 
 def test_an_unbounded_backlog_never_makes_a_write_wait(tmp_path):
