@@ -91,16 +91,14 @@ class Memory:
         `also(conn, turn_ids)`: more writes committed in the same transaction (an Idempotency-Key's outcome).
         `continuing`: a later step of work already under way (a chat's reply): it goes before new work when the
         memory is busy (slots.py)."""
+        turns = list(turns)
         if self._in_db:
-            turns = list(turns)
-            check_id("user id", user)
-            check_id("conversation id", conversation)
-            for turn in turns:
-                check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
+            self._check_turns(user, conversation, turns)
             hook = self.retriever.turns_hook(user, conversation, turns, session_id)
             with self._slots.hold(continuing):
                 return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
-        if not continuing:
+        if not continuing and not self.index_has_room():
+            self._check_turns(user, conversation, turns)  # bad input gets its own error at once, not a wait and a 503
             self._wait_for_index_room()
         with self._slots.hold(continuing), self._write_lock:
             claim = getattr(self.retriever, "claim", None)  # the in-process index (None: opened without one)
@@ -121,6 +119,14 @@ class Memory:
                 raise
             self._index(stored)  # releases the claim once indexed
         return stored
+
+    @staticmethod
+    def _check_turns(user: str, conversation: str, turns: list[NewTurn]) -> None:
+        """What the store checks when it writes, checked before work that must not start for bad input."""
+        check_id("user id", user)
+        check_id("conversation id", conversation)
+        for turn in turns:
+            check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
 
     def _bounded_backlog(self) -> bool:
         # Not with inline embedding, nor with nobody left to drain the queue (the next start re-reads it).

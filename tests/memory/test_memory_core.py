@@ -57,6 +57,10 @@ def test_a_write_past_the_index_backlog_bound_fails_busy_and_stores_nothing(tmp_
         assert time.monotonic() - started >= 0.2  # it waited for room first
         assert caught.value.retry_after_s >= 1
         assert memory.store.count_turns() == 1 and not memory.store.has_user("alice")
+        started = time.monotonic()
+        with pytest.raises(InvalidInputError, match="role must be one of"):  # bad input: its own error at once
+            memory.add("alice", "chat", [NewTurn("robot", "beep")])
+        assert time.monotonic() - started < 0.2
         # A chat's reply completes work under way: it never waits on the bound.
         memory.add("bob", "other", [NewTurn("assistant", "Noted.")], continuing=True)
         embedder.gate.set()
