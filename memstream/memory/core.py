@@ -98,8 +98,10 @@ class Memory:
             with self._slots.hold(continuing):
                 return self.store.add_turns(user, conversation, turns, session_id=session_id, on_insert=hook, also=also)
         if not continuing and not self.index_has_room():
-            self._check_turns(user, conversation, turns)  # bad input gets its own error at once, not a wait and a 503
-            self._wait_for_index_room()
+            # Back-pressure, outside every lock and work slot. Bad input gets its own error at once, not a wait and a 503.
+            self._check_turns(user, conversation, turns)
+            if not self.retriever.wait_for_room(self.settings.retrieval.max_pending_keys, self.settings.retrieval.pending_wait_s):
+                raise self.index_busy()
         with self._slots.hold(continuing), self._write_lock:
             claim = getattr(self.retriever, "claim", None)  # the in-process index (None: opened without one)
             claimed: list[int] = []
@@ -128,14 +130,14 @@ class Memory:
         for turn in turns:
             check_turn_fields(turn.role, turn.text, turn.speaker, turn.event_time, turn.metadata)
 
-    def _bounded_backlog(self) -> bool:
-        # Not with inline embedding, nor with nobody left to drain the queue (the next start re-reads it).
-        return bool(self.settings.retrieval.max_pending_keys) and self.indexer is not None and self.indexer.alive
-
     def index_has_room(self) -> bool:
         """False while the background indexer's backlog is at `retrieval.max_pending_keys` (a new add would wait).
-        Lock-free: the server's event loop asks it."""
-        return not self._bounded_backlog() or self.retriever.queue.from_writes < self.settings.retrieval.max_pending_keys
+        Lock-free: the server's event loop asks it. Never False with the bound off, with inline embedding, or with
+        no indexer left to drain the queue (the next start re-reads it)."""
+        limit = self.settings.retrieval.max_pending_keys
+        if not limit or self.indexer is None or not self.indexer.alive:
+            return True
+        return self.retriever.queue.from_writes < limit
 
     def index_busy(self) -> BusyError:
         """The error of a write refused because the backlog stayed at its bound for `retrieval.pending_wait_s`."""
@@ -143,12 +145,6 @@ class Memory:
         return BusyError(f"memory is indexing a backlog of {self.retriever.queue.from_writes} keys (retrieval.max_pending_keys "
                          f"{limit}) and did not catch up within {wait_s:g} s; nothing was stored, retry later",
                          retry_after_s=max(1.0, wait_s / 4))
-
-    def _wait_for_index_room(self) -> None:
-        """Back-pressure: wait (outside every lock and work slot) while the indexer's backlog is at its bound."""
-        if self._bounded_backlog() and not self.retriever.wait_for_room(self.settings.retrieval.max_pending_keys,
-                                                                         self.settings.retrieval.pending_wait_s):
-            raise self.index_busy()
 
     def new_session(self, user: str, conversation: str, started_at: datetime | None = None, external_id: str | None = None) -> int:
         return self.store.new_session(user, conversation, started_at=started_at, external_id=external_id)

@@ -108,11 +108,9 @@ class DenseQueue:
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: list[DenseJob] = []
         self._users: Counter[str] = Counter()
-        self.size = 0
-        """Keys waiting (or being embedded), everyone's: the sum of `_users`."""
         self.from_writes = 0
-        """Of those, the keys of this process's writes (not bulk): what the write path's bound counts. Both are ints so
-        a caller without the lock (the server's event loop) can read them."""
+        """Keys of this process's writes (not bulk) waiting or being embedded: what the write path's bound counts. An
+        int, so a caller without the lock (the server's event loop) can read it."""
         self.settled = threading.Condition(lock)
 
     def put(self, jobs: Iterable[DenseJob]) -> None:
@@ -128,7 +126,6 @@ class DenseQueue:
             self._waiting[(id(job.index), job.key)] = job
             (self._later if job.deferred else self._bulk if job.bulk else self._jobs).append(job)
         self._users.update(job.user_id for job in jobs)
-        self.size += len(jobs)
         self.from_writes += sum(1 for job in jobs if not job.bulk)
         self.settled.notify_all()
 
@@ -149,7 +146,6 @@ class DenseQueue:
             return batch
 
     def _forget(self, job: DenseJob) -> None:
-        self.size -= 1
         self.from_writes -= not job.bulk
         self._users[job.user_id] -= 1
         if self._users[job.user_id] <= 0:
@@ -164,7 +160,7 @@ class DenseQueue:
 
     def pending(self, user_id: str | None = None) -> int:
         with self.settled:
-            return self._users.get(user_id, 0) if user_id is not None else self.size
+            return self._users.get(user_id, 0) if user_id is not None else sum(self._users.values())
 
     def pending_turns(self, user_id: str) -> set[int]:
         """Ids of this user's turns with a key still waiting (or being embedded)."""

@@ -412,7 +412,7 @@ class Retriever:
         return context
 
     def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int,
-                  open_rounds: set[tuple[int, int]] = frozenset(), bulk: bool = False) -> None:
+                  open_rounds: set[tuple[int, int]], bulk: bool) -> None:
         if not jobs:
             return
         # Lexical: always, at once (it is rebuilt on every process start and costs microseconds a key).

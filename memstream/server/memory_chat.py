@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from memstream.agent.controller import AgentError, Reply, TurnOptions
 from memstream.backends.base import BackendError
 from memstream.errors import MemstreamError
-from memstream.memory.store import StoreError, check_id
+from memstream.memory.store import check_id
 from memstream.server.errors import APIError, from_memstream
 from memstream.server.memory_routes import memory_service
 from memstream.server.memory_schemas import MemoryInfo, SearchHit
@@ -87,7 +87,7 @@ def agent_error(exc: Exception, timeout_s: float) -> APIError:
         return from_memstream(exc)  # a busy index (503 with Retry-After), an unknown user (404), bad input (400)
     if isinstance(exc, ValueError):
         return APIError(400, str(exc), code="invalid_value")
-    if isinstance(exc, (StoreError, SQLAlchemyError)):
+    if isinstance(exc, SQLAlchemyError):
         return APIError(503, f"memory store unavailable: {exc}", type="server_error", code="store_unavailable")
     raise exc
 
