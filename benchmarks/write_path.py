@@ -75,7 +75,7 @@ class HistoryEmbedder:
         import threading
         import zlib
 
-        if threading.current_thread().name != "memstream-indexer":
+        if not threading.current_thread().name.startswith("memstream-indexer"):
             return self.inner.embed(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
         live = [i for i, t in enumerate(texts) if self.LIVE in t]

@@ -84,6 +84,12 @@ class RetrievalSettings(BaseModel):
     inside each write, as benchmarks that need every vector at once may want."""
     index_batch: int = Field(256, ge=1, le=65_536)
     """Dense keys the background indexer embeds per model call (batched across turns and users)."""
+    indexer_threads: int = Field(2, ge=1, le=64)
+    """Background indexer threads, each embedding its own batch with one model thread (the model's own intra-op
+    threads spin on a busy machine and cost more CPU than they save). One thread is one core of embedding: under many
+    writers the backlog grows to `max_pending_keys` and writes wait. Two on the 2-core machine, 64 memory-chat
+    clients of one server, 45 s: 23.2 sustained chats/s (backlog 875 keys at the stop) against 17.6 with one (4,289
+    keys, 32 s to drain); 8 clients: 20.0 against 20.6 (benchmarks/service_load.py)."""
     max_pending_keys: int = Field(4096, ge=0, le=10_000_000)
     """The background indexer's backlog bound: a new write (`Memory.add`) waits while this many dense keys of writes
     wait for vectors, so writes that outrun the embedder slow to its pace instead of piling up unsearchable-by-meaning

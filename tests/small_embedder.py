@@ -24,7 +24,7 @@ class HashingEmbedder:
         """Texts containing this substring raise (an embedder that cannot handle one row)."""
 
     def embed(self, texts):
-        if self.gate is not None and threading.current_thread().name == "memstream-indexer":
+        if self.gate is not None and threading.current_thread().name.startswith("memstream-indexer"):
             self.gate.wait(30)
         self.calls += 1
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -73,7 +73,7 @@ class Memory:
         self.indexer: Indexer | None = None
         if retriever is not None and background and retriever.embedder is not None and not self._in_db:
             retriever.background = True
-            self.indexer = Indexer(retriever, settings.retrieval.index_batch).start()
+            self.indexer = Indexer(retriever, settings.retrieval.index_batch, settings.retrieval.indexer_threads).start()
 
     @property
     def index_in_database(self) -> bool:

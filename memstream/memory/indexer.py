@@ -1,5 +1,9 @@
 """The background indexer: embeds the dense keys the write path queued, in batches across turns and users.
 
+One thread or several (`retrieval.indexer_threads`): each takes its own batch and runs the model on it with one
+thread of its own, so two batches embed side by side on two cores without the spinning that the model's own
+intra-op threads cost on a busy machine (RetrievalSettings.indexer_threads has the measurements).
+
 A write (`Memory.add`) commits its rows, adds their lexical keys and queues their dense keys, then returns;
 this thread drains the queue. It holds no state of its own: the queue lives in the retriever, and after a
 crash the next start re-reads every turn newer than the saved index (the database is the truth), so nothing
@@ -19,34 +23,38 @@ log = logging.getLogger(__name__)
 
 
 class Indexer:
-    def __init__(self, retriever: Retriever, batch_keys: int = 256):
+    def __init__(self, retriever: Retriever, batch_keys: int = 256, threads: int = 1):
         self.retriever = retriever
         self.batch_keys = batch_keys
         self.errors = 0
         self.last_error: str | None = None
         self.embedded = 0
+        self._count_lock = threading.Lock()  # the counters above, updated by every thread
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memstream-indexer", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"memstream-indexer-{n}", daemon=True) for n in range(threads)]
 
     def start(self) -> "Indexer":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return any(thread.is_alive() for thread in self._threads)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 done = self.retriever.embed_pending(self.batch_keys)
             except MemstreamError as exc:  # the database refused the vectors, say: report, back off, go on
-                self.errors += 1
-                self.last_error = str(exc)
+                with self._count_lock:
+                    self.errors += 1
+                    self.last_error = str(exc)
                 log.error("background indexing failed (will retry): %s", exc)
                 self._stop.wait(1.0)
                 continue
-            self.embedded += done
+            with self._count_lock:
+                self.embedded += done
             if done == 0:
                 self.retriever.wait_for_work(0.5)
 
@@ -61,5 +69,6 @@ class Indexer:
         deadline = time.monotonic() + drain_s
         self.flush(max(0.0, deadline - time.monotonic()))
         self._stop.set()
-        if self.alive:
-            self._thread.join(timeout=max(1.0, deadline - time.monotonic()))
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=max(1.0, deadline - time.monotonic()))

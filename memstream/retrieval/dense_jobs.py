@@ -94,7 +94,8 @@ class DenseQueue:
     """The dense keys waiting for vectors, in order, and the condition searches and the indexer wait on.
 
     Shares the retriever's lock, so a batch leaves the queue, is embedded outside it, and lands in the index
-    while `pending()` counts it the whole time (a search that waits for a user's keys sees them land).
+    while `pending()` counts it the whole time (a search that waits for a user's keys sees them land). Several
+    indexer threads may each have a batch out at once; a job superseded while out is not added (`put`).
 
     Three lines, each taken only when the ones before it are empty: the keys of this process's writes; bulk keys
     (catch-ups, imports); deferred jobs (round keys still waiting for their next turn): on an idle indexer those
@@ -106,7 +107,7 @@ class DenseQueue:
         self._bulk: deque[DenseJob] = deque()
         self._later: deque[DenseJob] = deque()
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
-        self._in_flight: list[DenseJob] = []
+        self._in_flight: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> the job being embedded
         self._users: Counter[str] = Counter()
         self.from_writes = 0
         """Keys of this process's writes (not bulk) waiting or being embedded: what the write path's bound counts. An
@@ -119,11 +120,17 @@ class DenseQueue:
         for job in jobs:
             # Under load a turn's round key is often re-queued (its neighbour arrived) before the first text was
             # embedded: only the newest text of a key is worth embedding.
-            older = self._waiting.get((id(job.index), job.key))
+            slot = (id(job.index), job.key)
+            older = self._waiting.get(slot)
             if older is not None:
                 older.superseded = True
                 self._forget(older)
-            self._waiting[(id(job.index), job.key)] = job
+            flying = self._in_flight.get(slot)
+            if flying is not None:
+                # Being embedded by one indexer thread while this newer text may be taken by another, which could
+                # finish first: the older vector must not land after the newer one (counted until its batch is done).
+                flying.superseded = True
+            self._waiting[slot] = job
             (self._later if job.deferred else self._bulk if job.bulk else self._jobs).append(job)
         self._users.update(job.user_id for job in jobs)
         self.from_writes += sum(1 for job in jobs if not job.bulk)
@@ -137,12 +144,13 @@ class DenseQueue:
                     job = line.popleft()
                     if job.superseded:
                         continue
-                    if self._waiting.get((id(job.index), job.key)) is job:
-                        del self._waiting[(id(job.index), job.key)]
+                    slot = (id(job.index), job.key)
+                    if self._waiting.get(slot) is job:
+                        del self._waiting[slot]
+                    self._in_flight[slot] = job
                     batch.append(job)
                 if batch:
                     break  # the deferred line only when nothing else waits
-            self._in_flight = batch
             return batch
 
     def _forget(self, job: DenseJob) -> None:
@@ -153,8 +161,10 @@ class DenseQueue:
 
     def done(self, batch: list[DenseJob]) -> None:
         with self.settled:
-            self._in_flight = []
             for job in batch:
+                slot = (id(job.index), job.key)
+                if self._in_flight.get(slot) is job:
+                    del self._in_flight[slot]
                 self._forget(job)
             self.settled.notify_all()
 
@@ -165,12 +175,12 @@ class DenseQueue:
     def pending_turns(self, user_id: str) -> set[int]:
         """Ids of this user's turns with a key still waiting (or being embedded)."""
         with self.settled:
-            return {job.item_id for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight)
+            return {job.item_id for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight.values())
                     if job.user_id == user_id and job.kind != "fact" and not job.superseded}
 
     def resume_point(self, facts: bool, cursor: int) -> int:
         """The cursor a saved index may claim: never past a key still waiting (resume from the batch that queued it)."""
-        waiting = [job.origin - 1 for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight) if (job.kind == "fact") == facts and not job.superseded]
+        waiting = [job.origin - 1 for job in (*self._jobs, *self._bulk, *self._later, *self._in_flight.values()) if (job.kind == "fact") == facts and not job.superseded]
         return min([cursor, *waiting])
 
     def wait_until_empty(self, user_id: str | None, timeout_s: float) -> bool:

@@ -491,8 +491,8 @@ class Retriever:
             if position in failed:
                 self._skip(f"{job.kind} key of {'fact' if job.kind == 'fact' else 'turn'} {job.item_id}", failed[position])
                 continue
-            if vector is None or not job.is_live(self._users):
-                continue  # deleted or forgotten while it waited
+            if vector is None or job.superseded or not job.is_live(self._users):
+                continue  # deleted or forgotten while it waited, or a newer text of the key was queued meanwhile
             entry = groups.setdefault((id(job.index), job.kind), (job.index, job.kind, {}))
             entry[2][job.key] = vector  # a later job for the same key (a refreshed round) wins
         for index, kind, by_key in groups.values():

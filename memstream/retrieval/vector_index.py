@@ -203,7 +203,11 @@ class VectorIndex:
         keep = ids >= 0
         if self._dead:
             keep &= ~np.isin(ids, np.fromiter(self._dead, dtype=np.int64))
-        return ids[keep][:k], scores[keep][:k]
+        ids, scores = ids[keep][:k], scores[keep][:k]
+        # Equal scores (keys of one text: a session's first question and reply share their round text) in id order,
+        # not in the order the index happened to receive them (background indexer threads add batches in any order).
+        order = np.lexsort((ids, -scores))
+        return ids[order], scores[order]
 
     def _ann_params(self, selector: faiss.IDSelector | None, fetch: int, candidates: int) -> faiss.SearchParameters | None:
         """Search parameters for the inner index: a wider search for deep or filtered queries."""

@@ -16,6 +16,7 @@ from memstream.config import load_settings
 from memstream.errors import BusyError, InvalidInputError
 from memstream.memory import NewTurn, open_memory
 from memstream.memory.model import NewSession
+from memstream.retrieval import keys
 from tests.small_embedder import HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +45,9 @@ def busy_indexer(settings):
 
 
 def bounded(tmp_path, max_pending_keys: int, pending_wait_s: float):
+    """One indexer thread: these tests hold it busy and check the order in which the queue hands out keys."""
     return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path),
-                         retrieval={"max_pending_keys": max_pending_keys, "pending_wait_s": pending_wait_s})
+                         retrieval={"max_pending_keys": max_pending_keys, "pending_wait_s": pending_wait_s, "indexer_threads": 1})
 
 
 def test_a_write_past_the_index_backlog_bound_fails_busy_and_stores_nothing(tmp_path):
@@ -99,6 +101,38 @@ def test_a_bulk_import_neither_counts_against_the_bound_nor_goes_before_writes(t
     lisbon = [i for i, t in enumerate(texts) if "Lisbon" in t and not t.startswith("[")]
     archived = [i for i, t in enumerate(texts) if re.search(r"archived note \d", t)]
     assert len(lisbon) == 2 and archived and max(lisbon) < min(archived)
+
+
+def test_two_indexer_threads_never_let_an_older_text_of_a_key_land_last(tmp_path):
+    """A round key re-queued (its next turn arrived) while its first text is being embedded on one thread: the newer
+    text, embedded on the other thread and added first, stays; the older vector arriving after it is dropped."""
+    embedder = HashingEmbedder()
+    release = threading.Event()
+    embed = embedder.embed
+
+    def slow_first_round(batch):
+        if any(text.startswith("[") and "\n" not in text for text in batch):  # the round key before the reply
+            release.wait(30)
+        return embed(batch)
+
+    embedder.embed = slow_first_round
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"indexer_threads": 2})
+    with open_memory(settings, embedder) as memory:
+        queue = memory.retriever.queue
+        said = memory.add("alice", "chat", [NewTurn("user", "I live in Porto.")])[0]
+        deadline = time.monotonic() + 10
+        while not any(job.kind == "round" for job in queue._in_flight.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # one thread holds the open round key's first text
+        memory.add("alice", "chat", [NewTurn("assistant", "Porto is lovely.")], continuing=True)
+        deadline = time.monotonic() + 10
+        while memory.retriever.pending("alice") > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the other thread embedded the reply's keys and the round's new text
+        release.set()
+        assert memory.flush(30)
+        index = memory.retriever._users["alice"].dense["round"]
+        newer = embed([keys.round_key_text(memory.store.list_turns("alice"), 0, 1)])[0]  # "...Porto.\nassistant: ..."
+        ids, scores = index.search(newer, 2)
+    assert ids[0] == keys.key_id(said.id, "round") and scores[0] > 0.999
 
 
 def test_an_unbounded_backlog_never_makes_a_write_wait(tmp_path):

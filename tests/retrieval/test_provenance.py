@@ -46,7 +46,8 @@ def test_several_replies_and_no_assistant_at_all():
 
 
 def test_real_search_puts_the_users_statement_first(make_memory, monkeypatch):
-    """The chat-app report: without provenance the model's own restatement ranked first (fused 0.0830 vs 0.0829)."""
+    """The chat-app report: without provenance the model's own restatement of what the user said ranks first (it
+    echoes the question's words)."""
     from datetime import datetime, timedelta
 
     from memstream.memory.model import NewTurn
@@ -55,7 +56,7 @@ def test_real_search_puts_the_users_statement_first(make_memory, monkeypatch):
     memory = make_memory()
     memory.add("me", "first", [
         NewTurn("user", "My cat is called Mochi and I adopted her last May.", "user", said),
-        NewTurn("assistant", "Mochi is a Japanese cat named Mochi.", "assistant", said + timedelta(seconds=1)),
+        NewTurn("assistant", "The name of your cat is Mochi, and you adopted her last May.", "assistant", said + timedelta(seconds=1)),
     ])
     assert memory.flush(60)
     retriever = memory.retriever
