@@ -1,6 +1,6 @@
 """Where block_topk's decode time goes: its launches timed alone and in each fused/unfused combination.
 
-Same shapes and budget as benchmarks/kernels.py (Llama-3-8B heads, bf16, 128-token blocks, 4 sinks +
+Same shapes and budget as benchmarks/attention_kernels.py (Llama-3-8B heads, bf16, 128-token blocks, 4 sinks +
 24 blocks + 1024-token window, 4 representatives per block). Each figure is a CUDA-graph replay.
 Writes reports/block_topk_variants.{json,md}. Needs a CUDA GPU.
 
@@ -19,7 +19,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.kernels import POLICY_PARAMS, paged_cache, graph_ms  # noqa: E402
+from benchmarks.attention_kernels import POLICY_PARAMS, paged_cache, graph_ms  # noqa: E402
 from memstream.backends.kernels import block_topk as bt  # noqa: E402
 from memstream.backends.kernels.dense import alloc_partials, reduce_splits  # noqa: E402
 

@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parent))  # last: benchmarks/kernels.py must not shadow the `kernels` package
+sys.path.append(str(Path(__file__).resolve().parent))  # the sibling scripts (after the installed packages)
 from _report import write_report  # noqa: E402
 
 from memstream.agent.controller import MemoryAgent  # noqa: E402

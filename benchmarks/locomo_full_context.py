@@ -11,6 +11,10 @@ score (scoring.locomo_f1, the project's LoCoMo token F1):
           (trained window - prefill chunk, so a chunk's nearest keys stay inside it): the newest
           ~7K tokens attended as dense does, and the retrieved blocks of the older transcript on top.
           The rule was fixed before the run, not chosen on these questions;
+- full_wide_init: full_wide with InfLLM's 128 initial tokens always attended (the prompt's header and
+          instruction), not 4 sinks;
+- infllm: InfLLM's published configuration (128 initial tokens, a 4,096-token local window, 16
+          blocks of 128 tokens, 4 representatives, chunks of 512);
 - last8k: the newest transcript lines that fit the trained window with the longest question and
           the answer tokens (cut at a line boundary, led by that session's dated header), dense.
 
@@ -45,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # the sibling scripts (after the installed packages)
 from passkey import PeakRSS  # noqa: E402  (the sibling benchmark's sampler: the same RSS figures)
 
 from memstream.agent import prompts  # noqa: E402
@@ -62,8 +66,12 @@ DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo10_dev.json"
 REPORTS = ROOT / "reports"
 NAME = "locomo_full_context"
 PARAMS = AttentionParams(use_triton=False)  # the config's defaults (the papers')
-SYSTEMS = {"full": "block_topk", "full_wide": "block_topk", "last8k": "dense"}
-FULL = ("full", "full_wide")  # the systems given the whole transcript, each checked against last8k
+SYSTEMS = {"full": "block_topk", "full_wide": "block_topk", "full_wide_init": "block_topk", "infllm": "block_topk",
+           "last8k": "dense"}
+FULL = ("full", "full_wide", "full_wide_init", "infllm")  # the systems given the whole transcript, each checked against last8k
+INFLLM_INIT = 128
+"""InfLLM's initial tokens (n_init in the paper's configurations): the prompt's start, always attended. Here that is
+the chat template's system header and the instruction (about 50 tokens), which a 4-token sink leaves to chance."""
 
 MIN_FULL_TOKENS = 16384  # the issue's "16K+ tokens"
 ANSWERABLE = {"1", "2", "3", "4"}  # LoCoMo categories; 5 (adversarial) has no answer to score F1 on
@@ -72,8 +80,16 @@ ISO_DATE = re.compile(r"\b\d{4}-\d{2}")  # the transcript writes "8 May 2023": a
 
 def system_params(system: str, trained: int) -> AttentionParams:
     """full_wide: the local window fills the trained window but for one prefill chunk, so the
-    nearest keys of a chunk's first query (window + chunk back) are still inside it."""
-    return replace(PARAMS, window=trained - PARAMS.prefill_chunk) if system == "full_wide" else PARAMS
+    nearest keys of a chunk's first query (window + chunk back) are still inside it. full_wide_init:
+    the same, with InfLLM's 128 initial tokens. infllm: the paper's published configuration (128
+    initial tokens, a 4,096-token local window, 16 blocks of 128 tokens with 4 representatives,
+    chunks of 512). Each rule was fixed before its run, from the paper, not tried on the questions."""
+    wide = trained - PARAMS.prefill_chunk
+    return {
+        "full_wide": replace(PARAMS, window=wide),
+        "full_wide_init": replace(PARAMS, window=wide, sinks=INFLLM_INIT),
+        "infllm": replace(PARAMS, sinks=INFLLM_INIT, window=4096, block_size=128, topk=16, representatives=4, prefill_chunk=512),
+    }.get(system, PARAMS)
 
 
 def pick_questions(data: BenchData, namespace: str, n: int) -> list[BenchQuestion]:
@@ -122,7 +138,7 @@ def run_system(local, system: str, prompt, questions: list[BenchQuestion], max_n
             records.append(record)
             print(f"{system} {q.qid} [{q.category}] f1={record['f1']:.2f} gold={q.gold!r} got={prediction!r}", flush=True)
     records.append(append(log, {
-        "kind": "prefill", "run": run, "system": system, "policy": policy.name, "window": params.window,
+        "kind": "prefill", "run": run, "system": system, "policy": policy.name, "window": params.window, "sinks": params.sinks,
         "prefix_tokens": len(prompt.prefix),
         "transcript_lines": prompt.lines, "prefill_s": round(prefill_s, 2), "prefill_cpu_s": round(prefill_cpu_s, 2),
         "threads": torch.get_num_threads(), "prefill_peak_rss_mb": round(prefill_peak / 2**20),
@@ -221,14 +237,21 @@ def write_reports(result: dict, out_dir: Path) -> None:
         f"newest part of the transcript is read as dense attention reads it, and {params['topk']} retrieved blocks of "
         f"{params['block_size']} tokens from the older part on top. This rule was fixed before the run; no window was "
         "tried on these questions.",
+        f"- **full_wide_init**: full_wide with InfLLM's {INFLLM_INIT} initial tokens always attended instead of 4 sinks: the "
+        "prompt's system header and instruction stay in view however far the question is from them (in full and "
+        "full_wide only a selected block brings them back). The paper's value, fixed before the run.",
+        "- **infllm**: InfLLM's published configuration: "
+        + ", ".join(f"{k} {v}" for k, v in system_params("infllm", result["trained_window"]).settings().items()
+                    if k in ("sinks", "window", "block_size", "topk", "representatives", "prefill_chunk"))
+        + " (sinks = the paper's initial tokens); fixed before the run.",
         "- **last8k**: the newest transcript lines that fit the trained window with the longest question and the "
         "answer (cut at a line boundary, led by that session's dated header), dense attention, same reuse.",
         "",
         "All: the same chat-template prompt (instruction + transcript as the system message, question + "
         "short-answer instruction as the user message), question wording, post-processing and LoCoMo token F1.",
         "",
-        f"Target (whole-transcript block_topk mean F1 >= last8k mean F1): full **{verdict(result, 'full')}**, "
-        f"full_wide **{verdict(result, 'full_wide')}**.",
+        "Target (whole-transcript block_topk mean F1 >= last8k mean F1): "
+        + ", ".join(f"{n} **{verdict(result, n)}**" for n in FULL) + ".",
         "",
         row("", [f"{n} ({SYSTEMS[n]})" for n in names]),
         "|---|" + "---:|" * len(names),
@@ -253,6 +276,8 @@ def write_reports(result: dict, out_dir: Path) -> None:
         row(f"answers cut at the {result['max_new']}-token cap", each(lambda n: str(systems[n]["at_token_cap"]))),
         row("local window (tokens)", each(lambda n: "all" if SYSTEMS[n] == "dense"
                                          else str(system_params(n, result["trained_window"]).window))),
+        row("initial tokens always attended", each(lambda n: "all" if SYSTEMS[n] == "dense"
+                                                  else str(system_params(n, result["trained_window"]).sinks))),
         row("transcript lines in the prompt", each(lambda n: cell(prefill[n].get("transcript_lines")))),
         row("prefix tokens", each(lambda n: cell(prefill[n].get("prefix_tokens")))),
         row("prompt tokens (min-max)", each(lambda n: "-".join(map(str, systems[n]["prompt_tokens"]))
@@ -269,7 +294,7 @@ def write_reports(result: dict, out_dir: Path) -> None:
         *breaks(result),
         "## Per question",
         "",
-        "Evidence: how much of the question's evidence turns last8k's prompt holds (full and full_wide hold all).",
+        "Evidence: how much of the question's evidence turns last8k's prompt holds (the whole-transcript systems hold all).",
         "",
         "| question | category | gold | " + " | ".join(f"{n} | F1" for n in names) + " | evidence in last8k |",
         "|---|---|---|" + "---|---:|" * len(names) + "---|",
@@ -342,7 +367,7 @@ def main() -> None:
     pair, lines = speakers(sessions), transcript_lines(sessions)
     longest = max(len(transcript_prompt(tok, pair, []).suffix(tok, q.question)) for q in questions)
     whole = transcript_prompt(tok, pair, lines)
-    prompts_by_system = {"full": whole, "full_wide": whole,
+    prompts_by_system = {**{name: whole for name in FULL},
                          "last8k": newest_lines(tok, pair, lines, trained - longest - args.max_new)}
     local.model.setup_rope(local.device, max_positions=len(prompts_by_system["full"].prefix) + longest + args.max_new + 64)
 

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-sys.path.append(str(Path(__file__).resolve().parent))  # last: benchmarks/kernels.py must not shadow the `kernels` package
+sys.path.append(str(Path(__file__).resolve().parent))  # the sibling scripts (after the installed packages)
 from _report import write_report  # noqa: E402
 
 from memstream.server.app import is_loopback  # noqa: E402

