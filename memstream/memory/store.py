@@ -34,6 +34,7 @@ from memstream.memory import schema
 from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
+from memstream.memory.statements import LAST_POSITION, LATEST_SESSION, MAX_IDS, SESSION_OF_USER, TURN_COLUMNS, TURNS_BY_ID
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
@@ -55,6 +56,7 @@ InTransaction = Callable[[Connection, Any], None]
 
 InsertHook = Callable[[Connection, "list[Turn]"], None]
 """Runs inside a write's transaction with the turns it stored (the database-resident index writes their keys)."""
+
 
 
 class UnknownUserError(NotFoundError):
@@ -151,11 +153,11 @@ class MemoryStore:
                 raise StoreError(f"database write failed: {first_line(exc)}") from exc
         raise AssertionError("unreachable")
 
-    def _read(self, statement) -> list:
+    def _read(self, statement, params: dict[str, Any] | None = None) -> list:
         for attempt in (0, 1):
             try:
                 with self.reader.connect() as conn:
-                    return list(conn.execute(statement))
+                    return list(conn.execute(statement, params))
             except SQLAlchemyError as exc:
                 # The pool is not pinged on checkout (a round trip per use): a connection the database dropped (a
                 # restart) fails here, which empties the pool, and the read runs once more on a fresh connection.
@@ -257,14 +259,8 @@ class MemoryStore:
             now = utcnow()
             target = session_id
             if target is None:
-                target = conn.execute(
-                    select(func.max(schema.sessions.c.id)).where(
-                        schema.sessions.c.user_id == user_id, schema.sessions.c.conversation_id == conversation_id
-                    )
-                ).scalar()
-            elif conn.execute(
-                select(schema.sessions.c.id).where(schema.sessions.c.id == target, schema.sessions.c.user_id == user_id)
-            ).first() is None:
+                target = conn.execute(LATEST_SESSION, {"user_id": user_id, "conversation_id": conversation_id}).scalar()
+            elif conn.execute(SESSION_OF_USER, {"session_id": target, "user_id": user_id}).first() is None:
                 raise NotFoundError(f"session {target} does not exist for user {user_id!r}")
             if target is None:
                 first_time = next((t.event_time for t in new_turns if t.event_time), None)
@@ -273,14 +269,7 @@ class MemoryStore:
                         user_id=user_id, conversation_id=conversation_id, started_at=naive_utc(first_time) or now, metadata={}
                     )
                 ).inserted_primary_key[0]
-            # The next position after the session's newest turn: one index probe, not a count over a session that
-            # may hold a whole life's conversation.
-            last = conn.execute(
-                select(schema.turns.c.position)
-                .where(schema.turns.c.session_id == target, schema.turns.c.user_id == user_id)
-                .order_by(schema.turns.c.id.desc())
-                .limit(1)
-            ).scalar()
+            last = conn.execute(LAST_POSITION, {"session_id": target, "user_id": user_id}).scalar()
             start = 0 if last is None else last + 1
             rows = [
                 self._turn_row(user_id, conversation_id, target, start + i, turn, now, now) for i, turn in enumerate(new_turns)
@@ -421,7 +410,7 @@ class MemoryStore:
         id_list = list(ids)
         for start in range(0, len(id_list), 900):
             chunk = id_list[start : start + 900]
-            rows = self._read(select(schema.turns).where(schema.turns.c.user_id == user_id, schema.turns.c.id.in_(chunk)))
+            rows = self._read(TURNS_BY_ID, {"user_id": user_id, "ids": chunk})
             found.update((row.id, turn_of(row)) for row in rows)
         return [found[i] for i in id_list if i in found]
 
@@ -444,7 +433,7 @@ class MemoryStore:
     ) -> list[Turn]:
         """Turns in id order (`newest_first`: reversed, so `limit` keeps the newest). `after_id`/`before_id`
         bound the ids (exclusive): with `session_id` and `limit` a read of a few turns, whatever the session's length."""
-        statement = select(schema.turns).where(schema.turns.c.user_id == user_id)
+        statement = select(*TURN_COLUMNS).where(schema.turns.c.user_id == user_id)
         if conversation_id is not None:
             statement = statement.where(schema.turns.c.conversation_id == conversation_id)
         if session_id is not None:
@@ -465,9 +454,7 @@ class MemoryStore:
 
     def latest_session(self, user_id: str, conversation_id: str) -> int | None:
         """The session `add_turns` appends to when none is named (None: it would start one)."""
-        rows = self._read(
-            select(func.max(schema.sessions.c.id)).where(schema.sessions.c.user_id == user_id, schema.sessions.c.conversation_id == conversation_id)
-        )
+        rows = self._read(LATEST_SESSION, {"user_id": user_id, "conversation_id": conversation_id})
         return rows[0][0] if rows else None
 
     def read_sql(self, sql: str, **params: Any) -> list:
@@ -515,14 +502,7 @@ class MemoryStore:
 
     def max_ids(self) -> dict[str, int]:
         """Highest turn id, fact id and deletion seq: what an index cache must have seen to be current."""
-        rows = self._read(
-            select(
-                select(func.coalesce(func.max(schema.turns.c.id), 0)).scalar_subquery(),
-                select(func.coalesce(func.max(schema.facts.c.id), 0)).scalar_subquery(),
-                select(func.coalesce(func.max(schema.deletions.c.seq), 0)).scalar_subquery(),
-            )
-        )
-        turn_id, fact_id, deletion_seq = rows[0]
+        turn_id, fact_id, deletion_seq = self._read(MAX_IDS)[0]
         return {"turn": int(turn_id), "fact": int(fact_id), "deletion": int(deletion_seq)}
 
     def deletions_after(self, seq: int) -> list[tuple[int, str, str, int]]:
