@@ -18,6 +18,8 @@ import re
 from datetime import datetime, timedelta
 from typing import Sequence
 
+import numpy as np
+
 from memstream.memory.model import Fact, Turn
 
 KINDS = ("turn", "round", "statement", "fact")
@@ -31,6 +33,11 @@ def key_id(item_id: int, kind: str) -> int:
 
 def split_key(key: int) -> tuple[int, str]:
     return int(key) // _SHIFT, KINDS[int(key) % _SHIFT]
+
+
+def item_ids(keys: np.ndarray) -> np.ndarray:
+    """The turn (or fact) id of each key, at once."""
+    return keys // _SHIFT
 
 
 def human_date(moment: datetime) -> str:

@@ -147,6 +147,11 @@ class UserIndex:
             key_ids, scores = index.search(query_vector, depth, allowed)
         else:
             key_ids, scores = self.lexical[kind].search(query_text, depth, allowed)
+        if kind != "fact":
+            # One key per turn of this kind: no repeats to drop, only turns deleted since (a search's hot loop).
+            turn_time = self.turn_time
+            return [(turn_id, score) for turn_id, score in zip(keymod.item_ids(key_ids).tolist(), scores.tolist())
+                    if turn_id in turn_time]
         out: list[tuple[int, float]] = []
         seen: set[int] = set()
         allowed_set = set(allowed_turns.tolist()) if allowed_turns is not None and kind == "fact" else None
