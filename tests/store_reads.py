@@ -8,9 +8,9 @@ def rows_read(store, work):
     count = 0
     original = store._read
 
-    def counting(statement):
+    def counting(statement, params=None):
         nonlocal count
-        rows = original(statement)
+        rows = original(statement, params)
         count += len(rows)
         return rows
 
