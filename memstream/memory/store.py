@@ -58,7 +58,6 @@ InsertHook = Callable[[Connection, "list[Turn]"], None]
 """Runs inside a write's transaction with the turns it stored (the database-resident index writes their keys)."""
 
 
-
 class UnknownUserError(NotFoundError):
     """Nothing is stored for this user."""
 
