@@ -348,6 +348,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="rewrite the reports from the log, run nothing")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="which systems to run (the report shows what the log holds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +387,10 @@ def main() -> None:
             "transcript_iso_dates": sum(len(ISO_DATE.findall(line.text)) for line in lines),
             "command": f"nice -n 5 python benchmarks/{NAME}.py --conversation {args.conversation} "
                        f"--questions {args.questions} --max-new {args.max_new} --threads {args.threads}"}
-    for system in [] if args.report_only else SYSTEMS:
+    chosen = [name for name in args.systems.split(",") if name]
+    if unknown := sorted(set(chosen) - set(SYSTEMS)):
+        parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    for system in [] if args.report_only else chosen:
         prefilled = any(r["kind"] == "prefill" and r["system"] == system for r in records)
         if prefilled and all((system, q.qid) in done for q in questions):
             continue
