@@ -45,6 +45,7 @@ from memstream.backends.scripted import ScriptedBackend  # noqa: E402
 from memstream.config import load_settings  # noqa: E402
 from memstream.memory import NewTurn, open_memory  # noqa: E402
 from memstream.memory.importers import load_file  # noqa: E402
+from memstream.memory.indexer import on_indexer_thread  # noqa: E402
 from memstream.retrieval.embedder import EmbedderCache, resolve_model  # noqa: E402
 
 LOCOMO_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10_dev.json"
@@ -72,10 +73,9 @@ class HistoryEmbedder:
         self.dim = inner.dim
 
     def embed(self, texts):
-        import threading
         import zlib
 
-        if not threading.current_thread().name.startswith("memstream-indexer"):
+        if not on_indexer_thread():
             return self.inner.embed(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
         live = [i for i, t in enumerate(texts) if self.LIVE in t]

@@ -9,6 +9,8 @@ import threading
 
 import numpy as np
 
+from memstream.memory.indexer import on_indexer_thread
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -24,7 +26,7 @@ class HashingEmbedder:
         """Texts containing this substring raise (an embedder that cannot handle one row)."""
 
     def embed(self, texts):
-        if self.gate is not None and threading.current_thread().name.startswith("memstream-indexer"):
+        if self.gate is not None and on_indexer_thread():
             self.gate.wait(30)
         self.calls += 1
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

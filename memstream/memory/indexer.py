@@ -22,6 +22,14 @@ from memstream.retrieval.retriever import Retriever
 log = logging.getLogger(__name__)
 
 
+THREAD_NAME = "memstream-indexer"
+
+
+def on_indexer_thread() -> bool:
+    """Whether the caller runs on a background indexer thread (an embedder told apart from query embedding)."""
+    return threading.current_thread().name.startswith(THREAD_NAME)
+
+
 class Indexer:
     def __init__(self, retriever: Retriever, batch_keys: int = 256, threads: int = 1):
         self.retriever = retriever
@@ -31,7 +39,7 @@ class Indexer:
         self.embedded = 0
         self._count_lock = threading.Lock()  # the counters above, updated by every thread
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"memstream-indexer-{n}", daemon=True) for n in range(threads)]
+        self._threads = [threading.Thread(target=self._run, name=f"{THREAD_NAME}-{n}", daemon=True) for n in range(threads)]
 
     def start(self) -> "Indexer":
         for thread in self._threads:

@@ -494,7 +494,7 @@ class Retriever:
             if vector is None or job.superseded or not job.is_live(self._users):
                 continue  # deleted or forgotten while it waited, or a newer text of the key was queued meanwhile
             entry = groups.setdefault((id(job.index), job.kind), (job.index, job.kind, {}))
-            entry[2][job.key] = vector  # a later job for the same key (a refreshed round) wins
+            entry[2][job.key] = vector
         for index, kind, by_key in groups.values():
             keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
             target = index.dense_index(kind)

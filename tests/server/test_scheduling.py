@@ -13,6 +13,7 @@ import pytest
 
 from memstream.backends.base import Message
 from memstream.backends.scripted import ScriptedBackend
+from memstream.memory.indexer import on_indexer_thread
 from memstream.memory.store import MemoryStore
 from memstream.server.queue import FairQueue, RunCancelled
 from tests.server.conftest import KEY_ACME, KEY_GLOBEX, wait_until_embedded
@@ -243,7 +244,7 @@ def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_ser
     gate, embed = threading.Event(), embedder.embed
 
     def held(texts):  # the background indexer stalls (a slow embedder under load); queries still embed
-        if threading.current_thread().name.startswith("memstream-indexer"):
+        if on_indexer_thread():
             gate.wait(30)
         return embed(texts)
 
@@ -276,7 +277,7 @@ def test_the_load_driver_counts_the_indexing_a_level_leaves_behind(start_server,
     embed = embedder.embed
 
     def slow(texts):  # an indexer that falls behind the writes
-        if threading.current_thread().name.startswith("memstream-indexer"):
+        if on_indexer_thread():
             time.sleep(0.3)
         return embed(texts)
 
