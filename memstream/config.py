@@ -75,6 +75,20 @@ class RetrievalSettings(BaseModel):
     time_expansion: bool = True
     round_neighbours: int = Field(1, ge=0, le=8)
     """Turns on each side joined to a turn to form its round key."""
+    dense_kinds: list[Literal["turn", "round", "statement", "fact"]] = Field(default_factory=lambda: ["turn", "fact"])
+    """Key kinds that get a vector; every kind is in the keyword index. A vector costs a model pass over the key's
+    text, most of a write's CPU: round keys (three turns) are about half of a turn's key tokens and statement keys a
+    quarter. Chosen by leave-one-conversation-out over the LoCoMo and BEAM dev conversations (benchmarks/dense_kinds.py,
+    reports/dense_kinds.md): recall_any@10 LoCoMo 0.778 and BEAM 0.556 with turn and fact vectors only, against 0.797
+    and 0.511 with every kind, for a fifth of the embedded tokens. "turn" is required (the dense and hybrid modes
+    search turn vectors)."""
+
+    @field_validator("dense_kinds")
+    @classmethod
+    def _check_dense_kinds(cls, value: list[str]) -> list[str]:
+        if "turn" not in value:
+            raise ValueError(f"retrieval.dense_kinds must include 'turn' (the dense and hybrid modes search turn vectors), got {value}")
+        return list(dict.fromkeys(value))
     time_mode: Literal["boost", "filter"] = "boost"
     """What a time window in the question does: 'boost' adds rankings restricted to the window; 'filter' drops turns outside it."""
     time_weight: float = Field(1.0, ge=0.0)

@@ -44,7 +44,23 @@ class Ranker(Protocol):
     def ranked(self, retriever: str, kind: str, query_vector: np.ndarray | None, query: str, depth: int, allowed: Any) -> list[tuple[int, float]]: ...
 
 
-def mode_lists(mode: str, session_decomposition: bool, fact_expansion: bool) -> list[tuple[str, str]]:
+DENSE_KINDS = ("turn", "round", "statement", "fact")
+
+
+def mode_lists(mode: str, session_decomposition: bool, fact_expansion: bool, dense_kinds: Sequence[str] = DENSE_KINDS) -> list[tuple[str, str]]:
+    """The (retriever, key kind) lists a mode fuses; a kind without vectors (not in `dense_kinds`) has no dense list."""
+    lists = _lists(mode, session_decomposition, fact_expansion)
+    return [(r, kind) for r, kind in lists if r != "dense" or kind in dense_kinds]
+
+
+def time_lists(session_decomposition: bool, dense_kinds: Sequence[str] = DENSE_KINDS) -> list[tuple[str, str]]:
+    """The lists a time window restricts (boost mode): round keys (their date heads them) where there are rounds;
+    a dense list on turn keys where round keys have no vectors."""
+    kind = "round" if session_decomposition else "turn"
+    return [("dense", kind if kind in dense_kinds else "turn"), ("lexical", kind)]
+
+
+def _lists(mode: str, session_decomposition: bool, fact_expansion: bool) -> list[tuple[str, str]]:
     if mode == "dense":
         return [("dense", "turn")]
     if mode == "bm25":
@@ -88,7 +104,7 @@ def fused_search(
         window = extract_time_window(query, now or utcnow())
     if ranker is None:
         return SearchResult(query, [], window, mode, {"total": _ms(started)})
-    lists = mode_lists(mode, config.session_decomposition, config.fact_expansion)
+    lists = mode_lists(mode, config.session_decomposition, config.fact_expansion, config.dense_kinds)
     query_vector = None
     if any(r == "dense" for r, _ in lists):
         t0 = time.perf_counter()
@@ -104,8 +120,7 @@ def fused_search(
         window_allowed = ranker.allowed(window, conversation_id) if window is not None and mode == "memstream" and time_mode == "boost" else None
         runs: list[tuple[str, str, float, Any, str]] = [(r, kind, LIST_WEIGHTS[(r, kind)], base_allowed, kind) for r, kind in lists]
         if window_allowed is not None:
-            time_kind = "round" if config.session_decomposition else "turn"
-            runs += [(r, time_kind, config.time_weight, window_allowed, "time") for r in ("dense", "lexical")]
+            runs += [(r, kind, config.time_weight, window_allowed, "time") for r, kind in time_lists(config.session_decomposition, config.dense_kinds)]
         for retriever, kind, weight, allowed, label in runs:
             t0 = time.perf_counter()
             ranked = ranker.ranked(retriever, kind, query_vector, query, depth, allowed)

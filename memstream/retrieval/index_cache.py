@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memstream.memory.validate import utcnow
 from memstream.retrieval import keys as keymod
@@ -19,6 +20,8 @@ from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.vector_index import IndexFileError, VectorIndex
 
 CACHE_VERSION = 1
+LEGACY_KEY_SETTINGS: dict[str, Any] = {"dense_kinds": sorted(keymod.KINDS)}
+"""Key settings a sidecar written before they were recorded was built with (every kind had vectors)."""
 
 
 @dataclass
@@ -34,9 +37,10 @@ def user_dir(cache_dir: Path, user_id: str) -> Path:
     return cache_dir / "users" / hashlib.sha1(user_id.encode()).hexdigest()[:20]
 
 
-def read(cache_dir: Path, model: str, dim: int | None, round_neighbours: int, ann_threshold: int, tokenizer: Tokenizer,
+def read(cache_dir: Path, model: str, dim: int | None, key_settings: dict[str, Any], ann_threshold: int, tokenizer: Tokenizer,
          database_ids: dict[str, int]) -> Loaded | None:
-    """The saved dense indexes (lexical ones are rebuilt on every start), or None when there is no cache."""
+    """The saved dense indexes (lexical ones are rebuilt on every start), or None when there is no cache.
+    `key_settings`: what the keys were built with (round_neighbours, dense_kinds); any difference rebuilds."""
     meta_path = cache_dir / "metadata.json"
     if not meta_path.exists():
         return None
@@ -44,7 +48,7 @@ def read(cache_dir: Path, model: str, dim: int | None, round_neighbours: int, an
     if (
         meta.get("version") != CACHE_VERSION
         or meta.get("model") != model
-        or meta.get("round_neighbours") != round_neighbours
+        or any(meta.get(name, LEGACY_KEY_SETTINGS.get(name)) != value for name, value in key_settings.items())
         or (dim is not None and meta.get("dim") != dim)
     ):
         raise IndexFileError("index cache was built with other settings")
@@ -62,7 +66,7 @@ def read(cache_dir: Path, model: str, dim: int | None, round_neighbours: int, an
     return Loaded(users, dim, meta["turn_cursor"], meta["fact_cursor"], meta["deletion_seq"])
 
 
-def write(cache_dir: Path, model: str, dim: int, round_neighbours: int, users: dict[str, UserIndex], *,
+def write(cache_dir: Path, model: str, dim: int, key_settings: dict[str, Any], users: dict[str, UserIndex], *,
           turn_cursor: int, fact_cursor: int, deletion_seq: int) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     users_meta: dict[str, dict[str, int]] = {}
@@ -73,7 +77,7 @@ def write(cache_dir: Path, model: str, dim: int, round_neighbours: int, users: d
             counts[kind] = int(vectors._index.ntotal)
         users_meta[user_id] = counts
     meta = {
-        "version": CACHE_VERSION, "model": model, "dim": dim, "round_neighbours": round_neighbours,
+        "version": CACHE_VERSION, "model": model, "dim": dim, **key_settings,
         "turn_cursor": turn_cursor, "fact_cursor": fact_cursor, "deletion_seq": deletion_seq,
         "users": users_meta, "saved_at": utcnow().isoformat(),
     }

@@ -42,7 +42,7 @@ from memstream.retrieval.pg_queries import BM25_B, BM25_K1, BM25_SQL, DENSE_EXAC
 from memstream.retrieval.embedder import Embedder, QueryVectors
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
-from memstream.retrieval.fusion import fused_search, mode_lists
+from memstream.retrieval.fusion import DENSE_KINDS, fused_search, mode_lists
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.timeparse import TimeWindow
 
@@ -84,6 +84,13 @@ class _Key:
     window: TimeWindow | None = None
     deferred: bool = False
     """A round key still missing a later neighbour: written without a vector (see DEFERRED_ROUND_S)."""
+    dense: bool = True
+    """False for a kind without vectors (retrieval.dense_kinds): keyword-searchable only."""
+
+    @property
+    def embedded(self) -> bool:
+        """Written with its vector now."""
+        return self.dense and not self.deferred
 
 
 class PgIndex:
@@ -105,6 +112,7 @@ class PgIndex:
         rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
+        dense_kinds: Sequence[str] = DENSE_KINDS,
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
@@ -124,6 +132,7 @@ class PgIndex:
         self.candidates = candidates
         self.round_neighbours = round_neighbours
         self.session_decomposition = session_decomposition
+        self.dense_kinds = tuple(dense_kinds)
         self.fact_expansion = fact_expansion
         self.time_expansion = time_expansion
         self.time_mode = time_mode
@@ -162,7 +171,7 @@ class PgIndex:
                  text=t.text, event_time=naive_utc(t.event_time) or now, ingested_at=now, position=start + i)
             for i, t in enumerate(new_turns)
         ]
-        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted, defer_open=True) if not k.deferred])
+        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted, defer_open=True) if k.embedded])
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
             context = before if stored and stored[0].session_id == target else self._before(user_id, stored[0].session_id, stored[0].id)
@@ -183,7 +192,7 @@ class PgIndex:
                      speaker=t.speaker, text=t.text, event_time=naive_utc(t.event_time) or default, ingested_at=now, position=i)
                 for i, t in enumerate(session.turns)
             ]
-            texts += [k.text for k in self._turn_keys([], predicted)]
+            texts += [k.text for k in self._turn_keys([], predicted) if k.embedded]
         cache = self._embed_texts(texts)
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
@@ -200,7 +209,7 @@ class PgIndex:
         self._require_embedder()
         predicted = Fact(id=0, user_id="", conversation_id=None, subject="", text=text_.strip(), source_turn_ids=[],
                          valid_from=naive_utc(valid_from) or utcnow())
-        cache = self._embed_texts([keymod.fact_key_text(predicted)])
+        cache = self._embed_texts([keymod.fact_key_text(predicted)] if "fact" in self.dense_kinds else [])
 
         def hook(conn: Connection, fact: Fact) -> None:
             self._write_keys(conn, [self._fact_key(fact)], cache)
@@ -233,11 +242,11 @@ class PgIndex:
         else:
             body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
         return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
-                    event_time=turn.event_time)
+                    event_time=turn.event_time, dense=kind in self.dense_kinds)
 
     def _fact_key(self, fact: Fact) -> _Key:
         return _Key(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
-                    fact.conversation_id, fact_id=fact.id, window=fact_window(fact))
+                    fact.conversation_id, fact_id=fact.id, window=fact_window(fact), dense="fact" in self.dense_kinds)
 
     def _before(self, user_id: str, session_id: int | None, before_id: int | None) -> list[Turn]:
         """The last turns of a session (before `before_id`), oldest first: a new turn's neighbours and other speaker."""
@@ -259,7 +268,7 @@ class PgIndex:
     def _write_keys(self, conn: Connection, keys: list[_Key], cache: dict[str, np.ndarray]) -> None:
         if not keys:
             return
-        missing = [k.text for k in keys if not k.deferred and k.text not in cache]
+        missing = [k.text for k in keys if k.embedded and k.text not in cache]
         if missing:
             cache.update(self._embed_texts(missing))  # rare: the session changed between the embedding and the commit
         conn.execute(
@@ -278,7 +287,7 @@ class PgIndex:
                     "fact_id": k.fact_id, "turn_ids": k.turn_ids, "conversation_id": k.conversation_id,
                     "event_time": k.event_time, "window_start": k.window.start if k.window else None,
                     "window_end": k.window.end if k.window else None,
-                    "embedding": None if k.deferred else vector_literal(cache[k.text]),
+                    "embedding": vector_literal(cache[k.text]) if k.embedded else None,
                     "config": pg_schema.TEXT_CONFIG, "body": k.text,
                 }
                 for k in keys
@@ -289,8 +298,8 @@ class PgIndex:
         """Embed the round keys still waiting for a later neighbour whose turns were stored more than `older_than_s`
         ago (0: all of them); returns how many. Processes share the work: each transaction claims its rows with
         SKIP LOCKED, and a write that refreshes a claimed key waits for the claim's commit."""
-        if self.embedder is None or self.dim is None:
-            return 0
+        if self.embedder is None or self.dim is None or "round" not in self.dense_kinds:
+            return 0  # without round vectors, round keys are keyword-only: nothing waits for one
         cutoff = utcnow() - timedelta(seconds=max(0.0, older_than_s))
         try:
             return self._embed_deferred(cutoff, limit)
@@ -346,7 +355,7 @@ class PgIndex:
                 t for t in self.store.list_turns(user_id) if t.session_id is None
             ]
             keys = self._turn_keys([], session_turns)
-            cache = self._embed_texts(k.text for k in keys)
+            cache = self._embed_texts(k.text for k in keys if k.embedded)
             with self.engine.begin() as conn:
                 self._write_keys(conn, keys, cache)
             indexed += len(session_turns)
@@ -359,7 +368,7 @@ class PgIndex:
             by_user[user_id].append(fact_id)
         for user_id, ids in by_user.items():
             keys = [self._fact_key(f) for f in self.store.get_facts(user_id, ids=ids)]
-            cache = self._embed_texts(k.text for k in keys)
+            cache = self._embed_texts(k.text for k in keys if k.embedded)
             with self.engine.begin() as conn:
                 self._write_keys(conn, keys, cache)
             indexed += len(keys)

@@ -39,7 +39,7 @@ from memstream.retrieval.embedder import Embedder, QueryVectors, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
-from memstream.retrieval.fusion import fused_search
+from memstream.retrieval.fusion import DENSE_KINDS, fused_search
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow
@@ -92,6 +92,7 @@ class Retriever:
         rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
+        dense_kinds: Sequence[str] = DENSE_KINDS,
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
@@ -109,6 +110,7 @@ class Retriever:
         self.candidates = candidates
         self.round_neighbours = round_neighbours
         self.session_decomposition = session_decomposition
+        self.dense_kinds = tuple(dense_kinds)
         self.fact_expansion = fact_expansion
         self.time_expansion = time_expansion
         if time_mode not in ("boost", "filter"):
@@ -150,7 +152,7 @@ class Retriever:
         if self.cache_dir is None:
             return
         try:
-            loaded = index_cache.read(self.cache_dir, self.model_name, self.dim, self.round_neighbours, self.ann_threshold,
+            loaded = index_cache.read(self.cache_dir, self.model_name, self.dim, self._key_settings(), self.ann_threshold,
                                       self._tokenizer, self.store.max_ids())
         except (OSError, ValueError, KeyError, TypeError, IndexFileError) as exc:
             log.warning("rebuilding the retrieval index from the database: %s", exc)
@@ -161,6 +163,10 @@ class Retriever:
         self._users, self.dim = loaded.users, loaded.dim
         self._dense_cursor = _Cursor(loaded.turn_cursor, loaded.fact_cursor, loaded.deletion_seq)
         self._cursor = _Cursor(0, 0, loaded.deletion_seq)
+
+    def _key_settings(self) -> dict[str, Any]:
+        """What the saved vectors depend on besides the model: a cache built otherwise is rebuilt."""
+        return {"round_neighbours": self.round_neighbours, "dense_kinds": sorted(self.dense_kinds)}
 
     def _reset_cache_dir(self) -> None:
         self._users = {}
@@ -175,7 +181,7 @@ class Retriever:
             return
         with self._lock:
             index_cache.write(
-                self.cache_dir, self.model_name, self.dim, self.round_neighbours, self._users,
+                self.cache_dir, self.model_name, self.dim, self._key_settings(), self._users,
                 turn_cursor=self.queue.resume_point(False, self._cursor.turn),
                 fact_cursor=self.queue.resume_point(True, self._cursor.fact),
                 deletion_seq=self._cursor.deletion,
@@ -426,7 +432,7 @@ class Retriever:
         # Dense: only keys the loaded cache lacks. Turn keys reuse the database's vectors of this model.
         dense = []
         for index, kind, item, text, turn, needed in jobs:
-            if not needed:
+            if not needed or kind not in self.dense_kinds:
                 continue
             stored = turn.embedding if kind == "turn" and turn.embedding_model == self.model_name else None
             dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored,
@@ -449,7 +455,7 @@ class Retriever:
             index.events.note(fact.id, fact_window(fact))
             text = keymod.fact_key_text(fact)
             index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
-            if fact.id > dense_known:
+            if fact.id > dense_known and "fact" in self.dense_kinds:
                 dense.append(DenseJob(index, fact.user_id, "fact", fact.id, text, origin, blob if model == self.model_name else None))
         self._queue(dense)
         self._cursor.fact = max(self._cursor.fact, facts[-1][0].id)
