@@ -1,7 +1,8 @@
 """Which key kinds get vectors (retrieval.dense_kinds): evidence recall against embedding cost, with the choice made
 by leave-one-conversation-out. Writes reports/dense_kinds.json (+ .md).
 
-    python benchmarks/dense_kinds.py
+    python benchmarks/dense_kinds.py                                                  # int8, as CPU servers run
+    python benchmarks/dense_kinds.py --embedder-runtime auto --report dense_kinds_float  # float vectors
 
 Every key kind is in the keyword index; a vector costs the embedder a model pass over the key's text, and that pass is
 most of what a write costs a CPU server (reports/chat_cost.md). This indexes the LoCoMo dev conversations and the BEAM
@@ -104,7 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--locomo", type=Path, default=DATA / "locomo" / "locomo10_dev.json")
     parser.add_argument("--beam", type=Path, default=DATA / "beam" / "chats" / "100K")
-    parser.add_argument("--embedder-runtime", default="onnx-int8")
+    parser.add_argument("--embedder-runtime", default="onnx-int8", help="onnx-int8 (what a CPU server runs) or auto (float)")
+    parser.add_argument("--report", default="dense_kinds", help="report name under reports/")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
@@ -194,9 +196,9 @@ def main() -> None:
         "tie on the criterion, the one that embeds fewer tokens. In fairness: the candidates were fixed before the first run (a "
         "throwaway script of the same search logic, on the same data, whose figures this run repeats), but the criterion was written "
         "after its figures had been seen. The held-out row is the honest figure for the choice. "
-        "Rerun: `python benchmarks/dense_kinds.py`."
+        f"Rerun: `python benchmarks/dense_kinds.py --embedder-runtime {args.embedder_runtime} --report {args.report}`."
     )
-    write_report("dense_kinds", {"candidates": {n: list(k) for n, k in CANDIDATES.items()}, "summary": summary, "held_out": held,
+    write_report(args.report, {"candidates": {n: list(k) for n, k in CANDIDATES.items()}, "summary": summary, "held_out": held,
                                  "chosen_per_conversation": chosen, "in_sample_choice": in_sample_best, "key_tokens": tokens,
                                  "token_share": shares, "index_seconds": round(index_s, 1), "shipped": SHIPPED},
                  table, title="Which key kinds get vectors: recall against embedding cost", notes=notes)

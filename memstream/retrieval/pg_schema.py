@@ -107,5 +107,6 @@ def ensure_schema(conn: Connection, dim: int, model: str) -> dict[str, str]:
 
 
 def ensure_unembedded_index(conn: Connection) -> None:
-    """The keys written without a vector (deferred round keys, PgIndex.embed_deferred): a few rows, found without a scan."""
+    """The keys written without a vector (deferred round keys, PgIndex.embed_deferred): found without a scan. With round
+    vectors, a few rows; without (retrieval.dense_kinds), every round and statement key, and nothing reads it."""
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_index_keys_unembedded ON index_keys (key_id) WHERE embedding IS NULL"))
