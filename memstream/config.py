@@ -75,13 +75,14 @@ class RetrievalSettings(BaseModel):
     time_expansion: bool = True
     round_neighbours: int = Field(1, ge=0, le=8)
     """Turns on each side joined to a turn to form its round key."""
-    dense_kinds: list[Literal["turn", "round", "statement", "fact"]] = Field(default_factory=lambda: ["turn", "fact"])
-    """Key kinds that get a vector; every kind is in the keyword index. A vector costs a model pass over the key's
-    text, most of a write's CPU: round keys (three turns) are about half of a turn's key tokens and statement keys a
-    quarter. Chosen by leave-one-conversation-out over the LoCoMo and BEAM dev conversations (benchmarks/dense_kinds.py,
-    reports/dense_kinds.md): recall_any@10 LoCoMo 0.778 and BEAM 0.556 with turn and fact vectors only, against 0.797
-    and 0.511 with every kind, for a fifth of the embedded tokens. "turn" is required (the dense and hybrid modes
-    search turn vectors)."""
+    dense_kinds: list[Literal["turn", "round", "statement", "fact"]] = Field(default_factory=lambda: ["turn", "round", "statement", "fact"])
+    """Key kinds that get a vector; every kind is in the keyword index either way. A vector costs a model pass over the
+    key's text, most of a write's CPU, and round keys (three turns) are about half of a turn's key tokens, statement
+    keys a quarter. ["turn", "fact"] embeds a fifth of the tokens: a CPU server's memory chat costs 57-64 ms instead of
+    100-111 (reports/service_load_turn_fact.md) for LoCoMo dev recall_any@10 0.770 instead of 0.805 (BEAM dev 0.544
+    against 0.533). The default keeps every kind: leave-one-conversation-out over the LoCoMo and BEAM dev
+    conversations picks it in every fold with float vectors (benchmarks/dense_kinds.py, reports/dense_kinds_float.md).
+    "turn" is required (the dense and hybrid modes search turn vectors)."""
 
     @field_validator("dense_kinds")
     @classmethod

@@ -9,8 +9,8 @@ A key is an indexed text that points back to turns (LongMemEval's key expansion)
   to speakers, relative dates resolved against the session date, named entities listed;
 - `fact`: a fact from the store's facts table (written by the LLM fact extractor).
 
-Every key is in the keyword (BM25) index; only the kinds in `retrieval.dense_kinds` get a vector (by default turn
-and fact keys: round and statement keys are most of the tokens a write would embed, reports/dense_kinds.md).
+Every key is in the keyword (BM25) index; the kinds in `retrieval.dense_kinds` (by default all) also get a vector.
+Round and statement keys are four fifths of the tokens a write embeds (reports/dense_kinds_float.md).
 
 Key ids pack the item id and the kind in one int64 (FAISS and BM25 ids): item_id * 8 + kind.
 """

@@ -107,6 +107,6 @@ def ensure_schema(conn: Connection, dim: int, model: str) -> dict[str, str]:
 
 
 def ensure_unembedded_index(conn: Connection) -> None:
-    """The keys written without a vector (deferred round keys, PgIndex.embed_deferred): found without a scan. With round
-    vectors, a few rows; without (retrieval.dense_kinds), every round and statement key, and nothing reads it."""
+    """The keys written without a vector (deferred round keys, PgIndex.embed_deferred): found without a scan. With every
+    kind's vectors, a few rows; with fewer (retrieval.dense_kinds), also every key of the other kinds."""
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_index_keys_unembedded ON index_keys (key_id) WHERE embedding IS NULL"))

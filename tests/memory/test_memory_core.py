@@ -22,14 +22,9 @@ from tests.small_embedder import HashingEmbedder
 REPO = Path(__file__).resolve().parents[2]
 
 
-EVERY_KIND = list(keys.KINDS)
-"""dense_kinds for the tests of the indexer's queue: every key kind has a vector, so a turn queues three keys and a
-round key is re-queued when its neighbour arrives (the default leaves round and statement keys to the keyword index)."""
-
-
 @pytest.fixture
 def settings(tmp_path):
-    return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"dense_kinds": EVERY_KIND})
+    return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path))
 
 
 @contextlib.contextmanager
@@ -52,8 +47,7 @@ def busy_indexer(settings):
 def bounded(tmp_path, max_pending_keys: int, pending_wait_s: float):
     """One indexer thread: these tests hold it busy and check the order in which the queue hands out keys."""
     return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path),
-                         retrieval={"max_pending_keys": max_pending_keys, "pending_wait_s": pending_wait_s, "indexer_threads": 1,
-                                    "dense_kinds": EVERY_KIND})
+                         retrieval={"max_pending_keys": max_pending_keys, "pending_wait_s": pending_wait_s, "indexer_threads": 1})
 
 
 def test_a_write_past_the_index_backlog_bound_fails_busy_and_stores_nothing(tmp_path):
@@ -122,7 +116,7 @@ def test_two_indexer_threads_never_let_an_older_text_of_a_key_land_last(tmp_path
         return embed(batch)
 
     embedder.embed = slow_first_round
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"indexer_threads": 2, "dense_kinds": EVERY_KIND})
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"indexer_threads": 2})
     with open_memory(settings, embedder) as memory:
         queue = memory.retriever.queue
         said = memory.add("alice", "chat", [NewTurn("user", "I live in Porto.")])[0]

@@ -39,12 +39,6 @@ def pg_settings(tmp_path):
     return load_settings(db_url=PG_URL, home=str(tmp_path))
 
 
-@pytest.fixture
-def every_kind(pg_settings):
-    """Round keys with vectors (the default leaves them to the keyword index): the deferral of open round keys."""
-    return pg_settings.model_copy(update={"retrieval": pg_settings.retrieval.model_copy(update={"dense_kinds": ["turn", "round", "statement", "fact"]})})
-
-
 def _ids(result):
     return [h.turn.id for h in result.hits]
 
@@ -226,11 +220,11 @@ def _unembedded(memory) -> list[int]:
     return [row[0] for row in memory.store.read_sql("SELECT turn_id FROM index_keys WHERE embedding IS NULL ORDER BY turn_id")]
 
 
-def test_a_live_turns_round_key_waits_for_its_next_turn(every_kind):
+def test_a_live_turns_round_key_waits_for_its_next_turn(pg_settings):
     """A chat write embeds the new turn's turn and statement keys and the previous turn's now complete round key:
     three texts, not four (the newest round key would be embedded again when its neighbour arrives)."""
     embedder = CountingEmbedder()
-    with open_memory(every_kind, embedder) as memory:
+    with open_memory(pg_settings, embedder) as memory:
         first = memory.add("alice", "chat", [LIFE[0]])
         assert _unembedded(memory) == [first[0].id]
         assert first[0].id in _ids(memory.search("alice", "Clara moved to Lisbon", mode="dense"))  # its turn key
@@ -249,9 +243,9 @@ def test_a_live_turns_round_key_waits_for_its_next_turn(every_kind):
         assert np.allclose(np.array(json.loads(vector), dtype=np.float32), expected, atol=1e-6)
 
 
-def test_deferred_round_keys_past_the_window_are_embedded_by_refresh_and_close(every_kind):
+def test_deferred_round_keys_past_the_window_are_embedded_by_refresh_and_close(pg_settings):
     embedder = CountingEmbedder()
-    with open_memory(every_kind, embedder) as memory:
+    with open_memory(pg_settings, embedder) as memory:
         stored = memory.add("alice", "chat", LIFE[:2])
         other = memory.add("bob", "chat", [NewTurn("user", "Bob plays the cello.")])
         assert _unembedded(memory) == [stored[1].id, other[0].id]
@@ -265,7 +259,7 @@ def test_deferred_round_keys_past_the_window_are_embedded_by_refresh_and_close(e
         assert memory.refresh() == 1
         assert _unembedded(memory) == []
         memory.add("bob", "chat", [NewTurn("user", "And the piano.")])
-    with open_memory(every_kind, HashingEmbedder(64, "test-hashing-64")) as memory:
+    with open_memory(pg_settings, HashingEmbedder(64, "test-hashing-64")) as memory:
         assert _unembedded(memory) == []  # the first memory embedded its last round key at close
 
 

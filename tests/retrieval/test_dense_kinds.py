@@ -1,6 +1,6 @@
-"""retrieval.dense_kinds: which key kinds get vectors. By default only turn and fact keys do (round and statement
-keys are most of the embedded tokens, reports/dense_kinds.md); every kind stays keyword-searchable, a time window
-ranks turn vectors where rounds have none, and changing the setting rebuilds an index cache built the other way."""
+"""retrieval.dense_kinds: which key kinds get vectors (by default every kind; ["turn", "fact"] embeds a fifth of the
+tokens, reports/dense_kinds_float.md): every kind stays keyword-searchable, a time window ranks turn vectors where
+rounds have none, and changing the setting rebuilds an index cache built the other way."""
 
 from __future__ import annotations
 
@@ -28,15 +28,17 @@ def recording(embedder: HashingEmbedder) -> list[str]:
     return texts
 
 
+TURN_AND_FACT = {"dense_kinds": ["turn", "fact"]}
+
+
 def sqlite_settings(tmp_path, **retrieval):
     return load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval=retrieval)
 
 
-def test_round_and_statement_keys_get_no_vectors_by_default_yet_stay_keyword_searchable(tmp_path):
-    assert load_settings().retrieval.dense_kinds == ["turn", "fact"]
+def test_round_and_statement_keys_without_vectors_stay_keyword_searchable(tmp_path):
     embedder = HashingEmbedder()
     texts = recording(embedder)
-    with open_memory(sqlite_settings(tmp_path), embedder) as memory:
+    with open_memory(sqlite_settings(tmp_path, **TURN_AND_FACT), embedder) as memory:
         stored = memory.add("ana", "chat", CHAT)
         memory.flush(30)
         # A round key reads "[2 May 2024] Ana: ...", a statement key "On 2 May 2024, Ana said: ...".
@@ -47,10 +49,11 @@ def test_round_and_statement_keys_get_no_vectors_by_default_yet_stay_keyword_sea
         assert memory.search("ana", "Where does Clara live?", k=1).hits[0].turn.id == stored[0].id
 
 
-def test_every_kind_gets_vectors_when_configured(tmp_path):
+def test_every_kind_gets_vectors_by_default(tmp_path):
+    assert load_settings().retrieval.dense_kinds == ["turn", "round", "statement", "fact"]
     embedder = HashingEmbedder()
     texts = recording(embedder)
-    with open_memory(sqlite_settings(tmp_path, dense_kinds=["turn", "round", "statement", "fact"]), embedder) as memory:
+    with open_memory(sqlite_settings(tmp_path), embedder) as memory:
         memory.add("ana", "chat", CHAT)
         memory.flush(30)
         assert [t for t in texts if t.startswith("[2 May 2024] ")] and [t for t in texts if t.startswith("On 2 May 2024, ")]
@@ -58,16 +61,36 @@ def test_every_kind_gets_vectors_when_configured(tmp_path):
 
 
 def test_a_cache_built_with_other_dense_kinds_is_rebuilt(tmp_path):
+    with open_memory(sqlite_settings(tmp_path, **TURN_AND_FACT), HashingEmbedder()) as memory:
+        memory.add("ana", "chat", CHAT)
+        memory.flush(30)
+    with open_memory(sqlite_settings(tmp_path), HashingEmbedder()) as memory:
+        memory.flush(30)
+        assert len(memory.retriever._users["ana"].dense["round"]) == 3  # not the saved index without round vectors
+    with open_memory(sqlite_settings(tmp_path, **TURN_AND_FACT), HashingEmbedder()) as memory:
+        memory.flush(30)
+        assert "round" not in memory.retriever._users["ana"].dense
+
+
+def test_a_cache_saved_before_dense_kinds_were_recorded_loads_as_every_kind(tmp_path):
+    """The sidecars of earlier releases name no dense kinds (every kind had vectors): an upgrade does not re-embed."""
+    import json
+
+    from memstream.memory.index_files import cache_dir_for
+
     with open_memory(sqlite_settings(tmp_path), HashingEmbedder()) as memory:
         memory.add("ana", "chat", CHAT)
         memory.flush(30)
-    every = sqlite_settings(tmp_path, dense_kinds=["turn", "round", "statement", "fact"])
-    with open_memory(every, HashingEmbedder()) as memory:
+        sidecar = cache_dir_for(memory.settings, memory.store) / "metadata.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta.pop("dense_kinds") == ["fact", "round", "statement", "turn"]
+    sidecar.write_text(json.dumps(meta))
+    embedder = HashingEmbedder()
+    texts = recording(embedder)
+    with open_memory(sqlite_settings(tmp_path), embedder) as memory:
         memory.flush(30)
-        assert len(memory.retriever._users["ana"].dense["round"]) == 3  # not the saved index without round vectors
-    with open_memory(sqlite_settings(tmp_path), HashingEmbedder()) as memory:
-        memory.flush(30)
-        assert "round" not in memory.retriever._users["ana"].dense
+        assert len(memory.retriever._users["ana"].dense["round"]) == 3
+    assert texts == []  # the saved vectors were used, nothing embedded again
 
 
 def test_dense_kinds_must_name_known_kinds_and_include_turn():
@@ -94,7 +117,7 @@ def test_postgres_writes_round_and_statement_keys_without_vectors_and_never_embe
     reset_postgres(PG_URL)
     embedder = HashingEmbedder()
     texts = recording(embedder)
-    with open_memory(load_settings(db_url=PG_URL, home=str(tmp_path)), embedder) as memory:
+    with open_memory(load_settings(db_url=PG_URL, home=str(tmp_path), retrieval=TURN_AND_FACT), embedder) as memory:
         stored = memory.add("ana", "chat", CHAT)
         assert sorted(texts) == sorted(f"{t.speaker}: {t.text}" for t in CHAT)
         assert memory.retriever.embed_deferred(older_than_s=0) == 0

@@ -238,7 +238,7 @@ def test_a_concurrent_backend_serves_memory_chats_at_once(start_server, server_s
 
 def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_server, server_settings, monkeypatch):
     settings = server_settings.model_copy(update={"retrieval": server_settings.retrieval.model_copy(
-        update={"max_pending_keys": 3, "pending_wait_s": 0.0, "dense_kinds": ["turn", "round", "statement", "fact"]})})  # 3 keys a turn
+        update={"max_pending_keys": 3, "pending_wait_s": 0.0})})
     server = start_server(settings)
     embedder = server.server.config.app.state.memory.memory.retriever.embedder
     gate, embed = threading.Event(), embedder.embed
