@@ -613,7 +613,7 @@ def main() -> None:
               "columns include the drain.")
     if args.note:
         notes += " " + args.note
-    write_report(args.report or ("service_load_pg" if args.pg_only else "service_load"), {"dense_kinds": args.dense_kinds or "every kind","levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
+    write_report(args.report or ("service_load_pg" if args.pg_only else "service_load"), {"dense_kinds": args.dense_kinds or "every kind", "levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
                                   "runs": runs, "local_model": local,
                                   "local_model_in_server_process": local_inline}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
