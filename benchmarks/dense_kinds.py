@@ -37,7 +37,6 @@ from memstream.config import load_settings  # noqa: E402
 from memstream.memory.core import open_memory  # noqa: E402
 from memstream.retrieval import keys as keymod  # noqa: E402
 from memstream.retrieval.embedder import EmbedderCache  # noqa: E402
-from memstream.retrieval.fusion import DENSE_KINDS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CANDIDATES = {
@@ -111,7 +110,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         settings = load_settings(db_url=f"sqlite:///{work}/m.db", home=work, embedder={"runtime": args.embedder_runtime},
-                                 agent={"enrich": False}, retrieval={"dense_kinds": list(DENSE_KINDS)})
+                                 agent={"enrich": False}, retrieval={"dense_kinds": list(keymod.KINDS)})
         embedders = EmbedderCache()
         memory = open_memory(settings, embedders=embedders)
         try:

@@ -18,6 +18,7 @@ import numpy as np
 
 from memstream.memory.model import Turn
 from memstream.memory.validate import utcnow
+from memstream.retrieval.keys import KINDS
 from memstream.retrieval.provenance import prefer_own_statements
 from memstream.retrieval.results import Hit, SearchResult
 from memstream.retrieval.timeparse import TimeWindow, extract_time_window
@@ -44,16 +45,13 @@ class Ranker(Protocol):
     def ranked(self, retriever: str, kind: str, query_vector: np.ndarray | None, query: str, depth: int, allowed: Any) -> list[tuple[int, float]]: ...
 
 
-DENSE_KINDS = ("turn", "round", "statement", "fact")
-
-
-def mode_lists(mode: str, session_decomposition: bool, fact_expansion: bool, dense_kinds: Sequence[str] = DENSE_KINDS) -> list[tuple[str, str]]:
+def mode_lists(mode: str, session_decomposition: bool, fact_expansion: bool, dense_kinds: Sequence[str] = KINDS) -> list[tuple[str, str]]:
     """The (retriever, key kind) lists a mode fuses; a kind without vectors (not in `dense_kinds`) has no dense list."""
     lists = _lists(mode, session_decomposition, fact_expansion)
     return [(r, kind) for r, kind in lists if r != "dense" or kind in dense_kinds]
 
 
-def time_lists(session_decomposition: bool, dense_kinds: Sequence[str] = DENSE_KINDS) -> list[tuple[str, str]]:
+def time_lists(session_decomposition: bool, dense_kinds: Sequence[str] = KINDS) -> list[tuple[str, str]]:
     """The lists a time window restricts (boost mode): round keys (their date heads them) where there are rounds;
     a dense list on turn keys where round keys have no vectors."""
     kind = "round" if session_decomposition else "turn"

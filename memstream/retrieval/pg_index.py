@@ -42,7 +42,7 @@ from memstream.retrieval.pg_queries import BM25_B, BM25_K1, BM25_SQL, DENSE_EXAC
 from memstream.retrieval.embedder import Embedder, QueryVectors
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
-from memstream.retrieval.fusion import DENSE_KINDS, fused_search, mode_lists
+from memstream.retrieval.fusion import fused_search, mode_lists
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.timeparse import TimeWindow
 
@@ -112,7 +112,7 @@ class PgIndex:
         rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
-        dense_kinds: Sequence[str] = DENSE_KINDS,
+        dense_kinds: Sequence[str] = keymod.KINDS,
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
@@ -209,7 +209,8 @@ class PgIndex:
         self._require_embedder()
         predicted = Fact(id=0, user_id="", conversation_id=None, subject="", text=text_.strip(), source_turn_ids=[],
                          valid_from=naive_utc(valid_from) or utcnow())
-        cache = self._embed_texts([keymod.fact_key_text(predicted)] if "fact" in self.dense_kinds else [])
+        key = self._fact_key(predicted)
+        cache = self._embed_texts([key.text] if key.embedded else [])
 
         def hook(conn: Connection, fact: Fact) -> None:
             self._write_keys(conn, [self._fact_key(fact)], cache)

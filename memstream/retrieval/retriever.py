@@ -39,7 +39,7 @@ from memstream.retrieval.embedder import Embedder, QueryVectors, to_bytes
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
-from memstream.retrieval.fusion import DENSE_KINDS, fused_search
+from memstream.retrieval.fusion import fused_search
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow
@@ -92,7 +92,7 @@ class Retriever:
         rrf_k: int = 30,
         candidates: int = 100,
         round_neighbours: int = 1,
-        dense_kinds: Sequence[str] = DENSE_KINDS,
+        dense_kinds: Sequence[str] = keymod.KINDS,
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
