@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 if sys.version_info >= (3, 11):
@@ -84,12 +84,27 @@ class RetrievalSettings(BaseModel):
     conversations picks it in every fold with float vectors (benchmarks/dense_kinds.py, reports/dense_kinds_float.md).
     "turn" is required (the dense and hybrid modes search turn vectors)."""
 
+    round_vectors: Literal["statements", "encoded"] = "statements"
+    """How a round key gets its vector. 'statements': the normalised sum of the statement vectors of the round's turns,
+    which the write embeds anyway, so a round vector costs no model pass (two of a chat's seven key texts were round
+    keys, the longest, about half its embedding CPU). 'encoded': a model pass over the round's own text. Chosen by
+    leave-one-conversation-out on the LoCoMo and BEAM dev conversations with float vectors: recall_any@10 held out
+    LoCoMo 0.803 / BEAM 0.556, in-sample 0.813 / 0.567, against 0.805 / 0.533 encoded (benchmarks/round_vectors.py,
+    reports/round_vectors.md). 'statements' needs "statement" in dense_kinds when "round" is there."""
+
     @field_validator("dense_kinds")
     @classmethod
     def _check_dense_kinds(cls, value: list[str]) -> list[str]:
         if "turn" not in value:
             raise ValueError(f"retrieval.dense_kinds must include 'turn' (the dense and hybrid modes search turn vectors), got {value}")
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _check_round_vectors(self) -> "RetrievalSettings":
+        from memstream.retrieval.keys import check_round_vectors  # here: config imports no memstream module at load
+
+        check_round_vectors(self.round_vectors, self.dense_kinds)
+        return self
     time_mode: Literal["boost", "filter"] = "boost"
     """What a time window in the question does: 'boost' adds rankings restricted to the window; 'filter' drops turns outside it."""
     time_weight: float = Field(1.0, ge=0.0)

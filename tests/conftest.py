@@ -50,6 +50,12 @@ def isolated_home(tmp_path, monkeypatch, shared_weights):
     return home
 
 
+def encoded_rounds(settings):
+    """The settings with round vectors embedded from the round's text (retrieval.round_vectors 'encoded'): the tests of
+    the machinery that exists for them (open rounds deferred, refreshed texts superseded)."""
+    return settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"round_vectors": "encoded"})})
+
+
 def reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
 

@@ -460,7 +460,7 @@ def build_retriever(settings, store: MemoryStore, embedder: Embedder | None, *, 
     # The ranking options both backends share (the same fusion code reads them).
     options = dict(
         model_name=embedder.name if embedder is not None else recorded_name(settings.embedder.model, settings.embedder.runtime), ann_threshold=r.ann_threshold,
-        rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours, dense_kinds=tuple(r.dense_kinds),
+        rrf_k=r.rrf_k, candidates=r.candidates, round_neighbours=r.round_neighbours, dense_kinds=tuple(r.dense_kinds), round_vectors=r.round_vectors,
         session_decomposition=r.session_decomposition, fact_expansion=r.fact_expansion, time_expansion=r.time_expansion,
         time_mode=r.time_mode, time_weight=r.time_weight,
     )

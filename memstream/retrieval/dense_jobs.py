@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,14 @@ class DenseJob:
     """A newer job for the same key was queued before this one was taken (a round key refreshed while it waited)."""
     deferred: bool = False
     """A round key whose later neighbours have not arrived yet (the newest turn of a live conversation): its text
-    changes with the next turn, so it is embedded only when nothing else waits."""
+    changes with the next turn, so it is embedded only when nothing else waits. Encoded round keys only: a pooled one
+    costs no model pass."""
+    parts: tuple[tuple[int, str], ...] = ()
+    """A pooled key (a round key with retrieval.round_vectors 'statements'): its vector is `keys.pool` of these keys'
+    vectors (key id, text), not a model pass over `text`."""
+    part_vectors: list[np.ndarray | None] | None = field(default=None, repr=False)
+    """The parts' vectors already in the index, looked up under the retriever's lock just before embedding (the rest
+    are embedded with the batch, once per text)."""
     bulk: bool = False
     """Queued by a catch-up (an import, a bulk ingest, other processes' writes), not by a write of this process:
     embedded after the writes' keys, and not counted against the write path's backlog bound, so one tenant's import
@@ -62,32 +69,79 @@ class DenseJob:
         return self.item_id in self.index.turn_time
 
 
+def _texts(job: DenseJob) -> list[str]:
+    """What the model must embed for this job: its text, or a pooled key's parts not yet in the index."""
+    if not job.parts:
+        return [job.text]
+    known = job.part_vectors or [None] * len(job.parts)
+    return [text for (_key, text), vector in zip(job.parts, known) if vector is None]
+
+
+def _vector(job: DenseJob, by_text: dict[str, np.ndarray]) -> np.ndarray:
+    if not job.parts:
+        return by_text[job.text]
+    known = job.part_vectors or [None] * len(job.parts)
+    return keymod.pool([by_text[text] if vector is None else vector for (_key, text), vector in zip(job.parts, known)])
+
+
 def embed_jobs(embedder: Embedder, dim: int, jobs: Sequence[DenseJob]) -> tuple[list[np.ndarray | None], dict[int, str]]:
     """Vectors for these jobs (reusing stored ones), and {position: reason} for jobs that could not be embedded.
 
-    One bad text must not cost the batch: when the batched call fails, each text is tried alone."""
+    One bad text must not cost the batch: when the batched call fails, each job is tried alone."""
     vectors: list[np.ndarray | None] = [from_bytes(job.stored, dim) if job.stored is not None else None for job in jobs]
     todo = [p for p, v in enumerate(vectors) if v is None]
     failed: dict[int, str] = {}
     if not todo:
         return vectors, failed
     try:
-        # Equal texts are embedded once (a session's first exchange gives the question and the reply one round text).
-        unique = list(dict.fromkeys(jobs[p].text for p in todo))
-        embedded = embedder.embed(unique)
+        # Equal texts are embedded once (a session's first exchange gives the question and the reply one round text;
+        # a pooled round's parts are the statement keys of the same batch).
+        unique = list(dict.fromkeys(text for p in todo for text in _texts(jobs[p])))
+        embedded = embedder.embed(unique) if unique else []
         if len(embedded) != len(unique):
             raise ValueError(f"the embedder returned {len(embedded)} vectors for {len(unique)} texts")
         by_text = dict(zip(unique, embedded))
         for p in todo:
-            vectors[p] = by_text[jobs[p].text]
+            vectors[p] = _vector(jobs[p], by_text)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         log.warning("embedding a batch of %d keys failed (%s); embedding them one by one", len(todo), exc)
         for p in todo:
             try:
-                vectors[p] = embedder.embed([jobs[p].text])[0]
-            except (RuntimeError, ValueError, TypeError, IndexError) as one:
+                texts = _texts(jobs[p])
+                vectors[p] = _vector(jobs[p], dict(zip(texts, embedder.embed(texts) if texts else [])))
+            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as one:
                 failed[p] = f"{type(one).__name__}: {str(one)[:200]}"
     return vectors, failed
+
+
+def reuse_indexed_parts(jobs: Sequence[DenseJob]) -> None:
+    """Look up the pooled keys' parts already in their user's index (call under the retriever's lock): those vectors
+    are reused, and only the others (statement keys still waiting, usually in the same batch) are embedded."""
+    for job in jobs:
+        if job.parts:
+            statements = job.index.dense.get("statement")
+            job.part_vectors = [statements.vector(key) if statements is not None else None for key, _text in job.parts]
+
+
+def add_vectors(jobs: Sequence[DenseJob], vectors: Sequence[np.ndarray | None], failed: dict[int, str],
+                users: dict[str, "UserIndex"], skip: Callable[[str, str], None]) -> bool:
+    """Put the embedded jobs' vectors in their users' indexes (call under the retriever's lock), replacing a key's
+    older vector; `skip` reports the failed ones. Returns whether any index changed."""
+    groups: dict[tuple[int, str], tuple["UserIndex", str, dict[int, np.ndarray]]] = {}
+    for position, (job, vector) in enumerate(zip(jobs, vectors)):
+        if position in failed:
+            skip(f"{job.kind} key of {'fact' if job.kind == 'fact' else 'turn'} {job.item_id}", failed[position])
+            continue
+        if vector is None or job.superseded or not job.is_live(users):
+            continue  # deleted or forgotten while it waited, or a newer text of the key was queued meanwhile
+        entry = groups.setdefault((id(job.index), job.kind), (job.index, job.kind, {}))
+        entry[2][job.key] = vector
+    for index, kind, by_key in groups.values():
+        keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
+        target = index.dense_index(kind)
+        target.remove(keys)
+        target.add(keys, np.stack(list(by_key.values())))
+    return bool(groups)
 
 
 class DenseQueue:

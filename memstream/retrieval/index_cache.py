@@ -20,8 +20,9 @@ from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.vector_index import IndexFileError, VectorIndex
 
 CACHE_VERSION = 1
-LEGACY_KEY_SETTINGS: dict[str, Any] = {"dense_kinds": sorted(keymod.KINDS)}
-"""Key settings a sidecar written before they were recorded was built with (every kind had vectors)."""
+LEGACY_KEY_SETTINGS: dict[str, Any] = {"dense_kinds": sorted(keymod.KINDS), "round_vectors": "encoded"}
+"""Key settings a sidecar written before they were recorded was built with (every kind had vectors, round keys
+encoded from their own text)."""
 
 
 @dataclass

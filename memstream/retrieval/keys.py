@@ -3,7 +3,9 @@
 A key is an indexed text that points back to turns (LongMemEval's key expansion):
 - `turn`: the turn itself, with its speaker's name;
 - `round`: the turn with its neighbours in the session and the session's date
-  (session decomposition: a LoCoMo turn alone often lacks the context its question needs);
+  (session decomposition: a LoCoMo turn alone often lacks the context its question needs). Its vector, by default
+  (retrieval.round_vectors "statements"), is pooled from the statement vectors of the same turns instead of a model
+  pass over its own text: no model cost, and better recall (reports/round_vectors.md);
 - `statement`: a no-LLM fact key: the turn rewritten as a third-person statement
   ("I went there yesterday" -> "Caroline went there on 7 May 2023"): pronouns resolved
   to speakers, relative dates resolved against the session date, named entities listed;
@@ -55,11 +57,42 @@ def turn_key_text(turn: Turn) -> str:
     return f"{_who(turn)}: {turn.text}"
 
 
+def round_window(count: int, index: int, neighbours: int) -> range:
+    """Positions of the turns a round key joins: the turn at `index` of a session of `count` and its neighbours."""
+    return range(max(0, index - neighbours), min(count, index + neighbours + 1))
+
+
 def round_key_text(turns: Sequence[Turn], index: int, neighbours: int) -> str:
     """The turn at `index` with `neighbours` turns on each side, under the session's date."""
-    lo, hi = max(0, index - neighbours), min(len(turns), index + neighbours + 1)
-    lines = [f"{_who(t)}: {t.text}" for t in turns[lo:hi]]
+    lines = [f"{_who(turns[j])}: {turns[j].text}" for j in round_window(len(turns), index, neighbours)]
     return f"[{human_date(turns[index].event_time)}] " + "\n".join(lines)
+
+
+def round_parts(turns: Sequence[Turn], index: int, neighbours: int) -> tuple[tuple[int, str], ...]:
+    """The statement keys (key id, text) whose vectors a pooled round vector sums: those of the round's turns."""
+    return tuple((key_id(turns[j].id, "statement"), statement_key_text(turns[j], other_speaker(turns, j)))
+                 for j in round_window(len(turns), index, neighbours))
+
+
+ROUND_VECTORS = ("statements", "encoded")
+
+
+def check_round_vectors(round_vectors: str, dense_kinds: Sequence[str]) -> bool:
+    """Whether round vectors are pooled (retrieval.round_vectors); ValueError for a setting that cannot work."""
+    if round_vectors not in ROUND_VECTORS:
+        raise ValueError(f"retrieval.round_vectors must be one of {', '.join(ROUND_VECTORS)}, got {round_vectors!r}")
+    pooled = round_vectors == "statements" and "round" in dense_kinds
+    if pooled and "statement" not in dense_kinds:
+        raise ValueError("retrieval.round_vectors 'statements' pools statement vectors, but retrieval.dense_kinds has 'round' "
+                         "without 'statement': add 'statement' to dense_kinds or set round_vectors to 'encoded'")
+    return pooled
+
+
+def pool(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """A pooled key's vector: the normalised sum of its parts' unit vectors (the mean direction)."""
+    total = np.sum(np.asarray(vectors, dtype=np.float32), axis=0)
+    norm = float(np.linalg.norm(total))
+    return (total / norm if norm > 0 else total).astype(np.float32)
 
 
 # -- the no-LLM statement extractor -------------------------------------------------------

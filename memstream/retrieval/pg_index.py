@@ -5,11 +5,12 @@ Invariants:
   queue. Any number of server processes search the same committed keys.
 - A write commits its rows and their keys in one transaction (the store calls `on_insert` inside it): a turn
   is found by every process as soon as it is committed. Keys reference their turn or fact ON DELETE CASCADE,
-  so delete and forget are immediate everywhere. Dense keys are embedded before the transaction opens, but for one:
-  the round key of a session's newest turn is written without its vector (its text changes when the next turn
-  arrives, and that write embeds it); `embed_deferred` embeds the ones still open after DEFERRED_ROUND_S (the
-  conversation paused or ended), and `flush` all of them. Until then the turn is found through its turn and
-  statement keys (dense and lexical) and its round key's text (lexical).
+  so delete and forget are immediate everywhere. Dense keys are embedded before the transaction opens. A round key's
+  vector is pooled from its turns' statement vectors by default (retrieval.round_vectors), so it costs no model pass
+  of its own. With round_vectors 'encoded', the round key of a session's newest turn is written without its vector
+  (its text changes when the next turn arrives, and that write embeds it); `embed_deferred` embeds the ones still
+  open after DEFERRED_ROUND_S (the conversation paused or ended), and `flush` all of them. Until then the turn is
+  found through its turn and statement keys (dense and lexical) and its round key's text (lexical).
 - Every query filters by user first; hits are re-read from the store filtered by user.
 - Fusion is the in-process path's own (retrieval/fusion.py): only the ranked lists come from SQL here.
 
@@ -86,11 +87,22 @@ class _Key:
     """A round key still missing a later neighbour: written without a vector (see DEFERRED_ROUND_S)."""
     dense: bool = True
     """False for a kind without vectors (retrieval.dense_kinds): keyword-searchable only."""
+    parts: tuple[str, ...] = ()
+    """A pooled round key's statement texts: its vector is `keys.pool` of theirs (retrieval.round_vectors)."""
 
     @property
     def embedded(self) -> bool:
         """Written with its vector now."""
         return self.dense and not self.deferred
+
+
+def _texts(keys: Iterable[_Key]) -> list[str]:
+    """What the model embeds for the keys written with vectors: each one's text, or a pooled key's parts."""
+    return [t for k in keys if k.embedded for t in (k.parts or (k.text,))]
+
+
+def _vector(key: _Key, cache: dict[str, np.ndarray]) -> np.ndarray:
+    return keymod.pool([cache[t] for t in key.parts]) if key.parts else cache[key.text]
 
 
 class PgIndex:
@@ -113,6 +125,7 @@ class PgIndex:
         candidates: int = 100,
         round_neighbours: int = 1,
         dense_kinds: Sequence[str] = keymod.KINDS,
+        round_vectors: str = "statements",
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
@@ -133,6 +146,10 @@ class PgIndex:
         self.round_neighbours = round_neighbours
         self.session_decomposition = session_decomposition
         self.dense_kinds = tuple(dense_kinds)
+        try:
+            self.pooled_rounds = keymod.check_round_vectors(round_vectors, self.dense_kinds)
+        except ValueError as exc:
+            raise RetrievalError(str(exc)) from None
         self.fact_expansion = fact_expansion
         self.time_expansion = time_expansion
         self.time_mode = time_mode
@@ -171,7 +188,7 @@ class PgIndex:
                  text=t.text, event_time=naive_utc(t.event_time) or now, ingested_at=now, position=start + i)
             for i, t in enumerate(new_turns)
         ]
-        cache = self._embed_texts([k.text for k in self._turn_keys(before, predicted, defer_open=True) if k.embedded])
+        cache = self._embed_texts(_texts(self._turn_keys(before, predicted, defer_open=True)))
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
             context = before if stored and stored[0].session_id == target else self._before(user_id, stored[0].session_id, stored[0].id)
@@ -192,7 +209,7 @@ class PgIndex:
                      speaker=t.speaker, text=t.text, event_time=naive_utc(t.event_time) or default, ingested_at=now, position=i)
                 for i, t in enumerate(session.turns)
             ]
-            texts += [k.text for k in self._turn_keys([], predicted) if k.embedded]
+            texts += _texts(self._turn_keys([], predicted))
         cache = self._embed_texts(texts)
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
@@ -210,7 +227,7 @@ class PgIndex:
         predicted = Fact(id=0, user_id="", conversation_id=None, subject="", text=text_.strip(), source_turn_ids=[],
                          valid_from=naive_utc(valid_from) or utcnow())
         key = self._fact_key(predicted)
-        cache = self._embed_texts([key.text] if key.embedded else [])
+        cache = self._embed_texts(_texts([key]))
 
         def hook(conn: Connection, fact: Fact) -> None:
             self._write_keys(conn, [self._fact_key(fact)], cache)
@@ -229,7 +246,9 @@ class PgIndex:
             kinds = ("round",) if i < offset else ("turn", "round", "statement")
             for kind in kinds:
                 key = self._turn_key(context, i, kind)
-                key.deferred = defer_open and kind == "round" and self.round_neighbours > 0 and i + self.round_neighbours >= len(context)
+                # A pooled round is not deferred: its parts are the new turns' statements, embedded by this write anyway.
+                key.deferred = (defer_open and kind == "round" and not self.pooled_rounds and self.round_neighbours > 0
+                                and i + self.round_neighbours >= len(context))
                 keys.append(key)
         return keys
 
@@ -242,8 +261,11 @@ class PgIndex:
             body = keymod.round_key_text(context, i, self.round_neighbours)
         else:
             body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
+        # A pooled round's statement texts are embedded with the write's own (the new turns' are the same texts); the
+        # older turns' are embedded again, a short statement instead of a round of three turns.
+        parts = tuple(text_ for _key, text_ in keymod.round_parts(context, i, self.round_neighbours)) if kind == "round" and self.pooled_rounds else ()
         return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
-                    event_time=turn.event_time, dense=kind in self.dense_kinds)
+                    event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
 
     def _fact_key(self, fact: Fact) -> _Key:
         return _Key(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
@@ -269,7 +291,7 @@ class PgIndex:
     def _write_keys(self, conn: Connection, keys: list[_Key], cache: dict[str, np.ndarray]) -> None:
         if not keys:
             return
-        missing = [k.text for k in keys if k.embedded and k.text not in cache]
+        missing = [t for t in _texts(keys) if t not in cache]
         if missing:
             cache.update(self._embed_texts(missing))  # rare: the session changed between the embedding and the commit
         conn.execute(
@@ -288,7 +310,7 @@ class PgIndex:
                     "fact_id": k.fact_id, "turn_ids": k.turn_ids, "conversation_id": k.conversation_id,
                     "event_time": k.event_time, "window_start": k.window.start if k.window else None,
                     "window_end": k.window.end if k.window else None,
-                    "embedding": vector_literal(cache[k.text]) if k.embedded else None,
+                    "embedding": vector_literal(_vector(k, cache)) if k.embedded else None,
                     "config": pg_schema.TEXT_CONFIG, "body": k.text,
                 }
                 for k in keys
@@ -301,6 +323,7 @@ class PgIndex:
         SKIP LOCKED, and a write that refreshes a claimed key waits for the claim's commit."""
         if self.embedder is None or self.dim is None or "round" not in self.dense_kinds:
             return 0  # without round vectors, round keys are keyword-only: nothing waits for one
+        # Pooled round keys are never deferred; this still embeds those a release with encoded ones left waiting.
         cutoff = utcnow() - timedelta(seconds=max(0.0, older_than_s))
         try:
             return self._embed_deferred(cutoff, limit)
@@ -335,7 +358,7 @@ class PgIndex:
                         keys.append(self._turn_key(context, index, "round"))
                 if not keys:
                     break  # nothing could be rebuilt (never expected: the claim holds the rows and their turns)
-                self._write_keys(conn, keys, self._embed_texts(k.text for k in keys))
+                self._write_keys(conn, keys, self._embed_texts(_texts(keys)))
                 done += len(keys)
         return done
 

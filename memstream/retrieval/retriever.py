@@ -32,7 +32,7 @@ import numpy as np
 
 from memstream.memory.model import Fact, Turn
 from memstream.memory.validate import check_id
-from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, embed_jobs
+from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, add_vectors, embed_jobs, reuse_indexed_parts
 from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
 from memstream.retrieval.embedder import Embedder, QueryVectors, to_bytes
@@ -77,6 +77,19 @@ class _Cursor:
     deletion: int = 0
 
 
+@dataclass
+class _Job:
+    """A key of an indexed turn: in the keyword index at once, queued for a vector when `dense`."""
+    index: UserIndex
+    kind: str
+    item_id: int
+    text: str
+    turn: Turn
+    dense: bool
+    parts: tuple[tuple[int, str], ...] = ()
+    """A pooled round key's statement keys (DenseJob.parts)."""
+
+
 class Retriever:
     """Per-user hybrid search over a MemoryStore. Thread-safe: one lock around index updates and searches."""
 
@@ -93,6 +106,7 @@ class Retriever:
         candidates: int = 100,
         round_neighbours: int = 1,
         dense_kinds: Sequence[str] = keymod.KINDS,
+        round_vectors: str = "statements",
         session_decomposition: bool = True,
         fact_expansion: bool = True,
         time_expansion: bool = True,
@@ -111,6 +125,11 @@ class Retriever:
         self.round_neighbours = round_neighbours
         self.session_decomposition = session_decomposition
         self.dense_kinds = tuple(dense_kinds)
+        try:
+            self.pooled_rounds = keymod.check_round_vectors(round_vectors, self.dense_kinds)
+        except ValueError as exc:
+            raise RetrievalError(str(exc)) from None
+        self.round_vectors = round_vectors
         self.fact_expansion = fact_expansion
         self.time_expansion = time_expansion
         if time_mode not in ("boost", "filter"):
@@ -166,7 +185,7 @@ class Retriever:
 
     def _key_settings(self) -> dict[str, Any]:
         """What the saved vectors depend on besides the model: a cache built otherwise is rebuilt."""
-        return {"round_neighbours": self.round_neighbours, "dense_kinds": sorted(self.dense_kinds)}
+        return {"round_neighbours": self.round_neighbours, "dense_kinds": sorted(self.dense_kinds), "round_vectors": self.round_vectors}
 
     def _reset_cache_dir(self) -> None:
         self._users = {}
@@ -338,7 +357,7 @@ class Retriever:
         dense_known = self._dense_cursor.turn
         by_session = _by_session(turns)
         contexts = contexts or {}
-        jobs: list[tuple[UserIndex, str, int, str, Turn, bool]] = []  # (user index, kind, item id, text, turn, needs dense)
+        jobs: list[_Job] = []
         new_count = 0
         refresh: set[tuple[UserIndex, int]] = set()  # (user index, key) of round keys being replaced
         open_rounds: set[tuple[int, int]] = set()  # (id(user index), turn id) of rounds whose next turns are not here yet
@@ -364,18 +383,18 @@ class Retriever:
                     continue
                 i = positions[turn.id]
                 dense = turn.id > dense_known
-                jobs.append((index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
-                jobs.append((index, "round", turn.id, keymod.round_key_text(context, i, self.round_neighbours), turn, dense))
+                jobs.append(_Job(index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
+                jobs.append(self._round_job(index, context, i, dense))
                 if i + self.round_neighbours >= len(context):
                     open_rounds.add((id(index), turn.id))
-                jobs.append((index, "statement", turn.id, keymod.statement_key_text(turn, keymod.other_speaker(context, i)), turn, dense))
+                jobs.append(_Job(index, "statement", turn.id, keymod.statement_key_text(turn, keymod.other_speaker(context, i)), turn, dense))
                 new_count += 1
             # Earlier turns whose round now includes a new neighbour.
             any_dense = any(t.id > dense_known for t in fresh)
             for i in range(max(0, first - self.round_neighbours), first):
                 old = context[i]
                 if old.id not in fresh_ids and old.id in index.turn_time:
-                    jobs.append((index, "round", old.id, keymod.round_key_text(context, i, self.round_neighbours), old, any_dense))
+                    jobs.append(self._round_job(index, context, i, any_dense))
                     refresh.add((index, keymod.key_id(old.id, "round")))
                     if i + self.round_neighbours >= len(context):
                         open_rounds.add((id(index), old.id))
@@ -417,26 +436,33 @@ class Retriever:
                 return [by_id.get(t.id, t) for t in reversed(older)] + context[len(before):]
         return context
 
-    def _add_jobs(self, jobs: list[tuple[UserIndex, str, int, str, Turn, bool]], refresh: set[tuple[UserIndex, int]], origin: int,
+    def _round_job(self, index: UserIndex, context: list[Turn], i: int, dense: bool) -> _Job:
+        """The round key of the turn at `i` of its session's `context`; pooled from its turns' statement keys (when
+        round_vectors is 'statements'), whose texts need the same context (their other speaker)."""
+        parts = keymod.round_parts(context, i, self.round_neighbours) if dense and self.pooled_rounds else ()
+        return _Job(index, "round", context[i].id, keymod.round_key_text(context, i, self.round_neighbours), context[i], dense, parts)
+
+    def _add_jobs(self, jobs: list[_Job], refresh: set[tuple[UserIndex, int]], origin: int,
                   open_rounds: set[tuple[int, int]], bulk: bool) -> None:
         if not jobs:
             return
         # Lexical: always, at once (it is rebuilt on every process start and costs microseconds a key).
         grouped: dict[tuple[int, str], tuple[UserIndex, str, list[int], list[str]]] = {}
-        for index, kind, item, text, _turn, _dense in jobs:
-            entry = grouped.setdefault((id(index), kind), (index, kind, [], []))
-            entry[2].append(keymod.key_id(item, kind))
-            entry[3].append(text)
+        for job in jobs:
+            entry = grouped.setdefault((id(job.index), job.kind), (job.index, job.kind, [], []))
+            entry[2].append(keymod.key_id(job.item_id, job.kind))
+            entry[3].append(job.text)
         for index, kind, ids, texts in grouped.values():
             index.lexical[kind].add(ids, texts)
         # Dense: only keys the loaded cache lacks. Turn keys reuse the database's vectors of this model.
         dense = []
-        for index, kind, item, text, turn, needed in jobs:
-            if not needed or kind not in self.dense_kinds:
+        for job in jobs:
+            if not job.dense or job.kind not in self.dense_kinds:
                 continue
-            stored = turn.embedding if kind == "turn" and turn.embedding_model == self.model_name else None
-            dense.append(DenseJob(index, index.user_id, kind, item, text, origin, stored,
-                                  deferred=kind == "round" and (id(index), item) in open_rounds, bulk=bulk))
+            turn, index = job.turn, job.index
+            stored = turn.embedding if job.kind == "turn" and turn.embedding_model == self.model_name else None
+            dense.append(DenseJob(index, index.user_id, job.kind, job.item_id, job.text, origin, stored, parts=job.parts,
+                                  deferred=not job.parts and job.kind == "round" and (id(index), job.item_id) in open_rounds, bulk=bulk))
         for index, key in refresh:
             # A round key is replaced when its turn's neighbour arrives: the old vector goes now, the new one follows.
             if "round" in index.dense:
@@ -478,36 +504,21 @@ class Retriever:
         if not batch:
             return 0
         try:
+            with self._lock:
+                reuse_indexed_parts(batch)
             vectors, failed = embed_jobs(self.embedder, self.dim, batch)
             with self._lock:
-                self._add_vectors(batch, vectors, failed)
+                self._dirty |= add_vectors(batch, vectors, failed, self._users, self._skip)
         finally:
             self.queue.done(batch)
         self._store_vectors(batch, vectors, failed)
         return len(batch)
 
     def _embed_and_add(self, jobs: list[DenseJob]) -> None:
+        reuse_indexed_parts(jobs)
         vectors, failed = embed_jobs(self.embedder, self.dim, jobs)
-        self._add_vectors(jobs, vectors, failed)
+        self._dirty |= add_vectors(jobs, vectors, failed, self._users, self._skip)
         self._store_vectors(jobs, vectors, failed)
-
-    def _add_vectors(self, jobs: list[DenseJob], vectors: list[np.ndarray | None], failed: dict[int, str]) -> None:
-        groups: dict[tuple[int, str], tuple[UserIndex, str, dict[int, np.ndarray]]] = {}
-        for position, (job, vector) in enumerate(zip(jobs, vectors)):
-            if position in failed:
-                self._skip(f"{job.kind} key of {'fact' if job.kind == 'fact' else 'turn'} {job.item_id}", failed[position])
-                continue
-            if vector is None or job.superseded or not job.is_live(self._users):
-                continue  # deleted or forgotten while it waited, or a newer text of the key was queued meanwhile
-            entry = groups.setdefault((id(job.index), job.kind), (job.index, job.kind, {}))
-            entry[2][job.key] = vector
-        for index, kind, by_key in groups.values():
-            keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
-            target = index.dense_index(kind)
-            target.remove(keys)
-            target.add(keys, np.stack(list(by_key.values())))
-        if groups:
-            self._dirty = True
 
     def _store_vectors(self, jobs: list[DenseJob], vectors: list[np.ndarray | None], failed: dict[int, str]) -> None:
         # Turn and fact vectors go back to the database (a rebuild reuses them); round and statement keys are cheap

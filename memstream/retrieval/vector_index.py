@@ -129,12 +129,17 @@ class VectorIndex:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
         self._gpu_index = None
 
-    def _has(self, item_id: int) -> bool:
+    def vector(self, item_id: int) -> np.ndarray | None:
+        """The vector stored under this id, None if there is none."""
+        if item_id in self._dead:
+            return None
         try:
-            self._index.reconstruct(int(item_id))
-            return True
+            return self._index.reconstruct(int(item_id))
         except RuntimeError:  # faiss: "key not found"
-            return False
+            return None
+
+    def _has(self, item_id: int) -> bool:
+        return self.vector(item_id) is not None
 
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)

@@ -17,6 +17,7 @@ from memstream.errors import BusyError, InvalidInputError
 from memstream.memory import NewTurn, open_memory
 from memstream.memory.model import NewSession
 from memstream.retrieval import keys
+from tests.conftest import encoded_rounds
 from tests.small_embedder import HashingEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def test_two_indexer_threads_never_let_an_older_text_of_a_key_land_last(tmp_path
         return embed(batch)
 
     embedder.embed = slow_first_round
-    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"indexer_threads": 2})
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'm.db'}", home=str(tmp_path), retrieval={"indexer_threads": 2, "round_vectors": "encoded"})
     with open_memory(settings, embedder) as memory:
         queue = memory.retriever.queue
         said = memory.add("alice", "chat", [NewTurn("user", "I live in Porto.")])[0]
@@ -226,7 +227,7 @@ def test_writers_in_one_process_index_their_own_turns_in_any_order_without_readi
 def test_a_round_key_refreshed_while_waiting_is_embedded_once(settings):
     """Under load a user turn's round key is re-queued when the reply arrives before the first text was embedded:
     only the newest text is embedded, and the pending count does not wait for the dropped one."""
-    with busy_indexer(settings) as (memory, embedder, texts):
+    with busy_indexer(encoded_rounds(settings)) as (memory, embedder, texts):
         question = memory.add("alice", "chat", [NewTurn("user", "Where did the herons nest?")])[0]
         memory.add("alice", "chat", [NewTurn("assistant", "By the old mill pond.")])
         assert memory.stats("alice")["index"]["pending_keys"] == 6  # 3 keys per turn; the first round key was dropped
@@ -257,7 +258,7 @@ def test_open_rounds_wait_behind_other_keys_and_each_round_text_is_embedded_once
     assert [j.text for j in queue.take(10)] == ["a", "q + a"]  # the reply superseded the question's open round
     assert [j.text for j in queue.take(10)] == ["a open"]  # nothing else waits: the open round goes
 
-    with busy_indexer(settings) as (memory, embedder, texts):
+    with busy_indexer(encoded_rounds(settings)) as (memory, embedder, texts):
         for n in range(3):
             memory.add("alice", "chat", [NewTurn("user", f"question {n} about herons")])
             memory.add("alice", "chat", [NewTurn("assistant", f"answer {n} about the mill pond")])

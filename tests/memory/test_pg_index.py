@@ -17,7 +17,7 @@ from memstream.errors import UnavailableError
 from memstream.memory import NewSession, NewTurn, open_memory
 from memstream.retrieval.pg_index import PgIndex
 from memstream.retrieval.retriever import Retriever
-from tests.conftest import PG_URL, reset_postgres
+from tests.conftest import PG_URL, encoded_rounds, reset_postgres
 from tests.small_embedder import HashingEmbedder
 
 pytestmark = [
@@ -224,7 +224,7 @@ def test_a_live_turns_round_key_waits_for_its_next_turn(pg_settings):
     """A chat write embeds the new turn's turn and statement keys and the previous turn's now complete round key:
     three texts, not four (the newest round key would be embedded again when its neighbour arrives)."""
     embedder = CountingEmbedder()
-    with open_memory(pg_settings, embedder) as memory:
+    with open_memory(encoded_rounds(pg_settings), embedder) as memory:
         first = memory.add("alice", "chat", [LIFE[0]])
         assert _unembedded(memory) == [first[0].id]
         assert first[0].id in _ids(memory.search("alice", "Clara moved to Lisbon", mode="dense"))  # its turn key
@@ -245,7 +245,7 @@ def test_a_live_turns_round_key_waits_for_its_next_turn(pg_settings):
 
 def test_deferred_round_keys_past_the_window_are_embedded_by_refresh_and_close(pg_settings):
     embedder = CountingEmbedder()
-    with open_memory(pg_settings, embedder) as memory:
+    with open_memory(encoded_rounds(pg_settings), embedder) as memory:
         stored = memory.add("alice", "chat", LIFE[:2])
         other = memory.add("bob", "chat", [NewTurn("user", "Bob plays the cello.")])
         assert _unembedded(memory) == [stored[1].id, other[0].id]

@@ -56,7 +56,8 @@ def test_every_kind_gets_vectors_by_default(tmp_path):
     with open_memory(sqlite_settings(tmp_path), embedder) as memory:
         memory.add("ana", "chat", CHAT)
         memory.flush(30)
-        assert [t for t in texts if t.startswith("[2 May 2024] ")] and [t for t in texts if t.startswith("On 2 May 2024, ")]
+        # Round vectors are pooled from the statement vectors (retrieval.round_vectors): no round text is embedded.
+        assert [t for t in texts if t.startswith("On 2 May 2024, ")] and not [t for t in texts if t.startswith("[2 May 2024] ")]
         assert {kind: len(vectors) for kind, vectors in memory.retriever._users["ana"].dense.items()} == {"turn": 3, "round": 3, "statement": 3}
 
 
@@ -73,21 +74,22 @@ def test_a_cache_built_with_other_dense_kinds_is_rebuilt(tmp_path):
 
 
 def test_a_cache_saved_before_dense_kinds_were_recorded_loads_as_every_kind(tmp_path):
-    """The sidecars of earlier releases name no dense kinds (every kind had vectors): an upgrade does not re-embed."""
+    """The sidecars of earlier releases name no dense kinds (every kind had vectors) and no round_vectors (encoded):
+    opened with those settings, an upgrade does not re-embed."""
     import json
 
     from memstream.memory.index_files import cache_dir_for
 
-    with open_memory(sqlite_settings(tmp_path), HashingEmbedder()) as memory:
+    with open_memory(sqlite_settings(tmp_path, round_vectors="encoded"), HashingEmbedder()) as memory:
         memory.add("ana", "chat", CHAT)
         memory.flush(30)
         sidecar = cache_dir_for(memory.settings, memory.store) / "metadata.json"
     meta = json.loads(sidecar.read_text())
-    assert meta.pop("dense_kinds") == ["fact", "round", "statement", "turn"]
+    assert meta.pop("dense_kinds") == ["fact", "round", "statement", "turn"] and meta.pop("round_vectors") == "encoded"
     sidecar.write_text(json.dumps(meta))
     embedder = HashingEmbedder()
     texts = recording(embedder)
-    with open_memory(sqlite_settings(tmp_path), embedder) as memory:
+    with open_memory(sqlite_settings(tmp_path, round_vectors="encoded"), embedder) as memory:
         memory.flush(30)
         assert len(memory.retriever._users["ana"].dense["round"]) == 3
     assert texts == []  # the saved vectors were used, nothing embedded again

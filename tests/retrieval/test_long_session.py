@@ -18,13 +18,13 @@ def _say(store, session_id: int, i: int, speaker: str | None = None) -> None:
     store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
 
 
-def _keys(retriever) -> list[tuple[str, int, str]]:
-    """Every key text the retriever indexes from now on: (kind, item id, text)."""
-    recorded: list[tuple[str, int, str]] = []
+def _keys(retriever) -> list[tuple]:
+    """Every key text the retriever indexes from now on: (kind, item id, text, a pooled round's statement parts)."""
+    recorded: list[tuple] = []
     add_jobs = retriever._add_jobs
 
     def record(jobs, refresh, **options):
-        recorded.extend((kind, item, text) for _index, kind, item, text, _turn, _dense in jobs)
+        recorded.extend((job.kind, job.item_id, job.text, job.parts) for job in jobs)
         return add_jobs(jobs, refresh, **options)
 
     retriever._add_jobs = record
@@ -57,8 +57,8 @@ def test_keys_caught_up_turn_by_turn_match_indexing_the_session_at_once(settings
     at_once = make_retriever(settings, store, cache_dir=None, sync=False)
     at_once_keys = _keys(at_once)
     at_once.sync(save=False)
-    final_live = {(kind, item): text for kind, item, text in live_keys}  # a later round key replaces an earlier one
-    final_at_once = {(kind, item): text for kind, item, text in at_once_keys}
+    final_live = {(kind, item): (text, parts) for kind, item, text, parts in live_keys}  # a later round key replaces an earlier one
+    final_at_once = {(kind, item): (text, parts) for kind, item, text, parts in at_once_keys}
     assert len(final_at_once) == 3 * len(speakers)
     assert final_live == final_at_once
 
