@@ -87,8 +87,8 @@ class _Key:
     """A round key still missing a later neighbour: written without a vector (see DEFERRED_ROUND_S)."""
     dense: bool = True
     """False for a kind without vectors (retrieval.dense_kinds): keyword-searchable only."""
-    parts: tuple[str, ...] = ()
-    """A pooled round key's statement texts: its vector is `keys.pool` of theirs (retrieval.round_vectors)."""
+    parts: tuple[tuple[int, str], ...] = ()
+    """A pooled round key's statement keys (key id, text): its vector is `keys.pool` of theirs (retrieval.round_vectors)."""
 
     @property
     def embedded(self) -> bool:
@@ -98,11 +98,11 @@ class _Key:
 
 def _texts(keys: Iterable[_Key]) -> list[str]:
     """What the model embeds for the keys written with vectors: each one's text, or a pooled key's parts."""
-    return [t for k in keys if k.embedded for t in (k.parts or (k.text,))]
+    return [t for k in keys if k.embedded for t in ([t for _id, t in k.parts] if k.parts else [k.text])]
 
 
 def _vector(key: _Key, cache: dict[str, np.ndarray]) -> np.ndarray:
-    return keymod.pool([cache[t] for t in key.parts]) if key.parts else cache[key.text]
+    return keymod.pool([cache[t] for _id, t in key.parts]) if key.parts else cache[key.text]
 
 
 class PgIndex:
@@ -188,7 +188,7 @@ class PgIndex:
                  text=t.text, event_time=naive_utc(t.event_time) or now, ingested_at=now, position=start + i)
             for i, t in enumerate(new_turns)
         ]
-        cache = self._embed_texts(_texts(self._turn_keys(before, predicted, defer_open=True)))
+        cache = self._vectors(self._turn_keys(before, predicted, defer_open=True))
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
             context = before if stored and stored[0].session_id == target else self._before(user_id, stored[0].session_id, stored[0].id)
@@ -263,7 +263,7 @@ class PgIndex:
             body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
         # A pooled round's statement texts are embedded with the write's own (the new turns' are the same texts); the
         # older turns' are embedded again, a short statement instead of a round of three turns.
-        parts = tuple(text_ for _key, text_ in keymod.round_parts(context, i, self.round_neighbours)) if kind == "round" and self.pooled_rounds else ()
+        parts = keymod.round_parts(context, i, self.round_neighbours) if kind == "round" and self.pooled_rounds else ()
         return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
                     event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
 
@@ -280,6 +280,18 @@ class PgIndex:
         if before_id is not None:
             filters["before_id"] = before_id
         return list(reversed(self.store.list_turns(user_id, **filters)))
+
+    def _vectors(self, keys: list[_Key]) -> dict[str, np.ndarray]:
+        """{text: vector} for writing `keys`: the pooled rounds' parts already in the index (earlier turns' statement
+        keys) read back, everything else embedded."""
+        indexed = {key_id: text_ for k in keys if k.embedded for key_id, text_ in k.parts if key_id > 0}  # < 0: a turn not yet stored
+        cache: dict[str, np.ndarray] = {}
+        if indexed:
+            rows = self.store.read_sql("SELECT key_id, embedding::text FROM index_keys WHERE key_id = ANY(:ids) AND embedding IS NOT NULL",
+                                       ids=list(indexed))
+            cache = {indexed[key_id]: np.array(vector[1:-1].split(","), dtype=np.float32) for key_id, vector in rows}
+        cache.update(self._embed_texts(t for t in _texts(keys) if t not in cache))
+        return cache
 
     def _embed_texts(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         unique = list(dict.fromkeys(texts))
@@ -358,7 +370,7 @@ class PgIndex:
                         keys.append(self._turn_key(context, index, "round"))
                 if not keys:
                     break  # nothing could be rebuilt (never expected: the claim holds the rows and their turns)
-                self._write_keys(conn, keys, self._embed_texts(_texts(keys)))
+                self._write_keys(conn, keys, self._vectors(keys))
                 done += len(keys)
         return done
 
@@ -379,7 +391,7 @@ class PgIndex:
                 t for t in self.store.list_turns(user_id) if t.session_id is None
             ]
             keys = self._turn_keys([], session_turns)
-            cache = self._embed_texts(k.text for k in keys if k.embedded)
+            cache = self._embed_texts(_texts(keys))
             with self.engine.begin() as conn:
                 self._write_keys(conn, keys, cache)
             indexed += len(session_turns)

@@ -114,7 +114,9 @@ def test_postgres_writes_the_same_pooled_round_vectors_at_once(tmp_path):
     texts = recording(embedder)
     with open_memory(settings(PG_URL, tmp_path), embedder) as memory:
         memory.add("ana", "chat", FIRST)
+        texts.clear()
         memory.add("ana", "chat", SECOND)
+        assert len(texts) == 4  # the new turns' turn and statement keys; the earlier statement vectors were read back
         turns = memory.list_turns("ana")
         assert memory.retriever.embed_deferred(older_than_s=0) == 0  # a pooled round is never left without its vector
     assert not [t for t in texts if t.startswith("[2 May 2024] ")]
