@@ -69,11 +69,11 @@ class PartTimer:
         self.texts = 0
 
 
-def measure(db_url: str, home: Path, chats: int, embedders: EmbedderCache, repeated: bool = False, dense_kinds: list[str] | None = None) -> dict:
+def measure(db_url: str, home: Path, chats: int, embedders: EmbedderCache, repeated: bool = False, retrieval: dict | None = None) -> dict:
     """`repeated`: the questions are ten texts asked over and over (service_load.py's traffic before it made every
-    question its own), for comparison."""
+    question its own), for comparison. `retrieval`: settings under `retrieval` (dense_kinds, round_vectors)."""
     settings = load_settings(db_url=db_url, home=str(home), embedder={"runtime": RUNTIME}, agent={"enrich": False},
-                             retrieval={"dense_kinds": dense_kinds} if dense_kinds else {})
+                             retrieval=retrieval or {})
     memory = open_memory(settings, embedders=embedders)
     timer = PartTimer()
     embedder = memory.retriever.embedder
@@ -125,7 +125,7 @@ def batching_probe(home: Path, embedders: EmbedderCache, rounds: int = 3) -> dic
     """CPU per add when the key texts of 1, 4 or 16 adds go to the model in one call; per query alone or 8 at once."""
     settings = load_settings(home=str(home), embedder={"runtime": RUNTIME})
     embedder = embedders.for_settings(settings.embedder)
-    # One add's keys as the index builds them (retrieval/keys.py): the turn, its round with neighbours, its statement.
+    # One add's keys with encoded round vectors (retrieval/keys.py): the turn, its round with neighbours, its statement.
     adds = [[f"user: When did I take up topic {i}? I was wondering about it today.",
              f"[7 May 2023] assistant: Stub reply about: When did I take up cello?\nuser: When did I take up topic {i}?\n"
              f"assistant: Stub reply about: When did I take up topic {i}?",
@@ -155,19 +155,21 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=300)
     parser.add_argument("--pg-url", default=None, help="also measure on this PostgreSQL database (its tables are added to)")
     parser.add_argument("--dense-kinds", default="", help="retrieval.dense_kinds, comma-separated (e.g. turn,fact); '' keeps the default")
+    parser.add_argument("--round-vectors", default="", help="retrieval.round_vectors (statements or encoded); '' keeps the default")
     parser.add_argument("--report", default="chat_cost", help="report name under reports/")
     args = parser.parse_args()
-    kinds = args.dense_kinds.split(",") if args.dense_kinds else None
+    retrieval = {**({"dense_kinds": args.dense_kinds.split(",")} if args.dense_kinds else {}),
+                 **({"round_vectors": args.round_vectors} if args.round_vectors else {})}
     runs = []
     embedders = EmbedderCache()  # one model for every run (each opens its own memory on it)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        runs.append({"database": "SQLite", **measure(f"sqlite:///{home / 'chat_cost.db'}", home, args.chats, embedders, dense_kinds=kinds)})
+        runs.append({"database": "SQLite", **measure(f"sqlite:///{home / 'chat_cost.db'}", home, args.chats, embedders, retrieval=retrieval)})
         print(runs[-1], flush=True)
-        runs.append({"database": "SQLite, ten repeated questions", **measure(f"sqlite:///{home / 'repeated.db'}", home, args.chats, embedders, repeated=True, dense_kinds=kinds)})
+        runs.append({"database": "SQLite, ten repeated questions", **measure(f"sqlite:///{home / 'repeated.db'}", home, args.chats, embedders, repeated=True, retrieval=retrieval)})
         print(runs[-1], flush=True)
         if args.pg_url:
-            runs.append({"database": "PostgreSQL (database index)", **measure(args.pg_url, home, args.chats, embedders, dense_kinds=kinds)})
+            runs.append({"database": "PostgreSQL (database index)", **measure(args.pg_url, home, args.chats, embedders, retrieval=retrieval)})
             print(runs[-1], flush=True)
         probe = batching_probe(home, embedders)
     print(probe)
@@ -178,14 +180,16 @@ def main() -> None:
     notes = (f"{args.chats} memory chats one after another over {USERS} seeded users, each question a text of its own (the row "
              "'ten repeated questions' asks ten texts over and over, as benchmarks/service_load.py's clients did before), in process "
              "(no HTTP), scripted backend "
-             f"answering at once, embedder runtime {RUNTIME!r}, retrieval.dense_kinds {args.dense_kinds or 'every kind (the default)'}, enrichment off. Parts are wall time inside them summed over "
+             f"answering at once, embedder runtime {RUNTIME!r}, retrieval.dense_kinds {args.dense_kinds or 'every kind (the default)'}, "
+             f"retrieval.round_vectors {args.round_vectors or 'statements (the default)'}, enrichment off. Parts are wall time inside them summed over "
              "threads (the background indexer embeds while the next chat runs), so they can add up to more than the wall "
-             "time; process CPU counts every thread. Batching probe (CPU): embedding the key texts of 1 / 4 / 16 adds per "
+             "time; process CPU counts every thread. Batching probe (CPU): embedding the key texts of 1 / 4 / 16 adds (turn, encoded round, "
+             "statement: fixed texts, so the probe also gauges the machine's speed between runs) per "
              f"model call costs {batch['1']} / {batch['4']} / {batch['16']} ms per add; a query alone "
              f"{probe['cpu_ms_per_query_alone']} ms, 8 per call {probe['cpu_ms_per_query_8_per_call']} ms each. "
              f"Rerun: `python benchmarks/chat_cost.py [--pg-url URL]{' --dense-kinds ' + args.dense_kinds if args.dense_kinds else ''}"
-             f"{' --report ' + args.report if args.report != 'chat_cost' else ''}`.")
-    write_report(args.report, {"dense_kinds": args.dense_kinds or "every kind", "runs": runs, "batching": probe}, rows, title="What a memory chat costs, by part (in process)", notes=notes)
+             f"{' --round-vectors ' + args.round_vectors if args.round_vectors else ''}{' --report ' + args.report if args.report != 'chat_cost' else ''}`.")
+    write_report(args.report, {"dense_kinds": args.dense_kinds or "every kind", "round_vectors": args.round_vectors or "statements", "runs": runs, "batching": probe}, rows, title="What a memory chat costs, by part (in process)", notes=notes)
 
 
 if __name__ == "__main__":

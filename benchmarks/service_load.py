@@ -387,12 +387,17 @@ EMBEDDER_RUNTIME = "onnx-int8"
 """What the servers embed with by default (--embedder-runtime): the int8 runtime a CPU server is advised to use."""
 
 
-def remote_env(db_url: str, home: Path, upstream: str, tenant: str, runtime: str, dense_kinds: str = "", **server: str) -> dict[str, str]:
-    """A server with the openai backend on the stub, API key KEY for `tenant`, enrichment off; `dense_kinds` (comma-separated,
-    '' for the default) sets retrieval.dense_kinds."""
-    extra = {f"MEMSTREAM_SERVER__{name.upper()}": value for name, value in server.items()}
-    if dense_kinds:
-        extra["MEMSTREAM_RETRIEVAL__DENSE_KINDS"] = json.dumps(dense_kinds.split(","))
+def retrieval_env(dense_kinds: str = "", round_vectors: str = "") -> dict[str, str]:
+    """The servers' retrieval settings the options name ('' keeps a default): `dense_kinds` comma-separated."""
+    env = {"MEMSTREAM_RETRIEVAL__DENSE_KINDS": json.dumps(dense_kinds.split(",")) if dense_kinds else "",
+           "MEMSTREAM_RETRIEVAL__ROUND_VECTORS": round_vectors}
+    return {name: value for name, value in env.items() if value}
+
+
+def remote_env(db_url: str, home: Path, upstream: str, tenant: str, runtime: str, retrieval: dict[str, str] | None = None,
+               **server: str) -> dict[str, str]:
+    """A server with the openai backend on the stub, API key KEY for `tenant`, enrichment off; `retrieval`: retrieval_env()."""
+    extra = {f"MEMSTREAM_SERVER__{name.upper()}": value for name, value in server.items()} | (retrieval or {})
     return server_env(db_url, home, {KEY: tenant}, index_refresh_s=1.0, backend="openai", MEMSTREAM_AGENT__ENRICH="false",
                       MEMSTREAM_BACKEND__BASE_URL=upstream, MEMSTREAM_BACKEND__MODEL="stub", MEMSTREAM_BACKEND__MAX_RETRIES="0",
                       MEMSTREAM_EMBEDDER__RUNTIME=runtime, **extra)
@@ -417,9 +422,9 @@ def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: f
 
 
 def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float, stream: bool, processes: int = 1,
-                  name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True, dense_kinds: str = "") -> list[dict]:
+                  name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True, retrieval: dict[str, str] | None = None) -> list[dict]:
     """One server (or `processes`), each level in turn: memory chats only, then (`search`) searches only."""
-    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, dense_kinds)
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, retrieval)
     in_postgres = db_url.startswith("postgresql")
 
     def work(urls, pids):
@@ -444,10 +449,10 @@ def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float
 
 
 def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: float, runtime: str = EMBEDDER_RUNTIME,
-             dense_kinds: str = "") -> dict:
+             retrieval: dict[str, str] | None = None) -> dict:
     """More clients than the server admits: only 429/503 past the cap, admitted latency bounded."""
     caps = {"chat_workers": "16", "max_queue": "16", "max_queue_per_key": "64"}
-    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, dense_kinds, **caps)
+    env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, retrieval, **caps)
     result = _serve(env, 1, lambda urls, pids: run_load(urls, KEY, clients, seconds, stream=False, search_every=0, pids=pids,
                                                          model="memstream/stub", drain_s=DRAIN_S))
     return {"config": "1 process, SQLite, queue cap 16 running + 16 waiting", "kind": "memory chat (overload)", "caps": caps, **result}
@@ -514,6 +519,8 @@ def main() -> None:
     parser.add_argument("--embedder-runtime", default=EMBEDDER_RUNTIME, help="embedder.runtime of the servers")
     parser.add_argument("--dense-kinds", default="", help="retrieval.dense_kinds of the servers, comma-separated (e.g. turn,fact); "
                         "'' keeps the default (every kind)")
+    parser.add_argument("--round-vectors", default="", help="retrieval.round_vectors of the servers (statements or encoded); "
+                        "'' keeps the default (statements)")
     parser.add_argument("--report", default="", help="report name under reports/ (default service_load, or service_load_pg)")
     parser.add_argument("--workers-check", default="24:64", help="WORKERS:CLIENTS: one more level with server.chat_workers "
                         "WORKERS (for an upstream as fast as the stub's); '' skips")
@@ -524,6 +531,7 @@ def main() -> None:
     if args.pg_only and args.local:
         parser.error("--pg-only and --local do not go together: --local belongs to the full report")
     runtime = args.embedder_runtime
+    retrieval = retrieval_env(args.dense_kinds, args.round_vectors)
     levels = [int(x) for x in args.levels.split(",") if x]
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="memstream-load-") as tmp, StubUpstream(args.delay_ms) as stub:
@@ -531,14 +539,14 @@ def main() -> None:
         sqlite = not args.pg_only
         if sqlite:
             runs += remote_levels(f"sqlite:///{tmp / 'load.db'}", tmp / "home1", stub.url, levels, args.seconds, args.stream,
-                                  runtime=runtime, dense_kinds=args.dense_kinds)
+                                  runtime=runtime, retrieval=retrieval)
         float_levels = [int(x) for x in args.float_clients.split(",") if x]
         if sqlite and float_levels and args.embedder_runtime != "onnx":
             runs += remote_levels(f"sqlite:///{tmp / 'float.db'}", tmp / "home4", stub.url, float_levels, args.seconds, args.stream,
-                                  name="1 process, SQLite, float embedder (onnx)", runtime="onnx", search=False, dense_kinds=args.dense_kinds)
+                                  name="1 process, SQLite, float embedder (onnx)", runtime="onnx", search=False, retrieval=retrieval)
         if sqlite and args.workers_check:
             workers, clients = (int(x) for x in args.workers_check.split(":"))
-            env = remote_env(f"sqlite:///{tmp / 'workers.db'}", tmp / "home5", stub.url, f"bench-{uuid.uuid4().hex[:8]}", runtime, args.dense_kinds,
+            env = remote_env(f"sqlite:///{tmp / 'workers.db'}", tmp / "home5", stub.url, f"bench-{uuid.uuid4().hex[:8]}", runtime, retrieval,
                              chat_workers=str(workers))
 
             def one_level(urls, pids):
@@ -550,11 +558,11 @@ def main() -> None:
             print(f"chat_workers {workers}: {runs[-1]['chat']['rps']} chats/s, p99 {runs[-1]['chat']['p99_ms']} ms", flush=True)
         if sqlite and args.overload_clients:
             runs.append(overload(f"sqlite:///{tmp / 'overload.db'}", tmp / "home2", stub.url, args.overload_clients, args.seconds,
-                                 runtime, args.dense_kinds))
+                                 runtime, retrieval))
             print(f"overload: {runs[-1]['chat']['rps']} chats/s, refused {runs[-1]['refused']}, errors {runs[-1]['errors']}", flush=True)
         if args.pg_url:
             runs += remote_levels(args.pg_url, tmp / "home3", stub.url, levels, args.seconds, args.stream, processes=2, runtime=runtime,
-                                  dense_kinds=args.dense_kinds,
+                                  retrieval=retrieval,
                                   name="2 processes, PostgreSQL")
     local, local_inline = None, None
     if args.local:
@@ -589,12 +597,13 @@ def main() -> None:
         notes = (f"Memory chats (non-streamed{'; streamed' if args.stream else ''}) through `memstream serve` with the openai "
                  f"backend on a stub upstream answering after {args.delay_ms:.0f} ms (its own process), {args.seconds:.0f} s per "
                  f"level, loopback, SQLite, enrichment off, retrieval.dense_kinds {args.dense_kinds or 'every kind (the default)'}, "
+                 f"retrieval.round_vectors {args.round_vectors or 'statements (the default)'}, "
                  f"embedder.runtime {args.embedder_runtime!r} (the float 'onnx' runtime "
                  f"at {args.float_clients or 'no'} clients for comparison). Throughput relative to 1 client: {speedup}. Search: "
                  f"{SEARCH_CLIENTS} clients searching only. Overload: {args.overload_clients} clients against 16 workers + 16 "
                  "queued; 429/503 are refusals (not errors), latency columns are admitted requests. "
                  f"Rerun: `python benchmarks/service_load.py --seconds N{' --dense-kinds ' + args.dense_kinds if args.dense_kinds else ''}"
-                 f"{' --report ' + args.report if args.report else ''}`.")
+                 f"{' --round-vectors ' + args.round_vectors if args.round_vectors else ''}{' --report ' + args.report if args.report else ''}`.")
         for result in (local, local_inline):
             if result is not None:
                 notes += (f" Local model (SmolLM2-135M on CPU) in {result['config'].rsplit(' in ', 1)[1]}: memory-search p50/p95 "
@@ -613,7 +622,7 @@ def main() -> None:
               "columns include the drain.")
     if args.note:
         notes += " " + args.note
-    write_report(args.report or ("service_load_pg" if args.pg_only else "service_load"), {"dense_kinds": args.dense_kinds or "every kind", "levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
+    write_report(args.report or ("service_load_pg" if args.pg_only else "service_load"), {"dense_kinds": args.dense_kinds or "every kind", "round_vectors": args.round_vectors or "statements", "levels": levels, "seconds": args.seconds, "delay_ms": args.delay_ms, "speedup": speedup,
                                   "runs": runs, "local_model": local,
                                   "local_model_in_server_process": local_inline}, rows, title="Service load: memory chats with a remote backend", notes=notes)
 
