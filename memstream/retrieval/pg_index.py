@@ -239,31 +239,33 @@ class PgIndex:
         the last turns of `before`, whose neighbours just arrived. `defer_open` (a live write): round keys whose
         later neighbours are not there yet are marked deferred."""
         context = before + fresh
+        statement = keymod.statement_texts(context)
         keys = []
         offset = len(before)
         for i in range(max(0, offset - self.round_neighbours), len(context)):
             turn = context[i]
             kinds = ("round",) if i < offset else ("turn", "round", "statement")
             for kind in kinds:
-                key = self._turn_key(context, i, kind)
+                key = self._turn_key(context, i, kind, statement)
                 # A pooled round is not deferred: its parts are the new turns' statements, embedded by this write anyway.
                 key.deferred = (defer_open and kind == "round" and not self.pooled_rounds and self.round_neighbours > 0
                                 and i + self.round_neighbours >= len(context))
                 keys.append(key)
         return keys
 
-    def _turn_key(self, context: list[Turn], i: int, kind: str) -> _Key:
-        """The `kind` key of the turn at `i` of its session's `context`."""
+    def _turn_key(self, context: list[Turn], i: int, kind: str, statement: Callable[[int], str] | None = None) -> _Key:
+        """The `kind` key of the turn at `i` of its session's `context`; `statement`: keys.statement_texts(context)."""
         turn = context[i]
+        statement = statement or keymod.statement_texts(context)
         if kind == "turn":
             body = keymod.turn_key_text(turn)
         elif kind == "round":
             body = keymod.round_key_text(context, i, self.round_neighbours)
         else:
-            body = keymod.statement_key_text(turn, keymod.other_speaker(context, i))
+            body = statement(i)
         # A pooled round's statement texts are embedded with the write's own (the new turns' are the same texts); the
         # older turns' are embedded again, a short statement instead of a round of three turns.
-        parts = keymod.round_parts(context, i, self.round_neighbours) if kind == "round" and self.pooled_rounds else ()
+        parts = keymod.round_parts(context, i, self.round_neighbours, statement) if kind == "round" and self.pooled_rounds else ()
         return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
                     event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
 

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -373,6 +373,7 @@ class Retriever:
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
                 context = self._session_context(user_id, session_id, fresh)
             positions = {t.id: i for i, t in enumerate(context)}
+            statement = keymod.statement_texts(context)
             fresh_ids = {t.id for t in fresh}
             first = min(positions[t.id] for t in fresh)
             for turn in fresh:
@@ -384,17 +385,17 @@ class Retriever:
                 i = positions[turn.id]
                 dense = turn.id > dense_known
                 jobs.append(_Job(index, "turn", turn.id, keymod.turn_key_text(turn), turn, dense))
-                jobs.append(self._round_job(index, context, i, dense))
+                jobs.append(self._round_job(index, context, i, dense, statement))
                 if i + self.round_neighbours >= len(context):
                     open_rounds.add((id(index), turn.id))
-                jobs.append(_Job(index, "statement", turn.id, keymod.statement_key_text(turn, keymod.other_speaker(context, i)), turn, dense))
+                jobs.append(_Job(index, "statement", turn.id, statement(i), turn, dense))
                 new_count += 1
             # Earlier turns whose round now includes a new neighbour.
             any_dense = any(t.id > dense_known for t in fresh)
             for i in range(max(0, first - self.round_neighbours), first):
                 old = context[i]
                 if old.id not in fresh_ids and old.id in index.turn_time:
-                    jobs.append(self._round_job(index, context, i, any_dense))
+                    jobs.append(self._round_job(index, context, i, any_dense, statement))
                     refresh.add((index, keymod.key_id(old.id, "round")))
                     if i + self.round_neighbours >= len(context):
                         open_rounds.add((id(index), old.id))
@@ -436,10 +437,10 @@ class Retriever:
                 return [by_id.get(t.id, t) for t in reversed(older)] + context[len(before):]
         return context
 
-    def _round_job(self, index: UserIndex, context: list[Turn], i: int, dense: bool) -> _Job:
+    def _round_job(self, index: UserIndex, context: list[Turn], i: int, dense: bool, statement: Callable[[int], str]) -> _Job:
         """The round key of the turn at `i` of its session's `context`; pooled from its turns' statement keys (when
         round_vectors is 'statements'), whose texts need the same context (their other speaker)."""
-        parts = keymod.round_parts(context, i, self.round_neighbours) if dense and self.pooled_rounds else ()
+        parts = keymod.round_parts(context, i, self.round_neighbours, statement) if dense and self.pooled_rounds else ()
         return _Job(index, "round", context[i].id, keymod.round_key_text(context, i, self.round_neighbours), context[i], dense, parts)
 
     def _add_jobs(self, jobs: list[_Job], refresh: set[tuple[UserIndex, int]], origin: int,
