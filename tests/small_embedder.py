@@ -40,3 +40,11 @@ class HashingEmbedder:
             if not norm:
                 out[row, 0] = 1.0
         return out
+
+
+def recording(embedder: HashingEmbedder) -> list[str]:
+    """Every text the embedder is asked to embed from now on, in order (a list that grows)."""
+    texts: list[str] = []
+    embed = embedder.embed
+    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
+    return texts

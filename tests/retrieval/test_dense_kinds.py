@@ -12,20 +12,13 @@ from memstream.config import ConfigError, load_settings
 from memstream.memory import NewTurn, open_memory
 from memstream.retrieval.fusion import mode_lists, time_lists
 from tests.conftest import PG_URL, reset_postgres
-from tests.small_embedder import HashingEmbedder
+from tests.small_embedder import HashingEmbedder, recording
 
 CHAT = [
     NewTurn("user", "My sister Clara moved to Lisbon last spring.", speaker="Ana", event_time=datetime(2024, 5, 2, 10)),
     NewTurn("assistant", "Lisbon is lovely in May. Does she like it?", speaker="Bot", event_time=datetime(2024, 5, 2, 10, 1)),
     NewTurn("user", "She loves the trams and paints the river at sunrise.", speaker="Ana", event_time=datetime(2024, 5, 2, 10, 2)),
 ]
-
-
-def recording(embedder: HashingEmbedder) -> list[str]:
-    texts: list[str] = []
-    embed = embedder.embed
-    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
-    return texts
 
 
 TURN_AND_FACT = {"dense_kinds": ["turn", "fact"]}

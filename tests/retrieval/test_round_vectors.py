@@ -13,7 +13,7 @@ from memstream.config import ConfigError, load_settings
 from memstream.memory import NewTurn, open_memory
 from memstream.retrieval import keys as keymod
 from tests.conftest import PG_URL, reset_postgres
-from tests.small_embedder import HashingEmbedder
+from tests.small_embedder import HashingEmbedder, recording
 
 FIRST = [
     NewTurn("user", "My sister Clara moved to Lisbon last spring.", speaker="Ana", event_time=datetime(2024, 5, 2, 10)),
@@ -23,13 +23,6 @@ SECOND = [
     NewTurn("user", "She loves the trams and paints the river at sunrise.", speaker="Ana", event_time=datetime(2024, 5, 2, 10, 2)),
     NewTurn("assistant", "Sunrise over the Tagus must be a sight.", speaker="Bot", event_time=datetime(2024, 5, 2, 10, 3)),
 ]
-
-
-def recording(embedder: HashingEmbedder) -> list[str]:
-    texts: list[str] = []
-    embed = embedder.embed
-    embedder.embed = lambda batch: texts.extend(batch) or embed(batch)
-    return texts
 
 
 def settings(url: str, tmp_path, **retrieval):
