@@ -77,8 +77,9 @@ class RetrievalSettings(BaseModel):
     """Turns on each side joined to a turn to form its round key."""
     dense_kinds: list[Literal["turn", "round", "statement", "fact"]] = Field(default_factory=lambda: ["turn", "round", "statement", "fact"])
     """Key kinds that get a vector; every kind is in the keyword index either way. A vector costs a model pass over the
-    key's text, most of a write's CPU, and round keys (three turns) are about half of a turn's key tokens, statement
-    keys a quarter. ["turn", "fact"] embeds a fifth of the tokens: side by side at 32 memory-chat clients a CPU server
+    key's text, most of a write's CPU (a round vector none, with round_vectors 'statements'); with encoded round vectors,
+    round keys (three turns) were about half of a turn's key tokens, statement keys a quarter. The figures below are
+    with encoded round vectors. ["turn", "fact"] embeds a fifth of the tokens: side by side at 32 memory-chat clients a CPU server
     spent 73-75 ms per chat instead of 113-128 (README, reports/service_load_turn_fact.md), for LoCoMo dev
     recall_any@10 0.770 instead of 0.805 (BEAM dev 0.544 against 0.533). The default keeps every kind: leave-one-conversation-out over the LoCoMo and BEAM dev
     conversations picks it in every fold with float vectors (benchmarks/dense_kinds.py, reports/dense_kinds_float.md).

@@ -12,7 +12,8 @@ A key is an indexed text that points back to turns (LongMemEval's key expansion)
 - `fact`: a fact from the store's facts table (written by the LLM fact extractor).
 
 Every key is in the keyword (BM25) index; the kinds in `retrieval.dense_kinds` (by default all) also get a vector.
-Round and statement keys are four fifths of the tokens a write embeds (reports/dense_kinds_float.md).
+With encoded round vectors, round and statement keys were four fifths of the tokens a write embeds
+(reports/dense_kinds_float.md); pooled round vectors need none of their own.
 
 Key ids pack the item id and the kind in one int64 (FAISS and BM25 ids): item_id * 8 + kind.
 """
