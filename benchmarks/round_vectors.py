@@ -167,7 +167,8 @@ def main() -> None:
         f"(`retrieval.round_vectors` 'statements') is the in-sample choice, {SHIPPED}; the held-out row is what choosing by this "
         "protocol scores on conversations it did not see. Cost: a pooled round vector needs no model pass (the statement keys are "
         "embedded for their own list, and the earlier turns' statement vectors are read from the index). "
-        f"{check}The candidates were fixed before the first run (a throwaway script of the same logic, float vectors, same figures). "
+        f"{check}The candidates were fixed before the first run (a throwaway script of the same logic with float vectors, whose "
+        "figures the float run of this script repeats). "
         f"Rerun: `python benchmarks/round_vectors.py --embedder-runtime {args.embedder_runtime}{' --verify' if args.verify else ''}"
         f"{'' if args.report == 'round_vectors' else ' --report ' + args.report}`."
     )
