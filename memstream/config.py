@@ -91,7 +91,9 @@ class RetrievalSettings(BaseModel):
     keys, the longest, about half its embedding CPU). 'encoded': a model pass over the round's own text. Chosen by
     leave-one-conversation-out on the LoCoMo and BEAM dev conversations with float vectors: recall_any@10 held out
     LoCoMo 0.803 / BEAM 0.556, in-sample 0.813 / 0.567, against 0.805 / 0.533 encoded (benchmarks/round_vectors.py,
-    reports/round_vectors.md). 'statements' needs "statement" in dense_kinds when "round" is there."""
+    reports/round_vectors.md). A memory chat in process cost 57.0 ms of CPU instead of 88.7, run back to back
+    (reports/chat_cost.md, reports/chat_cost_encoded.md). 'statements' needs "statement" in dense_kinds when "round" is
+    there."""
 
     @field_validator("dense_kinds")
     @classmethod
