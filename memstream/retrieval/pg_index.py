@@ -71,6 +71,11 @@ def vector_literal(vector: np.ndarray) -> str:
     return fmt % tuple(values)
 
 
+def vector_from_literal(literal: str) -> np.ndarray:
+    """A vector from pgvector's text form (`embedding::text`), as vector_literal writes it."""
+    return np.array(literal[1:-1].split(","), dtype=np.float32)
+
+
 @dataclass
 class _Key:
     key_id: int
@@ -263,8 +268,8 @@ class PgIndex:
             body = keymod.round_key_text(context, i, self.round_neighbours)
         else:
             body = statement(i)
-        # A pooled round's statement texts are embedded with the write's own (the new turns' are the same texts); the
-        # older turns' are embedded again, a short statement instead of a round of three turns.
+        # A pooled round's parts: the new turns' statements are this write's own texts, the older turns' vectors are
+        # read back from index_keys (`_vectors`).
         parts = keymod.round_parts(context, i, self.round_neighbours, statement) if kind == "round" and self.pooled_rounds else ()
         return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
                     event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
@@ -291,7 +296,7 @@ class PgIndex:
         if indexed:
             rows = self.store.read_sql("SELECT key_id, embedding::text FROM index_keys WHERE key_id = ANY(:ids) AND embedding IS NOT NULL",
                                        ids=list(indexed))
-            cache = {indexed[key_id]: np.array(vector[1:-1].split(","), dtype=np.float32) for key_id, vector in rows}
+            cache = {indexed[key_id]: vector_from_literal(vector) for key_id, vector in rows}
         cache.update(self._embed_texts(t for t in _texts(keys) if t not in cache))
         return cache
 
