@@ -7,9 +7,10 @@ whose message names the endpoint and the fix.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import openai
 
@@ -59,7 +60,7 @@ class OpenAIBackend:
             # The SDK's low-level post: `chat.completions.create` re-validates the request body we just built and
             # parses every chunk into a model, which doubled the client's CPU per memory chat; chunks stay plain dicts.
             chunks = self.client.post("/chat/completions", body=request, cast_to=object, stream=True,
-                                      stream_cls=openai.Stream[object])
+                                      stream_cls=EventChunks)
         return self._pieces(chunks)
 
     def _pieces(self, chunks) -> Iterator[str]:
@@ -80,6 +81,56 @@ class OpenAIBackend:
 
     def _errors(self):
         return _translate_errors(self.base_url, self.settings.model)
+
+
+class EventChunks(openai.Stream[object]):
+    """The SDK's stream of server-sent events, each a decoded JSON value, read to the end of the body.
+
+    The SDK's own stream stops reading at `data: [DONE]` and closes the response with its last bytes unread, and
+    an HTTP client cannot put such a connection back in its pool: every chat opened a new connection to the
+    upstream (a TLS handshake per request to a remote API). Here the bytes after [DONE] are read (a few, a bounded
+    number of lines), so the connection is reused. An `error` event raises the SDK's APIError, as its stream does."""
+
+    def __stream__(self) -> Iterator[object]:
+        response = self.response
+        try:
+            lines = response.iter_lines()
+            for payload in sse_data(lines):
+                if payload.startswith("[DONE]"):
+                    for _ in zip(range(MAX_LINES_AFTER_DONE), lines):
+                        pass
+                    return
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise openai.APIError(f"the stream sent an event that is not JSON: {payload[:80]!r}",
+                                          request=response.request, body=None) from None
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else None
+                    raise openai.APIError(message if isinstance(message, str) and message else "an error occurred during streaming",
+                                          request=response.request, body=error)
+                yield chunk
+        finally:
+            response.close()
+
+
+MAX_LINES_AFTER_DONE = 64
+"""Read past [DONE] to the end of the body for connection reuse, but no further than this (then the connection goes)."""
+
+
+def sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The data of each server-sent event (its `data:` lines joined); other fields and comments are skipped, and an
+    event cut off by the end of the body still counts (some servers omit the last blank line)."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            yield "\n".join(data)
+            data = []
+    if data:
+        yield "\n".join(data)
 
 
 def _delta_content(chunk: object) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from memstream.backends.base import BackendError, ModelNotFoundError
@@ -123,4 +123,46 @@ def test_stream_keeps_only_text_deltas():
 def test_stream_error_event_is_a_backend_error():
     with ServerThread(sse_app([{"error": {"message": "upstream exploded", "type": "server_error"}}])) as server:
         with pytest.raises(BackendError, match="upstream exploded"):
+            list(remote(server.url).stream(ASK))
+
+
+def test_streams_reuse_one_upstream_connection():
+    """The SDK's stream closed each response with the bytes after [DONE] unread, so every chat opened a new
+    connection (a TLS handshake per chat to a remote API); reading the body to its end keeps one."""
+    import json
+
+    from fastapi.responses import StreamingResponse
+
+    app, peers = FastAPI(), []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> StreamingResponse:
+        peers.append(request.client.port)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream")
+
+    with ServerThread(app) as server:
+        backend = remote(server.url)
+        assert [backend.complete(ASK) for _ in range(5)] == ["hi"] * 5
+    assert len(peers) == 5 and len(set(peers)) == 1
+
+
+def test_sse_data_joins_lines_and_skips_other_fields():
+    from memstream.backends.openai_backend import sse_data
+
+    lines = [": keep-alive", "", "event: message", "data: {\"a\":", "data:  1}", "id: 7", "", "", "data: [DONE]"]
+    assert list(sse_data(lines)) == ['{"a":\n 1}', "[DONE]"]  # the last event needs no closing blank line
+
+
+def test_stream_event_that_is_not_json_is_a_backend_error():
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> StreamingResponse:
+        return StreamingResponse(iter(["data: {not json\n\n"]), media_type="text/event-stream")
+
+    with ServerThread(app) as server:
+        with pytest.raises(BackendError, match="not JSON"):
             list(remote(server.url).stream(ASK))
