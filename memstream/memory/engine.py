@@ -33,11 +33,15 @@ def open_engine(url: str, echo: bool = False) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database
+            pool = {}
             if database and database != ":memory:":
                 parent = Path(database).expanduser().parent
                 if not parent.exists():
                     raise DatabaseUnavailableError(f"cannot open database {url}: directory {parent} does not exist")
-            engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+                # More pooled connections than SQLAlchemy's 5: a busy server reads on a dozen threads at once, and
+                # each connection past the pool was opened (file, WAL check, pragmas) and closed again per read.
+                pool = {"pool_size": 16, "max_overflow": 48}
+            engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
             configure_sqlite(engine)
             return engine
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -68,8 +72,11 @@ def configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # Reads take a plain (deferred) BEGIN so they never wait behind another process's write under WAL.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("memstream_write") else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("memstream_autocommit"):
+            return  # a single-statement read (MemoryStore._read) is its own transaction: BEGIN was a quarter of its cost
+        # Other reads take a plain (deferred) BEGIN so they never wait behind another process's write under WAL.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("memstream_write") else "BEGIN")
 
 
 def first_line(exc: BaseException) -> str:

@@ -78,8 +78,10 @@ class MemoryStore:
         self.url = url
         self.lock_retries = lock_retries
         self.engine = open_engine(url, echo=echo)
-        # PostgreSQL reads are single statements: in autocommit each is one round trip, not BEGIN + query + ROLLBACK.
-        self.reader = self.engine if self.engine.dialect.name == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads are single statements: in autocommit each is one round trip (PostgreSQL), or one statement without
+        # BEGIN (SQLite: a lone SELECT reads one snapshot), not BEGIN + query + ROLLBACK.
+        self.reader = self.engine.execution_options(
+            **({"memstream_autocommit": True} if self.engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}))
         # SQLite has one writer at a time. Left to SQLite, this process's writers would wait for each other in its
         # busy handler, which polls with sleeps of up to 100 ms: queued on a lock here, the next starts at once.
         # (Other processes still meet busy_timeout.) PostgreSQL writes run side by side.
