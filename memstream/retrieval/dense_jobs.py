@@ -51,6 +51,8 @@ class DenseJob:
     part_vectors: list[np.ndarray | None] | None = field(default=None, repr=False)
     """The parts' vectors already in the index, looked up under the retriever's lock just before embedding (the rest
     are embedded with the batch, once per text)."""
+    batch_no: int = field(default=0, repr=False)
+    """Which batch took it (DenseQueue.take numbers them): a batch waits for earlier batches' parts, never later ones'."""
     bulk: bool = False
     """Queued by a catch-up (an import, a bulk ingest, other processes' writes), not by a write of this process:
     embedded after the writes' keys, and not counted against the write path's backlog bound, so one tenant's import
@@ -162,6 +164,7 @@ class DenseQueue:
         self._later: deque[DenseJob] = deque()
         self._waiting: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> its newest waiting job
         self._in_flight: dict[tuple[int, int], DenseJob] = {}  # (id(user index), key) -> the job being embedded
+        self._batches = 0
         self._users: Counter[str] = Counter()
         self.from_writes = 0
         """Keys of this process's writes (not bulk) waiting or being embedded: what the write path's bound counts. An
@@ -193,6 +196,7 @@ class DenseQueue:
     def take(self, max_keys: int) -> list[DenseJob]:
         with self.settled:
             batch: list[DenseJob] = []
+            self._batches += 1
             for line in (self._jobs, self._bulk, self._later):
                 while line and len(batch) < max_keys:
                     job = line.popleft()
@@ -202,10 +206,25 @@ class DenseQueue:
                     if self._waiting.get(slot) is job:
                         del self._waiting[slot]
                     self._in_flight[slot] = job
+                    job.batch_no = self._batches
                     batch.append(job)
                 if batch:
                     break  # the deferred line only when nothing else waits
             return batch
+
+    def wait_for_parts(self, batch: list[DenseJob], timeout_s: float) -> None:
+        """Wait (caller holds the lock) until no pooled job of `batch` has a part in an earlier batch still being
+        embedded by another indexer thread: then its vector is in the index and is reused, not embedded again (a
+        round refreshed by the next turn while its own turn's statement was still out). Only earlier batches are
+        waited for, so two batches never wait for each other; a part in a later one is embedded here too."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            earlier = [job for job in batch for key, _text in job.parts
+                       if (flying := self._in_flight.get((id(job.index), key))) is not None and flying.batch_no < job.batch_no]
+            left = deadline - time.monotonic()
+            if not earlier or left <= 0:
+                return
+            self.settled.wait(left)
 
     def _forget(self, job: DenseJob) -> None:
         self.from_writes -= not job.bulk

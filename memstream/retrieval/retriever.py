@@ -53,6 +53,7 @@ MAX_QUERY_CHARS = 20_000
 SYNC_BATCH = 4096
 MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monologue's statement key
 CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
+PART_WAIT_S = 5.0  # the longest an indexer batch waits for an earlier batch's statement vectors (DenseQueue.wait_for_parts)
 class IndexSource(Protocol):
     """What the indexes read from the database (the store implements it); retrieval/ imports no store module."""
 
@@ -506,6 +507,7 @@ class Retriever:
             return 0
         try:
             with self._lock:
+                self.queue.wait_for_parts(batch, PART_WAIT_S)
                 reuse_indexed_parts(batch)
             vectors, failed = embed_jobs(self.embedder, self.dim, batch)
             with self._lock:

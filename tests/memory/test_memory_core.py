@@ -271,6 +271,8 @@ def test_open_rounds_wait_behind_other_keys_and_each_round_text_is_embedded_once
         question = memory.add("carol", "chat", [NewTurn("user", "Where did the kingfishers nest?")])[0]
         assert memory.flush(10)
         assert question.id in [h.turn.id for h in memory.search("carol", "kingfishers nest", mode="dense").hits]
+
+
 def test_a_crash_with_vectors_pending_loses_nothing(settings):
     """The index cache is saved while vectors wait; the process dies; the next open embeds them from the database."""
     embedder = HashingEmbedder()

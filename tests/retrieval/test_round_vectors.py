@@ -63,6 +63,52 @@ def test_round_vectors_are_pooled_statement_vectors_and_follow_a_new_neighbour(t
         assert len(texts) == 4
 
 
+def test_a_pooled_round_waits_for_a_statement_an_earlier_batch_is_embedding():
+    """With two indexer threads, a round refreshed by the next turn was taken while its own turn's statement was still
+    being embedded in the other thread's batch, and embedded that statement a second time. It now waits for the
+    earlier batch to land (and reuses the vector); it never waits for a later batch, so two batches cannot deadlock."""
+    import threading
+    import time
+
+    from memstream.retrieval.dense_jobs import DenseJob, DenseQueue
+
+    lock = threading.RLock()
+    queue, index = DenseQueue(lock), object()
+    statement = DenseJob(index, "ana", "statement", 1, "Ana said hello.", 1)
+    with lock:
+        queue.put([statement])
+    earlier = queue.take(10)
+    round_job = DenseJob(index, "ana", "round", 1, "round", 1, parts=((statement.key, statement.text),))
+    later_statement = DenseJob(index, "ana", "statement", 2, "Bo said hi.", 2)
+    with lock:
+        queue.put([round_job])
+    batch = queue.take(10)
+    with lock:
+        queue.put([later_statement])
+    queue.take(10)  # a later batch, still out
+    returned = threading.Event()
+
+    def wait():
+        with lock:
+            queue.wait_for_parts(batch, 10)
+        returned.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    assert not returned.is_set()  # the statement is still out in the earlier batch
+    queue.done(earlier)
+    assert returned.wait(5)
+    waiter.join()
+    # A part only a later batch holds is not waited for (that batch may be waiting on this one).
+    late_round = DenseJob(index, "ana", "round", 2, "round", 2, parts=((later_statement.key, later_statement.text),))
+    late_round.batch_no = 1
+    started = time.monotonic()
+    with lock:
+        queue.wait_for_parts([late_round], 10)
+    assert time.monotonic() - started < 1
+
+
 def test_encoded_round_vectors_embed_the_round_text(tmp_path):
     embedder = HashingEmbedder()
     texts = recording(embedder)
