@@ -124,7 +124,7 @@ async def memory_completion(request: Request, req, tenant: Tenant, model: str, o
     release = scheduler.releaser(run)
 
     watcher = asyncio.ensure_future(watch_disconnect(request, run)) if not req.stream else None
-    items = scheduler.iterate(run, produce)
+    items = scheduler.iterate(run, produce, last_only=not req.stream)  # a whole reply needs only the final Reply
     pieces: list[str] = []
     final: Reply | None = None
     # Run up to the first item before sending headers: bad input and a failing backend get a proper status,

@@ -172,7 +172,7 @@ def model_router() -> APIRouter:
 
         try:
             counted = None
-            async for item in scheduler.iterate(run, produce):
+            async for item in scheduler.iterate(run, produce, last_only=True):
                 counted = item or counted
             if counted is None:
                 raise client_gone()

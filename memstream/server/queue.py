@@ -226,8 +226,10 @@ class ChatScheduler:
 
     # -- running (worker threads) ---------------------------------------------------------
 
-    def iterate(self, run: Run, produce: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
-        """Run the iterator `produce()` returns on a worker; its items arrive here as it yields them.
+    def iterate(self, run: Run, produce: Callable[[], Iterator[Any]], last_only: bool = False) -> AsyncIterator[Any]:
+        """Run the iterator `produce()` returns on a worker; its items arrive here as it yields them (`last_only`:
+        only its last item, for a reply sent whole: the event loop is woken once, not once per token, and the
+        worker still checks for cancellation at every item).
 
         Stops early when the consumer stops (client gone), on `run.stop(...)` (a disconnect watcher) or at the
         run's deadline (DeadlineExceeded here); the iterator is then closed on the worker at its next item, so
@@ -242,15 +244,22 @@ class ChatScheduler:
                 if run.cancel.is_set():
                     raise RunCancelled("cancelled before it started")
                 items = produce()
+                last: tuple[str, Any] | None = None
                 try:
                     for item in items:
                         if run.cancel.is_set():
+                            last = None
                             break
-                        loop.call_soon_threadsafe(pieces.put_nowait, ("piece", item))
+                        if last_only:
+                            last = ("piece", item)
+                        else:
+                            loop.call_soon_threadsafe(pieces.put_nowait, ("piece", item))
                 finally:
                     close = getattr(items, "close", None)
                     if close is not None:
                         close()
+                if last is not None:
+                    loop.call_soon_threadsafe(pieces.put_nowait, last)
                 loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
             except Exception as exc:  # not swallowed: re-raised in the request below
                 loop.call_soon_threadsafe(pieces.put_nowait, ("error", exc))
