@@ -121,8 +121,9 @@ def reuse_indexed_parts(jobs: Sequence[DenseJob]) -> None:
     are reused, and only the others (statement keys still waiting, usually in the same batch) are embedded."""
     for job in jobs:
         if job.parts:
-            statements = job.index.dense.get("statement")
-            job.part_vectors = [statements.vector(key) if statements is not None else None for key, _text in job.parts]
+            with job.index.lock:
+                statements = job.index.dense.get("statement")
+                job.part_vectors = [statements.vector(key) if statements is not None else None for key, _text in job.parts]
 
 
 def add_vectors(jobs: Sequence[DenseJob], vectors: Sequence[np.ndarray | None], failed: dict[int, str],
@@ -140,9 +141,10 @@ def add_vectors(jobs: Sequence[DenseJob], vectors: Sequence[np.ndarray | None], 
         entry[2][job.key] = vector
     for index, kind, by_key in groups.values():
         keys = np.fromiter(by_key.keys(), dtype=np.int64, count=len(by_key))
-        target = index.dense_index(kind)
-        target.remove(keys)
-        target.add(keys, np.stack(list(by_key.values())))
+        with index.lock:
+            target = index.dense_index(kind)
+            target.remove(keys)
+            target.add(keys, np.stack(list(by_key.values())))
     return bool(groups)
 
 

@@ -325,11 +325,12 @@ class Retriever:
         for seq, user_id, kind, item_id in tombstones:
             index = self._users.get(user_id)
             if index is not None:
-                if kind == "turn":
-                    index.drop_turn(item_id)
-                    deleted_turns.append(item_id)
-                elif kind == "fact":
-                    index.drop_fact(item_id)
+                with index.lock:
+                    if kind == "turn":
+                        index.drop_turn(item_id)
+                        deleted_turns.append(item_id)
+                    elif kind == "fact":
+                        index.drop_fact(item_id)
                 self._dirty = True
             self._cursor.deletion = seq
         if deleted_turns and self.embedder is not None:
@@ -379,7 +380,8 @@ class Retriever:
             first = min(positions[t.id] for t in fresh)
             for turn in fresh:
                 try:
-                    index.note_turn(turn.id, turn.event_time, turn.conversation_id, turn.speaker)
+                    with index.lock:
+                        index.note_turn(turn.id, turn.event_time, turn.conversation_id, turn.speaker)
                 except (ValueError, OverflowError, OSError, TypeError) as exc:
                     self._skip(f"turn {turn.id}", exc)  # a row stored before validation existed: never wedge the index
                     continue
@@ -455,7 +457,8 @@ class Retriever:
             entry[2].append(keymod.key_id(job.item_id, job.kind))
             entry[3].append(job.text)
         for index, kind, ids, texts in grouped.values():
-            index.lexical[kind].add(ids, texts)
+            with index.lock:
+                index.lexical[kind].add(ids, texts)
         # Dense: only keys the loaded cache lacks. Turn keys reuse the database's vectors of this model.
         dense = []
         for job in jobs:
@@ -468,7 +471,8 @@ class Retriever:
         for index, key in refresh:
             # A round key is replaced when its turn's neighbour arrives: the old vector goes now, the new one follows.
             if "round" in index.dense:
-                index.dense["round"].remove([key])
+                with index.lock:
+                    index.dense["round"].remove([key])
         self._queue(dense)
 
     def _index_facts(self, facts: list[tuple[Fact, bytes | None, str | None]]) -> int:
@@ -479,10 +483,11 @@ class Retriever:
         dense = []
         for fact, blob, model in facts:
             index = self._user(fact.user_id)
-            index.note_fact(fact.id, fact.source_turn_ids)
-            index.events.note(fact.id, fact_window(fact))
             text = keymod.fact_key_text(fact)
-            index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
+            with index.lock:
+                index.note_fact(fact.id, fact.source_turn_ids)
+                index.events.note(fact.id, fact_window(fact))
+                index.lexical["fact"].add([keymod.key_id(fact.id, "fact")], [text])
             if fact.id > dense_known and "fact" in self.dense_kinds:
                 dense.append(DenseJob(index, fact.user_id, "fact", fact.id, text, origin, blob if model == self.model_name else None))
         self._queue(dense)
@@ -601,7 +606,7 @@ class Retriever:
         return fused_search(
             self, index, user_id, query, k, now=now, conversation_id=conversation_id, time_window=time_window,
             mode=mode, time_mode=time_mode, embed_query=self._embed_query, fetch_turns=self.store.get_turns,
-            lock=self._lock, started=started, exclude=frozenset(exclude),
+            lock=index.lock if index is not None else None, started=started, exclude=frozenset(exclude),
         )
 
     def _embed_query(self, query: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import datetime
 from typing import Sequence
@@ -17,7 +18,10 @@ from memstream.retrieval.vector_index import VectorIndex
 
 class UserIndex:
     """Dense and lexical indexes per key kind for one user, plus the turn table
-    (event time, conversation) the time window and conversation filters need."""
+    (event time, conversation) the time window and conversation filters need.
+
+    `lock`: held by a search while it ranks, and by every change to this index (whose writers also hold the
+    retriever's lock): a search waits only for changes to its own user's index, not for other users' writes."""
 
     def __init__(self, user_id: str, dim: int, ann_threshold: int, tokenizer: Tokenizer):
         self.user_id = user_id
@@ -34,6 +38,7 @@ class UserIndex:
         self.turn_facts: dict[int, set[int]] = {}  # the reverse of fact_turns
         self.events = EventWindows()  # event-time facts' windows: time-aware search by when things happened
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.lock = threading.RLock()
 
     def dense_index(self, kind: str) -> VectorIndex:
         index = self.dense.get(kind)

@@ -96,3 +96,29 @@ def test_unknown_and_invalid_users(retriever):
         retriever.search("carol", "kitten")
     with pytest.raises(RetrievalError, match="user id"):
         retriever.search("", "kitten")
+
+
+def test_a_search_waits_only_for_changes_to_its_own_users_index(retriever):
+    """Searches ranked under the retriever's one lock, so every chat's search queued behind every other user's index
+    work. Now a search holds its user's lock: another user's write (holding the retriever's lock and that user's)
+    does not hold it up, while a change to its own user's index does."""
+    import threading
+
+    retriever.search("bob", "grey kitten", k=3)  # the query vector is cached, so the timed searches only rank
+    results: list = []
+
+    def search() -> None:
+        results.append(retriever.search("bob", "grey kitten", k=3))
+
+    with retriever._lock, retriever._users["ann"].lock:  # ann's index being changed
+        thread = threading.Thread(target=search)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive() and results and results[0].hits
+    with retriever._users["bob"].lock:  # bob's own index being changed: his search waits for it
+        thread = threading.Thread(target=search)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()
+    thread.join(10)
+    assert len(results) == 2
