@@ -54,6 +54,8 @@ SYNC_BATCH = 4096
 MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monologue's statement key
 CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
 PART_WAIT_S = 5.0  # the longest an indexer batch waits for an earlier batch's statement vectors (DenseQueue.wait_for_parts)
+
+
 class IndexSource(Protocol):
     """What the indexes read from the database (the store implements it); retrieval/ imports no store module."""
 
