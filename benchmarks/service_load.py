@@ -403,8 +403,9 @@ def remote_env(db_url: str, home: Path, upstream: str, tenant: str, runtime: str
                       MEMSTREAM_EMBEDDER__RUNTIME=runtime, **extra)
 
 
-def _serve(env: dict[str, str], processes: int, work) -> dict:
-    servers = [ServerProcess(env).launch() for _ in range(processes)]
+def _serve(env: dict[str, str], processes: int, work, source: Path | None = None) -> dict:
+    """`source`: another source tree of memstream to run the servers from (benchmarks/service_ab.py)."""
+    servers = [ServerProcess(env, cwd=source).launch() for _ in range(processes)]
     try:
         for server in servers:
             server.wait_ready(300)
@@ -422,8 +423,10 @@ def _run_config(name: str, db_url: str, processes: int, clients: int, seconds: f
 
 
 def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float, stream: bool, processes: int = 1,
-                  name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True, retrieval: dict[str, str] | None = None) -> list[dict]:
-    """One server (or `processes`), each level in turn: memory chats only, then (`search`) searches only."""
+                  name: str = "1 process, SQLite", runtime: str = EMBEDDER_RUNTIME, search: bool = True, retrieval: dict[str, str] | None = None,
+                  source: Path | None = None) -> list[dict]:
+    """One server (or `processes`), each level in turn: memory chats only, then (`search`) searches only. `source`: run
+    the servers from this source tree of memstream (`python -m` imports the package from its working directory)."""
     env = remote_env(db_url, home, upstream, f"bench-{uuid.uuid4().hex[:8]}", runtime, retrieval)
     in_postgres = db_url.startswith("postgresql")
 
@@ -445,7 +448,7 @@ def remote_levels(db_url: str, home: Path, upstream: str, levels, seconds: float
         print(f"{name}: search {SEARCH_CLIENTS} clients, {result['search']['rps']} req/s", flush=True)
         return runs
 
-    return _serve(env, processes, work)
+    return _serve(env, processes, work, source)
 
 
 def overload(db_url: str, home: Path, upstream: str, clients: int, seconds: float, runtime: str = EMBEDDER_RUNTIME,
