@@ -220,11 +220,10 @@ class DenseQueue:
         round refreshed by the next turn while its own turn's statement was still out). Only earlier batches are
         waited for, so two batches never wait for each other; a part in a later one is embedded here too."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            earlier = [job for job in batch for key, _text in job.parts
-                       if (flying := self._in_flight.get((id(job.index), key))) is not None and flying.batch_no < job.batch_no]
+        while any(flying.batch_no < job.batch_no for job in batch for key, _text in job.parts
+                  if (flying := self._in_flight.get((id(job.index), key))) is not None):
             left = deadline - time.monotonic()
-            if not earlier or left <= 0:
+            if left <= 0:
                 return
             self.settled.wait(left)
 
