@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Iterable, Iterator, Sequence
 
 import openai
@@ -93,26 +94,35 @@ class EventChunks(openai.Stream[object]):
 
     def __stream__(self) -> Iterator[object]:
         response = self.response
+        # The SDK's HTTP library (httpx, or its fork in newer SDKs): a connection that breaks mid-stream raises its
+        # TransportError, which the SDK's own stream let out raw (a 500 in the server instead of a backend error).
+        transport_error = getattr(sys.modules.get(type(response).__module__.partition(".")[0]), "TransportError", ())
         try:
-            lines = response.iter_lines()
-            for payload in sse_data(lines):
-                if payload.startswith("[DONE]"):
-                    for _ in zip(range(MAX_LINES_AFTER_DONE), lines):
-                        pass
-                    return
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise openai.APIError(f"the stream sent an event that is not JSON: {payload[:80]!r}",
-                                          request=response.request, body=None) from None
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else None
-                    raise openai.APIError(message if isinstance(message, str) and message else "an error occurred during streaming",
-                                          request=response.request, body=error)
-                yield chunk
+            yield from _events(response)
+        except transport_error as exc:
+            raise openai.APIError(f"the stream broke off: {exc or type(exc).__name__}", request=response.request, body=None) from exc
         finally:
             response.close()
+
+
+def _events(response) -> Iterator[object]:
+    lines = response.iter_lines()
+    for payload in sse_data(lines):
+        if payload.startswith("[DONE]"):
+            for _ in zip(range(MAX_LINES_AFTER_DONE), lines):
+                pass
+            return
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise openai.APIError(f"the stream sent an event that is not JSON: {payload[:80]!r}",
+                                  request=response.request, body=None) from None
+        if isinstance(chunk, dict) and chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(message if isinstance(message, str) and message else "an error occurred during streaming",
+                                  request=response.request, body=error)
+        yield chunk
 
 
 MAX_LINES_AFTER_DONE = 64

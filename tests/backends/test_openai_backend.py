@@ -166,3 +166,25 @@ def test_stream_event_that_is_not_json_is_a_backend_error():
     with ServerThread(app) as server:
         with pytest.raises(BackendError, match="not JSON"):
             list(remote(server.url).stream(ASK))
+
+
+def test_a_stream_that_breaks_off_is_a_backend_error():
+    """An upstream whose connection drops mid-reply: the HTTP library's error left the SDK's stream raw (a 500 in the
+    server); it is a BackendError naming the endpoint."""
+    import json
+
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> StreamingResponse:
+        async def body():
+            yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': 'Par'}}]})}\n\n"
+            raise RuntimeError("the upstream died mid-reply")
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    with ServerThread(app) as server:
+        with pytest.raises(BackendError, match="stream broke off"):
+            list(remote(server.url).stream(ASK))
