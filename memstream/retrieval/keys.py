@@ -81,10 +81,9 @@ def statement_texts(turns: Sequence[Turn]) -> Callable[[int], str]:
     return at
 
 
-def round_parts(turns: Sequence[Turn], index: int, neighbours: int, statement: Callable[[int], str] | None = None) -> tuple[tuple[int, str], ...]:
+def round_parts(turns: Sequence[Turn], index: int, neighbours: int, statement: Callable[[int], str]) -> tuple[tuple[int, str], ...]:
     """The statement keys (key id, text) whose vectors a pooled round vector sums: those of the round's turns.
     `statement`: statement_texts(turns), shared by the caller's keys of the same session."""
-    statement = statement or statement_texts(turns)
     return tuple((key_id(turns[j].id, "statement"), statement(j)) for j in round_window(len(turns), index, neighbours))
 
 

@@ -258,10 +258,9 @@ class PgIndex:
                 keys.append(key)
         return keys
 
-    def _turn_key(self, context: list[Turn], i: int, kind: str, statement: Callable[[int], str] | None = None) -> _Key:
+    def _turn_key(self, context: list[Turn], i: int, kind: str, statement: Callable[[int], str]) -> _Key:
         """The `kind` key of the turn at `i` of its session's `context`; `statement`: keys.statement_texts(context)."""
         turn = context[i]
-        statement = statement or keymod.statement_texts(context)
         if kind == "turn":
             body = keymod.turn_key_text(turn)
         elif kind == "round":
@@ -374,7 +373,7 @@ class PgIndex:
                         context += self.store.list_turns(user_id, session_id=session_id, after_id=turn_id, limit=self.round_neighbours)
                     index = next((i for i, turn in enumerate(context) if turn.id == turn_id), None)
                     if index is not None:
-                        keys.append(self._turn_key(context, index, "round"))
+                        keys.append(self._turn_key(context, index, "round", keymod.statement_texts(context)))
                 if not keys:
                     break  # nothing could be rebuilt (never expected: the claim holds the rows and their turns)
                 self._write_keys(conn, keys, self._vectors(keys))
