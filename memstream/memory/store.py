@@ -34,7 +34,8 @@ from memstream.memory import schema
 from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
-from memstream.memory.statements import LAST_POSITION, LATEST_SESSION, MAX_IDS, SESSION_OF_USER, TURN_COLUMNS, TURNS_BY_ID
+from memstream.memory.statements import (LAST_POSITION, LATEST_SESSION, MAX_IDS, SESSION_OF_USER, TURNS_BY_ID, facts_where,
+                                         turns_where)
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
@@ -388,18 +389,11 @@ class MemoryStore:
         after_id: int | None = None,
     ) -> list[Fact]:
         """One user's facts in id order, narrowed by ids, subject(s), current validity, or ids above `after_id`."""
-        statement = select(schema.facts).where(schema.facts.c.user_id == user_id).order_by(schema.facts.c.id)
-        if ids is not None:
-            statement = statement.where(schema.facts.c.id.in_(list(ids)))
-        if current_only:
-            statement = statement.where(schema.facts.c.valid_to.is_(None))
-        if subject is not None:
-            statement = statement.where(schema.facts.c.subject == subject.strip().lower())
-        if subjects is not None:
-            statement = statement.where(schema.facts.c.subject.in_(sorted({s.strip().lower() for s in subjects})))
-        if after_id is not None:
-            statement = statement.where(schema.facts.c.id > after_id)
-        return [fact_of(row) for row in self._read(statement)]
+        params = {"user_id": user_id, "ids": None if ids is None else list(ids), "after_id": after_id,
+                  "subject": None if subject is None else subject.strip().lower(),
+                  "subjects": None if subjects is None else sorted({s.strip().lower() for s in subjects})}
+        statement = facts_where(ids is not None, current_only, subject is not None, subjects is not None, after_id is not None)
+        return [fact_of(row) for row in self._read(statement, {k: v for k, v in params.items() if v is not None})]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -434,24 +428,12 @@ class MemoryStore:
     ) -> list[Turn]:
         """Turns in id order (`newest_first`: reversed, so `limit` keeps the newest). `after_id`/`before_id`
         bound the ids (exclusive): with `session_id` and `limit` a read of a few turns, whatever the session's length."""
-        statement = select(*TURN_COLUMNS).where(schema.turns.c.user_id == user_id)
-        if conversation_id is not None:
-            statement = statement.where(schema.turns.c.conversation_id == conversation_id)
-        if session_id is not None:
-            statement = statement.where(schema.turns.c.session_id == session_id)
-        if after_id is not None:
-            statement = statement.where(schema.turns.c.id > after_id)
-        if before_id is not None:
-            statement = statement.where(schema.turns.c.id < before_id)
-        if since is not None:
-            statement = statement.where(schema.turns.c.event_time >= naive_utc(since))
-        if until is not None:
-            statement = statement.where(schema.turns.c.event_time < naive_utc(until))
-        order = schema.turns.c.id.desc() if newest_first else schema.turns.c.id.asc()
-        statement = statement.order_by(order).offset(offset)
-        if limit is not None:
-            statement = statement.limit(limit)
-        return [turn_of(row) for row in self._read(statement)]
+        params = {"user_id": user_id, "conversation_id": conversation_id, "session_id": session_id, "after_id": after_id,
+                  "before_id": before_id, "since": None if since is None else naive_utc(since),
+                  "until": None if until is None else naive_utc(until), "limit": limit, "offset": offset or None}
+        statement = turns_where(conversation_id is not None, session_id is not None, after_id is not None, before_id is not None,
+                                since is not None, until is not None, newest_first, limit is not None, bool(offset))
+        return [turn_of(row) for row in self._read(statement, {k: v for k, v in params.items() if v is not None})]
 
     def latest_session(self, user_id: str, conversation_id: str) -> int | None:
         """The session `add_turns` appends to when none is named (None: it would start one)."""

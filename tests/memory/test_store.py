@@ -182,3 +182,48 @@ def test_session_reads_bounded_by_id(store):
     facts = [store.add_fact("u", f"user.thing{i}", f"fact {i}", [ids[i]]) for i in range(4)]
     assert [f.id for f in store.get_facts("u", after_id=facts[1].id)] == [facts[2].id, facts[3].id]
     assert [f.id for f in store.get_facts("u", subjects=["User.Thing3", "user.thing0"])] == [facts[0].id, facts[3].id]
+
+
+def test_every_combination_of_turn_and_fact_filters_reads_what_filtering_in_python_gives(store):
+    """list_turns and get_facts build one statement per combination of filters present (statements.turns_where,
+    facts_where) and bind the values: each combination, against the same filter written in Python."""
+    import itertools
+    from datetime import timedelta
+
+    start = datetime(2024, 1, 1, 9, 0)
+    for day in range(4):
+        for conversation in ("a", "b"):
+            store.ingest_sessions("u", [NewSession(conversation, [NewTurn("user", f"{conversation} day {day} turn {i}",
+                                                                          event_time=start + timedelta(days=day, minutes=i)) for i in range(3)])])
+    store.add_turns("other", "a", [NewTurn("user", "not u's")])
+    every = store.list_turns("u")
+    assert len(every) == 24
+    session = every[7].session_id
+    filters = {"conversation_id": ("b", lambda t: t.conversation_id == "b"),
+               "session_id": (session, lambda t: t.session_id == session),
+               "after_id": (every[4].id, lambda t: t.id > every[4].id),
+               "before_id": (every[20].id, lambda t: t.id < every[20].id),
+               "since": (start + timedelta(days=1), lambda t: t.event_time >= start + timedelta(days=1)),
+               "until": (start + timedelta(days=3), lambda t: t.event_time < start + timedelta(days=3))}
+    for count in range(len(filters) + 1):
+        for names in itertools.combinations(filters, count):
+            for newest_first, limit, offset in ((False, None, 0), (True, 2, 0), (False, 3, 1), (True, None, 2)):
+                expected = [t.id for t in every if all(filters[n][1](t) for n in names)]
+                expected = (expected[::-1] if newest_first else expected)[offset:]
+                expected = expected[:limit] if limit is not None else expected
+                got = store.list_turns("u", **{n: filters[n][0] for n in names}, newest_first=newest_first, limit=limit, offset=offset)
+                assert [t.id for t in got] == expected, (names, newest_first, limit, offset)
+    facts = [store.add_fact("u", f"user.thing{i % 3}", f"fact {i}", [every[i].id]) for i in range(6)]
+    store.add_fact("other", "user.thing0", "not u's", [])
+    current = {f.id for f in store.get_facts("u", current_only=True)}
+    assert current and current < {f.id for f in facts}  # a newer fact on a subject closes the older one
+    fact_filters = {"ids": ([facts[1].id, facts[4].id, facts[5].id], lambda f: f.id in (facts[1].id, facts[4].id, facts[5].id)),
+                    "current_only": (True, lambda f: f.id in current),
+                    "subject": (" User.Thing1 ", lambda f: f.subject == "user.thing1"),
+                    "subjects": (["user.thing0", "USER.THING2"], lambda f: f.subject in ("user.thing0", "user.thing2")),
+                    "after_id": (facts[2].id, lambda f: f.id > facts[2].id)}
+    for count in range(len(fact_filters) + 1):
+        for names in itertools.combinations(fact_filters, count):
+            expected = [f.id for f in store.get_facts("u") if all(fact_filters[n][1](f) for n in names)]
+            got = store.get_facts("u", **{n: fact_filters[n][0] for n in names})
+            assert [f.id for f in got] == expected, names
