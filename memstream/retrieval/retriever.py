@@ -126,6 +126,8 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.round_neighbours = round_neighbours
+        self.context_lookback = 2 * round_neighbours + CONTEXT_LOOKBACK
+        """Turns before new ones that their keys may need (see _session_context)."""
         self.session_decomposition = session_decomposition
         self.dense_kinds = tuple(dense_kinds)
         try:
@@ -376,6 +378,9 @@ class Retriever:
             elif fresh[0].position > 0 and isinstance(session_id, int):
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
                 context = self._session_context(user_id, session_id, fresh)
+            if isinstance(session_id, int):
+                with index.lock:
+                    index.remember_tail(session_id, context, self.context_lookback)
             positions = {t.id: i for i, t in enumerate(context)}
             statement = keymod.statement_texts(context)
             fresh_ids = {t.id for t in fresh}
@@ -418,12 +423,19 @@ class Retriever:
         conversation is one session that only grows). The whole session only when a fresh turn's nearest other
         speaker lies further back than that (a monologue)."""
         by_id = {t.id: t for t in fresh}
-        lookback = 2 * self.round_neighbours + CONTEXT_LOOKBACK
-        # One read in the live case (the fresh turns are the session's newest, nothing interleaved): them and the
-        # `lookback` turns before them. Otherwise two: the turns before, and everything from the first fresh one on.
-        newest = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[-1].id + 1, limit=lookback + len(fresh), newest_first=True)
+        lookback = self.context_lookback
+        index = self._users.get(user_id)
+        # No read in the live case when this process indexed the turns just before (the session's tail, kept by
+        # position: any turn in between, from another writer, and the positions do not meet). Otherwise one read
+        # when the fresh turns are the session's newest, nothing interleaved: them and the `lookback` turns before
+        # them. Otherwise two: the turns before, and everything from the first fresh one on.
+        cached = index.tail_before(session_id, fresh, lookback) if index is not None else None
+        newest = [] if cached is not None else self.store.list_turns(
+            user_id, session_id=session_id, before_id=fresh[-1].id + 1, limit=lookback + len(fresh), newest_first=True)
         split = next((n for n, t in enumerate(newest) if t.id < fresh[0].id), len(newest))
-        if split == len(fresh) and {t.id for t in newest[:split]} == set(by_id):
+        if cached is not None:
+            before, since = cached[::-1], list(fresh)
+        elif split == len(fresh) and {t.id for t in newest[:split]} == set(by_id):
             before, since = newest[split:], list(reversed(newest[:split]))
         else:
             before = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)

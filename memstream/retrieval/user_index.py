@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from typing import Sequence
 
 import numpy as np
 
+from memstream.memory.model import Turn
 from memstream.retrieval import keys as keymod
 from memstream.retrieval.event_windows import EventWindows, merge_turn_ids
 from memstream.retrieval.lexical import LexicalIndex, Tokenizer
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import VectorIndex
+
+SESSION_TAILS = 8
+"""Sessions per user whose tails are kept (the newest used): a user's live conversations, each a session that only
+grows; a few kilobytes each."""
 
 
 class UserIndex:
@@ -39,6 +45,33 @@ class UserIndex:
         self.events = EventWindows()  # event-time facts' windows: time-aware search by when things happened
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.lock = threading.RLock()
+        self.session_tails: dict[int, tuple[Turn, ...]] = {}
+        """Per session (newest SESSION_TAILS used): the last turns indexed, oldest first, with no position missing. The
+        next turn of a live conversation takes its neighbours from here instead of reading them back (Retriever.
+        _session_context); a turn at any other position reads. Cleared when any of this user's turns is deleted."""
+
+    def remember_tail(self, session_id: int, turns: Sequence[Turn], keep: int) -> None:
+        """Keep the last `keep` of `turns` (a session's newest, in order) as the session's tail, if no position is
+        missing among them; otherwise forget the session's tail."""
+        tail = tuple(t if t.embedding is None else replace(t, embedding=None) for t in turns[-keep:])
+        tails = self.session_tails
+        tails.pop(session_id, None)
+        if tail and all(b.position == a.position + 1 for a, b in zip(tail, tail[1:])):
+            tails[session_id] = tail
+            while len(tails) > SESSION_TAILS:
+                tails.pop(next(iter(tails)))
+
+    def tail_before(self, session_id: int, fresh: Sequence[Turn], lookback: int) -> list[Turn] | None:
+        """The `lookback` turns of the session just before `fresh` (consecutive turns, oldest first), or all of them
+        from the session's start if it has fewer; None when the tail cannot say (the caller reads them)."""
+        tail = self.session_tails.get(session_id)
+        if not tail or tail[-1].position + 1 != fresh[0].position:
+            return None
+        if any(b.position != a.position + 1 for a, b in zip(fresh, fresh[1:])):
+            return None
+        if len(tail) < lookback and tail[0].position != 0:
+            return None
+        return list(tail[-lookback:])
 
     def dense_index(self, kind: str) -> VectorIndex:
         index = self.dense.get(kind)
@@ -55,6 +88,7 @@ class UserIndex:
         self._arrays = None
 
     def drop_turn(self, turn_id: int) -> None:
+        self.session_tails.clear()  # a tail must not bring a deleted turn's text into a new key
         self.turn_time.pop(turn_id, None)
         self.turn_conversation.pop(turn_id, None)
         speaker = self.turn_speaker.pop(turn_id, None)

@@ -74,3 +74,80 @@ def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, b
     assert retriever.sync(save=False, turns=False) == 1
     assert retriever.indexed_turns("ann") == 1 and fact.id in retriever.facts_of_turns("ann", fact.source_turn_ids)[0]
     assert retriever.sync(save=False) == 1 and retriever.indexed_turns("ann") == 2
+
+
+def _session_reads(store) -> list[int]:
+    """The session ids of the store's list_turns(session_id=...) calls from now on."""
+    calls: list[int] = []
+    list_turns = store.list_turns
+
+    def counting(*args, **options):
+        if options.get("session_id") is not None:
+            calls.append(options["session_id"])
+        return list_turns(*args, **options)
+
+    store.list_turns = counting
+    return calls
+
+
+def test_the_next_turn_of_a_live_session_takes_its_neighbours_from_the_tail_not_the_store(settings, bare_store, make_retriever):
+    """Same keys as a retriever that reads the neighbours back every time (its tails emptied before each turn)."""
+    store = bare_store
+    session_id = store.new_session("ann", "daily", started_at=T0)
+    live = make_retriever(settings, store, cache_dir=None)
+    reading = make_retriever(settings, store, cache_dir=None)
+    live_keys, reading_keys = _keys(live), _keys(reading)
+    reads = _session_reads(store)
+    for i in range(12):
+        _say(store, session_id, i)
+        live.sync(save=False)
+        assert reads == []  # the earlier neighbours were the ones this retriever had just indexed
+        for index in reading._users.values():
+            index.session_tails.clear()
+        reading.sync(save=False)
+        assert reads == ([session_id] if i else [])  # a turn after the first reads its neighbours back
+        reads.clear()
+    assert len(live_keys) > 3 * 12 and live_keys == reading_keys
+
+
+def test_a_deleted_turn_never_comes_back_from_a_session_tail_into_a_refreshed_key(settings, bare_store, make_retriever):
+    store = bare_store
+    session_id = store.new_session("ann", "daily", started_at=T0)
+    retriever = make_retriever(settings, store, cache_dir=None)
+    for i in range(6):
+        _say(store, session_id, i)
+        retriever.sync(save=False)
+    turns = store.list_turns("ann")
+    assert store.delete_turn("ann", turns[4].id)
+    retriever.sync(save=False)
+    recorded = _keys(retriever)
+    _say(store, session_id, 6)
+    retriever.sync(save=False)
+    assert recorded and all("day 4" not in text and all("day 4" not in part for _, part in parts) for _, _, text, parts in recorded)
+    assert any(kind == "round" and item == turns[5].id for kind, item, _, _ in recorded)  # turn 5's round was refreshed
+
+
+def test_a_session_tail_answers_only_for_the_very_next_positions():
+    from memstream.memory.model import Turn
+    from memstream.retrieval.lexical import Tokenizer
+    from memstream.retrieval.user_index import UserIndex
+
+    def turn(position: int) -> Turn:
+        return Turn(id=100 + position, user_id="ann", conversation_id="daily", session_id=7, role="user", speaker=None,
+                    text=f"turn {position}", event_time=T0, ingested_at=T0, position=position, embedding=b"x" * 8)
+
+    index = UserIndex("ann", 8, 1000, Tokenizer())
+    index.remember_tail(7, [turn(p) for p in range(0, 5)], keep=3)
+    assert [t.position for t in index.session_tails[7]] == [2, 3, 4] and index.session_tails[7][0].embedding is None
+    assert [t.position for t in index.tail_before(7, [turn(5), turn(6)], 3)] == [2, 3, 4]
+    assert [t.position for t in index.tail_before(7, [turn(5)], 2)] == [3, 4]
+    assert index.tail_before(7, [turn(6)], 3) is None  # a turn in between, from another writer
+    assert index.tail_before(7, [turn(5), turn(7)], 3) is None  # the fresh turns themselves have a gap
+    assert index.tail_before(7, [turn(5)], 4) is None  # fewer than asked, and not from the session's start
+    assert index.tail_before(8, [turn(5)], 3) is None
+    index.remember_tail(9, [turn(0), turn(1)], keep=3)
+    assert [t.position for t in index.tail_before(9, [turn(2)], 5)] == [0, 1]  # a short session, from its start
+    index.remember_tail(7, [turn(3), turn(5), turn(6)], keep=3)  # a position missing: nothing kept
+    assert 7 not in index.session_tails
+    index.drop_turn(101)
+    assert index.session_tails == {}
