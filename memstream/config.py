@@ -274,6 +274,12 @@ class ServerSettings(BaseModel):
     request threads need: memory routes stay fast beside a long generation. False: in the server's process."""
     model_threads: int | None = Field(None, ge=1, le=256)
     """Torch threads of that model process. None: every core but one (the server's), at least one."""
+    switch_interval_ms: float = Field(0.5, ge=0.05, le=100.0)
+    """How long a server thread may keep the GIL while another waits for it (Python's sys.setswitchinterval; Python's
+    own default is 5 ms). A memory write holds the store's writer lock across a dozen SQLite calls, each of which lets
+    the GIL go and waits to get it back: behind threads busy in Python, every wait lasted up to this interval, and the
+    writes queued (8 writers beside 2 busy threads: 8.4 adds/s at 5 ms, 74 at 0.5 ms, 1,190 alone; reports/gil_writes.md).
+    Shorter still helps the writes more but switches busy threads more often."""
     allowed_hosts: list[str] | None = None
     """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
     server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""

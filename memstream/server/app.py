@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -145,6 +146,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     check_bind(settings, host)
+    sys.setswitchinterval(settings.server.switch_interval_ms / 1000)  # this process is the server's: see the setting
     app = create_app(settings, backend)
     uvicorn.run(app, host=host, port=port, log_level="info", http=http_protocol(settings.server))
 
