@@ -16,7 +16,9 @@ PostgreSQL through the same code by URL.
 
 from __future__ import annotations
 
+import functools
 import random
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -50,6 +52,18 @@ from memstream.memory.validate import (  # re-exported: callers import the id an
     naive_utc,
     utcnow,
 )
+
+EMBEDDINGS_PER_STATEMENT = 400
+"""Vectors stored by one statement (two bound parameters each, well under SQLite's 32,766)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _set_vectors_sql(table: str, rows: int, mark: str) -> str:
+    """UPDATE ... FROM a VALUES list of (id, vector) pairs, then the model name: `rows` pairs, `mark` the driver's
+    placeholder. The VALUES is named in a WITH (SQLite takes no column names after a subquery's alias)."""
+    pairs = ", ".join([f"({mark}, {mark})"] * rows)
+    return (f"WITH given(item_id, blob) AS (VALUES {pairs}) "
+            f"UPDATE {table} SET embedding = given.blob, embedding_model = {mark} FROM given WHERE {table}.id = given.item_id")
 
 InTransaction = Callable[[Connection, Any], None]
 """More writes run inside a store write's transaction, given its connection and its result (see MemoryStore._retry)."""
@@ -87,6 +101,8 @@ class MemoryStore:
         # busy handler, which polls with sleeps of up to 100 ms: queued on a lock here, the next starts at once.
         # (Other processes still meet busy_timeout.) PostgreSQL writes run side by side.
         self.writer_lock = threading.RLock() if self.is_sqlite else nullcontext()
+        # UPDATE ... FROM: PostgreSQL, and SQLite from 3.33 (older builds update row by row).
+        self._update_from = not self.is_sqlite or sqlite3.sqlite_version_info >= (3, 33, 0)
         try:
             with self._write() as conn:
                 schema.migrate(conn)
@@ -321,9 +337,20 @@ class MemoryStore:
         if not vectors:
             return
 
+        items = list(vectors.items())
+
         def work(conn: Connection) -> None:
-            for item_id, blob in vectors.items():
-                conn.execute(update(table).where(table.c.id == item_id).values(embedding=blob, embedding_model=model))
+            # One statement per chunk, not one per vector: this runs under the writer lock, where each statement was
+            # Python to build and a release of the GIL that had to be waited back (benchmarks/gil_writes.py).
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            for start in range(0, len(items), EMBEDDINGS_PER_STATEMENT):
+                chunk = items[start:start + EMBEDDINGS_PER_STATEMENT]
+                if self._update_from:
+                    params = [value for pair in chunk for value in pair]
+                    conn.exec_driver_sql(_set_vectors_sql(table.name, len(chunk), mark), (*params, model))
+                else:
+                    conn.exec_driver_sql(f"UPDATE {table.name} SET embedding = {mark}, embedding_model = {mark} WHERE id = {mark}",
+                                         [(blob, model, item_id) for item_id, blob in chunk])
 
         self._retry(work)
 

@@ -227,3 +227,18 @@ def test_every_combination_of_turn_and_fact_filters_reads_what_filtering_in_pyth
             expected = [f.id for f in store.get_facts("u") if all(fact_filters[n][1](f) for n in names)]
             got = store.get_facts("u", **{n: fact_filters[n][0] for n in names})
             assert [f.id for f in got] == expected, names
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "row-by-row"])
+def test_stored_vectors_land_on_their_own_rows_in_chunks(store, monkeypatch, update_from):
+    from memstream.memory import store as store_module
+
+    monkeypatch.setattr(store_module, "EMBEDDINGS_PER_STATEMENT", 2)  # 5 vectors: chunks of 2, 2 and 1
+    store._update_from = update_from and store._update_from
+    turns = store.add_turns("u", "c", [NewTurn("user", f"turn {i}") for i in range(6)])
+    blobs = {t.id: bytes([i]) * 16 for i, t in enumerate(turns[:5])}
+    store.set_embeddings("turn", blobs, "model-a")
+    assert [store.embedding_of("turn", t.id) for t in turns] == [(blobs[t.id], "model-a") for t in turns[:5]] + [(None, None)]
+    fact = store.add_fact("u", "user.thing", "a fact", [turns[0].id])
+    store.set_embeddings("fact", {fact.id: b"f" * 16}, "model-b")
+    assert store.embedding_of("fact", fact.id) == (b"f" * 16, "model-b")
