@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Integer, Select, bindparam, func, select
+from sqlalchemy import Integer, Select, bindparam, func, insert, select
 
 from memstream.memory import schema
 
@@ -21,16 +21,24 @@ MAX_IDS = select(
     select(func.coalesce(func.max(schema.deletions.c.seq), 0)).scalar_subquery(),
 )
 """Highest turn id, fact id and deletion seq: every search and every add reads it (the index's catch-up check)."""
-# The reads of every add.
 LATEST_SESSION = select(func.max(schema.sessions.c.id)).where(
     schema.sessions.c.user_id == bindparam("user_id"), schema.sessions.c.conversation_id == bindparam("conversation_id"))
-SESSION_OF_USER = select(schema.sessions.c.id).where(
+"""The session a conversation's next turn goes to."""
+
+# The one read of every add: which session, and the position its newest turn has. One index probe for the position,
+# not a count over a session that may hold a whole life's conversation; one statement, not two, because an add reads
+# it under the store's writer lock, where each statement lets the GIL go and must wait to get it back.
+_LAST_POSITION = (select(schema.turns.c.position)
+                  .where(schema.turns.c.session_id == schema.sessions.c.id, schema.turns.c.user_id == bindparam("user_id"))
+                  .order_by(schema.turns.c.id.desc()).limit(1).scalar_subquery())
+LATEST_SESSION_POSITION = select(schema.sessions.c.id, _LAST_POSITION).where(
+    schema.sessions.c.id == LATEST_SESSION.scalar_subquery())
+"""(session id, its newest turn's position or None) of a conversation's latest session; no row when it has none."""
+SESSION_POSITION = select(schema.sessions.c.id, _LAST_POSITION).where(
     schema.sessions.c.id == bindparam("session_id"), schema.sessions.c.user_id == bindparam("user_id"))
-LAST_POSITION = (select(schema.turns.c.position)
-                 .where(schema.turns.c.session_id == bindparam("session_id"), schema.turns.c.user_id == bindparam("user_id"))
-                 .order_by(schema.turns.c.id.desc()).limit(1))
-"""The session's newest turn's position: one index probe, not a count over a session that may hold a whole life's
-conversation."""
+"""(session id, its newest turn's position or None) of a named session of the user; no row when it is not theirs."""
+INSERT_TURNS = insert(schema.turns).returning(schema.turns.c.id, sort_by_parameter_order=True)
+"""Turn rows in, their ids out in the rows' order."""
 
 
 # -- memoised shapes of the filtered reads ---------------------------------------------------

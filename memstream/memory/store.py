@@ -36,8 +36,8 @@ from memstream.memory import schema
 from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
-from memstream.memory.statements import (LAST_POSITION, LATEST_SESSION, MAX_IDS, SESSION_OF_USER, TURNS_BY_ID, facts_where,
-                                         turns_where)
+from memstream.memory.statements import (INSERT_TURNS, LATEST_SESSION, LATEST_SESSION_POSITION, MAX_IDS, SESSION_POSITION,
+                                         TURNS_BY_ID, facts_where, turns_where)
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
@@ -254,7 +254,7 @@ class MemoryStore:
         if not rows:
             return []
         if self.is_sqlite or conn.dialect.insert_executemany_returning:
-            result = conn.execute(insert(schema.turns).returning(schema.turns.c.id, sort_by_parameter_order=True), rows)
+            result = conn.execute(INSERT_TURNS, rows)
             return [row[0] for row in result]
         return [conn.execute(insert(schema.turns).values(**row)).inserted_primary_key[0] for row in rows]
 
@@ -275,11 +275,13 @@ class MemoryStore:
 
         def work(conn: Connection) -> list[int]:
             now = utcnow()
-            target = session_id
-            if target is None:
-                target = conn.execute(LATEST_SESSION, {"user_id": user_id, "conversation_id": conversation_id}).scalar()
-            elif conn.execute(SESSION_OF_USER, {"session_id": target, "user_id": user_id}).first() is None:
-                raise NotFoundError(f"session {target} does not exist for user {user_id!r}")
+            if session_id is None:
+                found = conn.execute(LATEST_SESSION_POSITION, {"user_id": user_id, "conversation_id": conversation_id}).first()
+            else:
+                found = conn.execute(SESSION_POSITION, {"session_id": session_id, "user_id": user_id}).first()
+                if found is None:
+                    raise NotFoundError(f"session {session_id} does not exist for user {user_id!r}")
+            target, last = found if found is not None else (None, None)
             if target is None:
                 first_time = next((t.event_time for t in new_turns if t.event_time), None)
                 target = conn.execute(
@@ -287,7 +289,6 @@ class MemoryStore:
                         user_id=user_id, conversation_id=conversation_id, started_at=naive_utc(first_time) or now, metadata={}
                     )
                 ).inserted_primary_key[0]
-            last = conn.execute(LAST_POSITION, {"session_id": target, "user_id": user_id}).scalar()
             start = 0 if last is None else last + 1
             rows = [
                 self._turn_row(user_id, conversation_id, target, start + i, turn, now, now) for i, turn in enumerate(new_turns)
