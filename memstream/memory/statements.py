@@ -84,3 +84,17 @@ def facts_where(ids: bool, current_only: bool, subject: bool, subjects: bool, af
         if present:
             statement = statement.where(clause)
     return statement.order_by(facts.id)
+
+
+EMBEDDINGS_PER_STATEMENT = 400
+"""Vectors stored by one statement (two bound parameters each, well under SQLite's 32,766)."""
+
+
+@functools.lru_cache(maxsize=64)
+def set_vectors_sql(table: str, rows: int, mark: str) -> str:
+    """UPDATE ... FROM a VALUES list of (id, vector) pairs, then the model name: `rows` pairs, `mark` the driver's
+    placeholder (driver SQL: a VALUES list built as a SQLAlchemy construct was compiled again on every call). The
+    VALUES is named in a WITH (SQLite takes no column names after a subquery's alias)."""
+    pairs = ", ".join([f"({mark}, {mark})"] * rows)
+    return (f"WITH given(item_id, blob) AS (VALUES {pairs}) "
+            f"UPDATE {table} SET embedding = given.blob, embedding_model = {mark} FROM given WHERE {table}.id = given.item_id")

@@ -16,7 +16,6 @@ PostgreSQL through the same code by URL.
 
 from __future__ import annotations
 
-import functools
 import random
 import sqlite3
 import threading
@@ -37,7 +36,7 @@ from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
 from memstream.memory.statements import (INSERT_TURNS, LATEST_SESSION, LATEST_SESSION_POSITION, MAX_IDS, SESSION_POSITION,
-                                         TURNS_BY_ID, facts_where, turns_where)
+                                         TURNS_BY_ID, EMBEDDINGS_PER_STATEMENT, facts_where, set_vectors_sql, turns_where)
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
@@ -52,18 +51,6 @@ from memstream.memory.validate import (  # re-exported: callers import the id an
     naive_utc,
     utcnow,
 )
-
-EMBEDDINGS_PER_STATEMENT = 400
-"""Vectors stored by one statement (two bound parameters each, well under SQLite's 32,766)."""
-
-
-@functools.lru_cache(maxsize=64)
-def _set_vectors_sql(table: str, rows: int, mark: str) -> str:
-    """UPDATE ... FROM a VALUES list of (id, vector) pairs, then the model name: `rows` pairs, `mark` the driver's
-    placeholder. The VALUES is named in a WITH (SQLite takes no column names after a subquery's alias)."""
-    pairs = ", ".join([f"({mark}, {mark})"] * rows)
-    return (f"WITH given(item_id, blob) AS (VALUES {pairs}) "
-            f"UPDATE {table} SET embedding = given.blob, embedding_model = {mark} FROM given WHERE {table}.id = given.item_id")
 
 InTransaction = Callable[[Connection, Any], None]
 """More writes run inside a store write's transaction, given its connection and its result (see MemoryStore._retry)."""
@@ -348,7 +335,7 @@ class MemoryStore:
                 chunk = items[start:start + EMBEDDINGS_PER_STATEMENT]
                 if self._update_from:
                     params = [value for pair in chunk for value in pair]
-                    conn.exec_driver_sql(_set_vectors_sql(table.name, len(chunk), mark), (*params, model))
+                    conn.exec_driver_sql(set_vectors_sql(table.name, len(chunk), mark), (*params, model))
                 else:
                     conn.exec_driver_sql(f"UPDATE {table.name} SET embedding = {mark}, embedding_model = {mark} WHERE id = {mark}",
                                          [(blob, model, item_id) for item_id, blob in chunk])

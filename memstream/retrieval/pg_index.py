@@ -45,11 +45,11 @@ from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.fusion import fused_search, mode_lists
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
+from memstream.retrieval.session_context import CONTEXT_LOOKBACK  # the same look-back as the in-process index
 from memstream.retrieval.timeparse import TimeWindow
 
 log = logging.getLogger(__name__)
 
-CONTEXT_LOOKBACK = 8  # earlier turns of the session read for a new turn's round and statement keys
 DEFERRED_ROUND_S = 30.0
 """How long the round key of a session's newest turn waits for the next turn before it is embedded as it is: a live
 chat's next turn comes sooner and embeds it (one round key per turn instead of two)."""

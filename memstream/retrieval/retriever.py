@@ -41,6 +41,7 @@ from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
 from memstream.retrieval.fusion import fused_search
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
+from memstream.retrieval.session_context import CONTEXT_LOOKBACK, session_context
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import IndexFileError
@@ -51,8 +52,6 @@ MODES = ("memstream", "hybrid", "bm25", "dense")
 MAX_K = 1000
 MAX_QUERY_CHARS = 20_000
 SYNC_BATCH = 4096
-MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monologue's statement key
-CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours (see _session_context)
 PART_WAIT_S = 5.0  # the longest an indexer batch waits for an earlier batch's statement vectors (DenseQueue.wait_for_parts)
 
 
@@ -418,41 +417,7 @@ class Retriever:
         return new_count
 
     def _session_context(self, user_id: str, session_id: int, fresh: list[Turn]) -> list[Turn]:
-        """The session's turns the keys of `fresh` (sorted by id) and the refreshed rounds before them depend on:
-        every turn from the first fresh one on, and the last few before it, not the whole session (a live
-        conversation is one session that only grows). The whole session only when a fresh turn's nearest other
-        speaker lies further back than that (a monologue)."""
-        by_id = {t.id: t for t in fresh}
-        lookback = self.context_lookback
-        index = self._users.get(user_id)
-        # No read in the live case when this process indexed the turns just before (the session's tail, kept by
-        # position: any turn in between, from another writer, and the positions do not meet). Otherwise one read
-        # when the fresh turns are the session's newest, nothing interleaved: them and the `lookback` turns before
-        # them. Otherwise two: the turns before, and everything from the first fresh one on.
-        cached = index.tail_before(session_id, fresh, lookback) if index is not None else None
-        newest = [] if cached is not None else self.store.list_turns(
-            user_id, session_id=session_id, before_id=fresh[-1].id + 1, limit=lookback + len(fresh), newest_first=True)
-        split = next((n for n, t in enumerate(newest) if t.id < fresh[0].id), len(newest))
-        if cached is not None:
-            before, since = cached[::-1], list(fresh)
-        elif split == len(fresh) and {t.id for t in newest[:split]} == set(by_id):
-            before, since = newest[split:], list(reversed(newest[:split]))
-        else:
-            before = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)
-            since = self.store.list_turns(user_id, session_id=session_id, after_id=fresh[0].id - 1)
-        context = [by_id.get(t.id, t) for t in reversed(before)] + [by_id.get(t.id, t) for t in since]
-        if len(before) < lookback:
-            return context  # the session from its start
-        positions = {t.id: i for i, t in enumerate(context)}
-        for turn in fresh:
-            i = positions.get(turn.id)
-            distance = keymod.other_speaker_distance(context, i) if i is not None else None
-            if distance is None or distance > i:
-                # A monologue: look further back for the other speaker, but never read the whole session per turn
-                # (a note-taking user's one session can hold thousands of turns).
-                older = self.store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=MONOLOGUE_LOOKBACK, newest_first=True)
-                return [by_id.get(t.id, t) for t in reversed(older)] + context[len(before):]
-        return context
+        return session_context(self.store, self._users.get(user_id), user_id, session_id, fresh, self.context_lookback)
 
     def _round_job(self, index: UserIndex, context: list[Turn], i: int, dense: bool, statement: Callable[[int], str]) -> _Job:
         """The round key of the turn at `i` of its session's `context`; pooled from its turns' statement keys (when

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from memstream.memory.model import NewTurn
-from memstream.retrieval.retriever import CONTEXT_LOOKBACK
+from memstream.retrieval.session_context import CONTEXT_LOOKBACK
 from tests.store_reads import rows_read
 
 T0 = datetime(2024, 1, 1, 9, 0)
@@ -18,17 +18,27 @@ def _say(store, session_id: int, i: int, speaker: str | None = None) -> None:
     store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
 
 
+def _record(owner, name: str, entries) -> list:
+    """Wrap `owner.name` so that what `entries(*args, **options)` returns for each call is appended to the list returned."""
+    recorded: list = []
+    original = getattr(owner, name)
+
+    def wrapper(*args, **options):
+        recorded.extend(entries(*args, **options))
+        return original(*args, **options)
+
+    setattr(owner, name, wrapper)
+    return recorded
+
+
 def _keys(retriever) -> list[tuple]:
     """Every key text the retriever indexes from now on: (kind, item id, text, a pooled round's statement parts)."""
-    recorded: list[tuple] = []
-    add_jobs = retriever._add_jobs
+    return _record(retriever, "_add_jobs", lambda jobs, refresh, **options: [(j.kind, j.item_id, j.text, j.parts) for j in jobs])
 
-    def record(jobs, refresh, **options):
-        recorded.extend((job.kind, job.item_id, job.text, job.parts) for job in jobs)
-        return add_jobs(jobs, refresh, **options)
 
-    retriever._add_jobs = record
-    return recorded
+def _session_reads(store) -> list[int]:
+    """The session ids of the store's list_turns(session_id=...) calls from now on."""
+    return _record(store, "list_turns", lambda *args, **options: [options["session_id"]] if options.get("session_id") is not None else [])
 
 
 def test_catching_up_after_a_turn_reads_the_same_rows_in_a_long_session(settings, bare_store, make_retriever):
@@ -74,20 +84,6 @@ def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, b
     assert retriever.sync(save=False, turns=False) == 1
     assert retriever.indexed_turns("ann") == 1 and fact.id in retriever.facts_of_turns("ann", fact.source_turn_ids)[0]
     assert retriever.sync(save=False) == 1 and retriever.indexed_turns("ann") == 2
-
-
-def _session_reads(store) -> list[int]:
-    """The session ids of the store's list_turns(session_id=...) calls from now on."""
-    calls: list[int] = []
-    list_turns = store.list_turns
-
-    def counting(*args, **options):
-        if options.get("session_id") is not None:
-            calls.append(options["session_id"])
-        return list_turns(*args, **options)
-
-    store.list_turns = counting
-    return calls
 
 
 def test_the_next_turn_of_a_live_session_takes_its_neighbours_from_the_tail_not_the_store(settings, bare_store, make_retriever):
