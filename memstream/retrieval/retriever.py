@@ -377,7 +377,8 @@ class Retriever:
             elif fresh[0].position > 0 and isinstance(session_id, int):
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
                 context = self._session_context(user_id, session_id, fresh)
-            if isinstance(session_id, int):
+            if not bulk and isinstance(session_id, int):
+                # Live writes only: a catch-up over a whole database would keep a copy of every user's last turns.
                 with index.lock:
                     index.remember_tail(session_id, context, self.context_lookback)
             positions = {t.id: i for i, t in enumerate(context)}

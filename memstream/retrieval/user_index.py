@@ -46,9 +46,9 @@ class UserIndex:
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.lock = threading.RLock()
         self.session_tails: dict[int, tuple[Turn, ...]] = {}
-        """Per session (newest SESSION_TAILS used): the last turns indexed, oldest first, with no position missing. The
-        next turn of a live conversation takes its neighbours from here instead of reading them back (Retriever.
-        session_context.py); a turn at any other position reads. Cleared when any of this user's turns is deleted."""
+        """Per session (newest SESSION_TAILS used): the last turns a live write indexed, oldest first, with no position
+        missing. The next turn of a live conversation takes its neighbours from here instead of reading them back
+        (session_context.py); a turn at any other position reads. Cleared when any of this user's turns is deleted."""
 
     def remember_tail(self, session_id: int, turns: Sequence[Turn], keep: int) -> None:
         """Keep the last `keep` of `turns` (a session's newest, in order) as the session's tail, if no position is

@@ -12,10 +12,10 @@ from tests.store_reads import rows_read
 T0 = datetime(2024, 1, 1, 9, 0)
 
 
-def _say(store, session_id: int, i: int, speaker: str | None = None) -> None:
+def _say(store, session_id: int, i: int, speaker: str | None = None) -> list:
     role = "user" if i % 2 == 0 else "assistant"
     text = f"I went hiking with Leo, day {i}." if role == "user" else f"Noted, thanks for telling me about day {i}."
-    store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
+    return store.add_turns("ann", "daily", [NewTurn(role, text, speaker or role, T0 + timedelta(minutes=7 * i))], session_id=session_id)
 
 
 def _record(owner, name: str, entries) -> list:
@@ -87,7 +87,8 @@ def test_a_facts_only_catch_up_leaves_new_turns_to_the_next_full_one(settings, b
 
 
 def test_the_next_turn_of_a_live_session_takes_its_neighbours_from_the_tail_not_the_store(settings, bare_store, make_retriever):
-    """Same keys as a retriever that reads the neighbours back every time (its tails emptied before each turn)."""
+    """A write's own catch-up (sync with its fresh turns, as Memory.add does): the same keys as a retriever that reads
+    the neighbours back every time (its tails emptied before each turn)."""
     store = bare_store
     session_id = store.new_session("ann", "daily", started_at=T0)
     live = make_retriever(settings, store, cache_dir=None)
@@ -95,15 +96,19 @@ def test_the_next_turn_of_a_live_session_takes_its_neighbours_from_the_tail_not_
     live_keys, reading_keys = _keys(live), _keys(reading)
     reads = _session_reads(store)
     for i in range(12):
-        _say(store, session_id, i)
-        live.sync(save=False)
-        assert reads == []  # the earlier neighbours were the ones this retriever had just indexed
+        fresh = _say(store, session_id, i)
+        live.sync(save=False, fresh=fresh)
+        assert reads == []  # every earlier neighbour is one this retriever's live writes just indexed
+        reads.clear()
         for index in reading._users.values():
             index.session_tails.clear()
-        reading.sync(save=False)
+        reading.sync(save=False, fresh=fresh)
         assert reads == ([session_id] if i else [])  # a turn after the first reads its neighbours back
         reads.clear()
     assert len(live_keys) > 3 * 12 and live_keys == reading_keys
+    # A catch-up over stored turns (another writer's, an import) keeps no tails: they would copy every user's last turns.
+    catching_up = make_retriever(settings, store, cache_dir=None)
+    assert catching_up.indexed_turns("ann") == 12 and all(not index.session_tails for index in catching_up._users.values())
 
 
 def test_a_deleted_turn_never_comes_back_from_a_session_tail_into_a_refreshed_key(settings, bare_store, make_retriever):
@@ -111,14 +116,13 @@ def test_a_deleted_turn_never_comes_back_from_a_session_tail_into_a_refreshed_ke
     session_id = store.new_session("ann", "daily", started_at=T0)
     retriever = make_retriever(settings, store, cache_dir=None)
     for i in range(6):
-        _say(store, session_id, i)
-        retriever.sync(save=False)
+        retriever.sync(save=False, fresh=_say(store, session_id, i))
     turns = store.list_turns("ann")
+    assert retriever._users["ann"].session_tails  # the live writes kept the session's tail
     assert store.delete_turn("ann", turns[4].id)
     retriever.sync(save=False)
     recorded = _keys(retriever)
-    _say(store, session_id, 6)
-    retriever.sync(save=False)
+    retriever.sync(save=False, fresh=_say(store, session_id, 6))
     assert recorded and all("day 4" not in text and all("day 4" not in part for _, part in parts) for _, _, text, parts in recorded)
     assert any(kind == "round" and item == turns[5].id for kind, item, _, _ in recorded)  # turn 5's round was refreshed
 
