@@ -48,43 +48,38 @@ INSERT_TURNS = insert(schema.turns).returning(schema.turns.c.id, sort_by_paramet
 
 
 @functools.lru_cache(maxsize=None)
-def turns_where(conversation: bool, session: bool, after: bool, before: bool, since: bool, until: bool,
-                newest_first: bool, limit: bool, offset: bool) -> Select:
-    """A user's turns in id order, filtered by the named parameters (user_id, conversation_id, session_id, after_id,
-    before_id, since, until, limit, offset) that are present."""
+def turns_where(present: frozenset[str], newest_first: bool) -> Select:
+    """A user's turns in id order (`newest_first`: reversed), filtered by the bound parameters named in `present`:
+    user_id (always), conversation_id, session_id, after_id, before_id, since, until, limit, offset."""
     turns = schema.turns.c
-    statement = select(*TURN_COLUMNS).where(turns.user_id == bindparam("user_id"))
-    for present, clause in ((conversation, turns.conversation_id == bindparam("conversation_id")),
-                            (session, turns.session_id == bindparam("session_id")),
-                            (after, turns.id > bindparam("after_id")),
-                            (before, turns.id < bindparam("before_id")),
-                            (since, turns.event_time >= bindparam("since", type_=turns.event_time.type)),
-                            (until, turns.event_time < bindparam("until", type_=turns.event_time.type))):
-        if present:
-            statement = statement.where(clause)
+    filters = {"conversation_id": turns.conversation_id == bindparam("conversation_id"),
+               "session_id": turns.session_id == bindparam("session_id"),
+               "after_id": turns.id > bindparam("after_id"),
+               "before_id": turns.id < bindparam("before_id"),
+               "since": turns.event_time >= bindparam("since", type_=turns.event_time.type),
+               "until": turns.event_time < bindparam("until", type_=turns.event_time.type)}
+    statement = select(*TURN_COLUMNS).where(turns.user_id == bindparam("user_id"), *(filters[name] for name in filters if name in present))
     statement = statement.order_by(turns.id.desc() if newest_first else turns.id.asc())
-    if limit:
+    if "limit" in present:
         statement = statement.limit(bindparam("limit", type_=Integer))
-    if offset:
+    if "offset" in present:
         statement = statement.offset(bindparam("offset", type_=Integer))
     return statement
 
 
 @functools.lru_cache(maxsize=None)
-def facts_where(ids: bool, current_only: bool, subject: bool, subjects: bool, after: bool) -> Select:
-    """A user's facts in id order, filtered by the named parameters (user_id, ids, subject, subjects, after_id) that
-    are present; `current_only`: those not closed."""
+def facts_where(present: frozenset[str], current_only: bool) -> Select:
+    """A user's facts in id order, filtered by the bound parameters named in `present`: user_id (always), ids,
+    subject, subjects, after_id; `current_only`: those not closed."""
     facts = schema.facts.c
-    statement = select(schema.facts).where(facts.user_id == bindparam("user_id"))
-    for present, clause in ((ids, facts.id.in_(bindparam("ids", expanding=True))),
-                            (current_only, facts.valid_to.is_(None)),
-                            (subject, facts.subject == bindparam("subject")),
-                            (subjects, facts.subject.in_(bindparam("subjects", expanding=True))),
-                            (after, facts.id > bindparam("after_id"))):
-        if present:
-            statement = statement.where(clause)
+    filters = {"ids": facts.id.in_(bindparam("ids", expanding=True)),
+               "subject": facts.subject == bindparam("subject"),
+               "subjects": facts.subject.in_(bindparam("subjects", expanding=True)),
+               "after_id": facts.id > bindparam("after_id")}
+    statement = select(schema.facts).where(facts.user_id == bindparam("user_id"), *(filters[name] for name in filters if name in present))
+    if current_only:
+        statement = statement.where(facts.valid_to.is_(None))
     return statement.order_by(facts.id)
-
 
 EMBEDDINGS_PER_STATEMENT = 400
 """Vectors stored by one statement (two bound parameters each, well under SQLite's 32,766)."""

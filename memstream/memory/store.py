@@ -52,6 +52,12 @@ from memstream.memory.validate import (  # re-exported: callers import the id an
     utcnow,
 )
 
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The filters a read was given (None: not given): their names pick its prebuilt statement, their values bind it."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
 InTransaction = Callable[[Connection, Any], None]
 """More writes run inside a store write's transaction, given its connection and its result (see MemoryStore._retry)."""
 
@@ -404,11 +410,10 @@ class MemoryStore:
         after_id: int | None = None,
     ) -> list[Fact]:
         """One user's facts in id order, narrowed by ids, subject(s), current validity, or ids above `after_id`."""
-        params = {"user_id": user_id, "ids": None if ids is None else list(ids), "after_id": after_id,
-                  "subject": None if subject is None else subject.strip().lower(),
-                  "subjects": None if subjects is None else sorted({s.strip().lower() for s in subjects})}
-        statement = facts_where(ids is not None, current_only, subject is not None, subjects is not None, after_id is not None)
-        return [fact_of(row) for row in self._read(statement, {k: v for k, v in params.items() if v is not None})]
+        params = _given(user_id=user_id, ids=None if ids is None else list(ids), after_id=after_id,
+                        subject=None if subject is None else subject.strip().lower(),
+                        subjects=None if subjects is None else sorted({s.strip().lower() for s in subjects}))
+        return [fact_of(row) for row in self._read(facts_where(frozenset(params), current_only), params)]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -443,12 +448,10 @@ class MemoryStore:
     ) -> list[Turn]:
         """Turns in id order (`newest_first`: reversed, so `limit` keeps the newest). `after_id`/`before_id`
         bound the ids (exclusive): with `session_id` and `limit` a read of a few turns, whatever the session's length."""
-        params = {"user_id": user_id, "conversation_id": conversation_id, "session_id": session_id, "after_id": after_id,
-                  "before_id": before_id, "since": None if since is None else naive_utc(since),
-                  "until": None if until is None else naive_utc(until), "limit": limit, "offset": offset or None}
-        statement = turns_where(conversation_id is not None, session_id is not None, after_id is not None, before_id is not None,
-                                since is not None, until is not None, newest_first, limit is not None, bool(offset))
-        return [turn_of(row) for row in self._read(statement, {k: v for k, v in params.items() if v is not None})]
+        params = _given(user_id=user_id, conversation_id=conversation_id, session_id=session_id, after_id=after_id,
+                        before_id=before_id, since=None if since is None else naive_utc(since),
+                        until=None if until is None else naive_utc(until), limit=limit, offset=offset or None)
+        return [turn_of(row) for row in self._read(turns_where(frozenset(params), newest_first), params)]
 
     def latest_session(self, user_id: str, conversation_id: str) -> int | None:
         """The session `add_turns` appends to when none is named (None: it would start one)."""

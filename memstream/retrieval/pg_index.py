@@ -45,7 +45,7 @@ from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.fusion import fused_search, mode_lists
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
-from memstream.retrieval.session_context import CONTEXT_LOOKBACK  # the same look-back as the in-process index
+from memstream.retrieval.session_context import context_lookback  # the same look-back as the in-process index
 from memstream.retrieval.timeparse import TimeWindow
 
 log = logging.getLogger(__name__)
@@ -281,8 +281,7 @@ class PgIndex:
         """The last turns of a session (before `before_id`), oldest first: a new turn's neighbours and other speaker."""
         if session_id is None:
             return []
-        lookback = 2 * self.round_neighbours + CONTEXT_LOOKBACK
-        filters: dict[str, Any] = {"session_id": session_id, "limit": lookback, "newest_first": True}
+        filters: dict[str, Any] = {"session_id": session_id, "limit": context_lookback(self.round_neighbours), "newest_first": True}
         if before_id is not None:
             filters["before_id"] = before_id
         return list(reversed(self.store.list_turns(user_id, **filters)))

@@ -41,7 +41,7 @@ from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
 from memstream.retrieval.fusion import fused_search
 from memstream.retrieval.results import Hit, SearchResult, SessionHit
-from memstream.retrieval.session_context import CONTEXT_LOOKBACK, session_context
+from memstream.retrieval.session_context import context_lookback, session_context
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import IndexFileError
@@ -125,8 +125,7 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.round_neighbours = round_neighbours
-        self.context_lookback = 2 * round_neighbours + CONTEXT_LOOKBACK
-        """Turns before new ones that their keys may need (see _session_context)."""
+        self.context_lookback = context_lookback(round_neighbours)
         self.session_decomposition = session_decomposition
         self.dense_kinds = tuple(dense_kinds)
         try:

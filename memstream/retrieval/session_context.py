@@ -14,6 +14,12 @@ MONOLOGUE_LOOKBACK = 256  # turns searched back for the other speaker of a monol
 CONTEXT_LOOKBACK = 8  # turns read before new ones, beyond their rounds' neighbours
 
 
+def context_lookback(round_neighbours: int) -> int:
+    """Turns before new ones that their keys may need: both sides' round neighbours, and CONTEXT_LOOKBACK more for
+    the statement's other speaker (both indexes read this many)."""
+    return 2 * round_neighbours + CONTEXT_LOOKBACK
+
+
 class TurnReader(Protocol):
     def list_turns(self, user_id: str, **filters) -> list[Turn]: ...
 
