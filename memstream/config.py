@@ -29,6 +29,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, where the platform tells it): what "None: one per core"
+    settings resolve to."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the setting and the fix."""
 
@@ -280,6 +286,12 @@ class ServerSettings(BaseModel):
     the GIL go and waits to get it back: behind threads busy in Python, every wait lasted up to this interval, and the
     writes queued (8 writers beside 2 busy threads: 8.4 adds/s at 5 ms, 74 at 0.5 ms, 1,190 alone; reports/gil_writes.md).
     Shorter still helps the writes more but switches busy threads more often."""
+    search_threads: int | None = Field(None, ge=1, le=256)
+    """Memory searches and listings of the REST routes that run at once in one server process; the rest wait on the
+    event loop, holding no thread. None: one per CPU core this process may use. Past the cores, more threads only
+    share the GIL, and each search costs more: 8 clients searching on 2 cores, 97 req/s at 13-16 ms of server CPU
+    each with no limit, 130 at 9-12 ms with 2 (reports/service_ab_search_gate.md). Memory chats have their own limit
+    (retrieval.work_slots)."""
     allowed_hosts: list[str] | None = None
     """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
     server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import pickle
 import queue
 import socket
@@ -35,6 +34,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Iterator, Sequence
 
+from memstream.config import usable_cores
 from memstream.backends.base import BackendError, Message, check_messages, load_failure, options_from
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ START_TIMEOUT_S = 600.0  # a first start converts the GGUF weights: minutes on a
 
 def default_threads() -> int:
     """Torch threads for the model process: every core but one (for the server), at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return max(1, usable_cores() - 1)
 
 
 def _portable(exc: BaseException) -> BaseException:

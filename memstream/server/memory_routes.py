@@ -68,8 +68,13 @@ def unknown_user(user: str) -> APIError:
 
 async def known_user(service: MemoryService, tenant: Tenant, user: str) -> str:
     """The store id of an existing user of this tenant; 404 otherwise (other tenants' users included)."""
+    return await blocking(require_user, service, tenant, user)
+
+
+def require_user(service: MemoryService, tenant: Tenant, user: str) -> str:
+    """known_user on the calling thread: a route whose work runs on a thread anyway checks there, saving a hop."""
     internal = tenant.internal(user)
-    if not await blocking(service.store.has_user, internal):
+    if not service.store.has_user(internal):
         raise unknown_user(user)
     return internal
 
@@ -157,7 +162,8 @@ def memory_router() -> APIRouter:
         tenant = tenant_for(request)
         service = memory_service(request)
         internal = await known_user(service, tenant, user)
-        turns = await blocking(service.store.list_turns, internal, conversation, limit=limit + 1, offset=offset)
+        async with service.read_gate:
+            turns = await blocking(service.store.list_turns, internal, conversation, limit=limit + 1, offset=offset)
         more = len(turns) > limit
         return MemoryPage(data=[Memory.of(t, user) for t in turns[:limit]], has_more=more,
                           next_offset=offset + limit if more else None)
@@ -169,7 +175,6 @@ def memory_router() -> APIRouter:
         without them, a time expression in the query ("last May", resolved against `at`) boosts memories inside it."""
         tenant = tenant_for(request)
         service = memory_service(request)
-        internal = await known_user(service, tenant, body.user)
         window, time_mode = None, None
         if body.since is not None or body.until is not None:
             start, end = naive_utc(body.since) or EARLIEST, naive_utc(body.until) or LATEST
@@ -178,12 +183,15 @@ def memory_router() -> APIRouter:
             window, time_mode = TimeWindow(start, end, "since/until"), "filter"
 
         def search():
+            # One trip to a thread: the user check, the catch-up and the search (each trip wakes the event loop).
+            internal = require_user(service, tenant, body.user)
             service.sync()  # turns written through other processes are found on the next search
             return service.memory.search(internal, body.query, k=body.k, now=naive_utc(body.at), conversation=body.conversation,
                                          time_window=window, mode=body.mode, time_mode=time_mode)
 
         try:
-            result = await blocking(search)
+            async with service.read_gate:
+                result = await blocking(search)
         except RetrievalError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         found = result.time_window

@@ -20,7 +20,7 @@ from typing import Any
 
 from memstream.agent.controller import MemoryAgent
 from memstream.backends.base import ChatBackend
-from memstream.config import Settings
+from memstream.config import Settings, usable_cores
 from memstream.errors import MemstreamError
 from memstream.memory.core import open_memory
 from memstream.retrieval.embedder import EmbedderCache
@@ -41,6 +41,8 @@ class MemoryService:
         self.last_error: str | None = None
         self.synced_through: dict[str, int] = {}
         self._sync_flight = SingleFlight(self._sync_now)
+        # Searches and listings waiting for a thread wait here, on the event loop (server.search_threads).
+        self.read_gate = asyncio.Semaphore(settings.server.search_threads or usable_cores())
         self.sync()
 
     def sync(self) -> int:
@@ -105,3 +107,4 @@ class MemoryService:
     def close(self) -> None:
         self.agent.close()  # waits for queued enrichment
         self.memory.close()  # drains the indexer, saves the cache when this process owns it
+

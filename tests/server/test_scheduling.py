@@ -236,6 +236,44 @@ def test_a_concurrent_backend_serves_memory_chats_at_once(start_server, server_s
     assert backend.peak >= 3, f"memory chats ran {backend.peak} at a time"
 
 
+def test_searches_past_search_threads_wait_on_the_event_loop(start_server, server_settings, monkeypatch):
+    # More threads than cores only share the GIL: at most server.search_threads searches run at once, the rest wait
+    # for one to finish, and every one is answered.
+    from memstream.memory.core import Memory
+
+    settings = server_settings.model_copy(update={"server": server_settings.server.model_copy(update={"search_threads": 2})})
+    server = start_server(settings)
+    assert httpx.post(f"{server.url}/v1/memories", headers=ACME, timeout=60,
+                      json={"user": "ann", "turns": [{"role": "user", "text": "I play the cello."}]}).status_code == 201
+    running, peak, lock = [0], [0], threading.Lock()
+    search = Memory.search
+
+    def slow_search(self, *args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.2)
+            return search(self, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(Memory, "search", slow_search)
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(httpx.post(
+        f"{server.url}/v1/memories/search", json={"user": "ann", "query": "cello"}, headers=ACME, timeout=60).status_code))
+        for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert codes == [200] * 6
+    assert peak[0] == 2, f"{peak[0]} searches ran at once"
+    unknown = httpx.post(f"{server.url}/v1/memories/search", json={"user": "nobody", "query": "cello"}, headers=ACME, timeout=20)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "user_not_found"
+
+
 def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_server, server_settings, monkeypatch):
     settings = server_settings.model_copy(update={"retrieval": server_settings.retrieval.model_copy(
         update={"max_pending_keys": 3, "pending_wait_s": 0.0})})
