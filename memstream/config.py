@@ -289,9 +289,9 @@ class ServerSettings(BaseModel):
     search_threads: int | None = Field(None, ge=1, le=256)
     """Memory searches and listings of the REST routes that run at once in one server process; the rest wait on the
     event loop, holding no thread. None: one per CPU core this process may use. Past the cores, more threads only
-    share the GIL, and each search costs more: 8 clients searching on 2 cores, 97 req/s at 13-16 ms of server CPU
-    each with no limit, 130 at 9-12 ms with 2 (reports/service_ab_search_gate.md). Memory chats have their own limit
-    (retrieval.work_slots)."""
+    share the GIL, and each search costs more: 8 clients searching on 2 cores, 87 req/s at 16.1 ms of server CPU each
+    with no limit (the previous release), 112 at 12.6 ms with 2 (reports/service_ab_search_gate.md). Memory chats
+    have their own limit (retrieval.work_slots)."""
     allowed_hosts: list[str] | None = None
     """Host header names served. None: loopback names (localhost, 127.0.0.1, ::1) on a keyless server, any host on a
     server with API keys. Stops DNS rebinding: a web page cannot reach a keyless server through its own name."""
