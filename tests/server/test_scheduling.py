@@ -192,6 +192,17 @@ def test_rate_limit_per_key(start_server, server_settings):
     assert httpx.get(f"{server.url}/health").status_code == 200  # outside /v1: never limited
 
 
+def at_once(count: int, call) -> list:
+    """call(0) ... call(count - 1), each on a thread of its own, all started before any is waited for; their results."""
+    results: list = [None] * count
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, call(i))) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
 def test_memory_work_does_not_wait_behind_another_generation(start_server, server_settings):
     # While one chat holds the (local-like, one-at-a-time) model, another user's memory chat stores its
     # turn and retrieves, and searches answer; only its generation waits.
@@ -225,13 +236,7 @@ def test_memory_work_does_not_wait_behind_another_generation(start_server, serve
 def test_a_concurrent_backend_serves_memory_chats_at_once(start_server, server_settings):
     backend = SlowBackend(piece_s=0.05, concurrent=True)  # a remote endpoint: many requests in flight
     server = start_server(server_settings, backend)
-    replies: list[int] = []
-    threads = [threading.Thread(target=lambda i=i: replies.append(chat(server.url, f"note {i}", memory=True, user=f"u{i}").status_code))
-               for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    replies = at_once(6, lambda i: chat(server.url, f"note {i}", memory=True, user=f"u{i}").status_code)
     assert replies == [200] * 6
     assert backend.peak >= 3, f"memory chats ran {backend.peak} at a time"
 
@@ -260,14 +265,8 @@ def test_searches_past_search_threads_wait_on_the_event_loop(start_server, serve
                 running[0] -= 1
 
     monkeypatch.setattr(Memory, "search", slow_search)
-    codes: list[int] = []
-    threads = [threading.Thread(target=lambda: codes.append(httpx.post(
-        f"{server.url}/v1/memories/search", json={"user": "ann", "query": "cello"}, headers=ACME, timeout=60).status_code))
-        for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    codes = at_once(6, lambda i: httpx.post(f"{server.url}/v1/memories/search", json={"user": "ann", "query": "cello"},
+                                            headers=ACME, timeout=60).status_code)
     assert codes == [200] * 6
     assert peak[0] == 2, f"{peak[0]} searches ran at once"
     unknown = httpx.post(f"{server.url}/v1/memories/search", json={"user": "nobody", "query": "cello"}, headers=ACME, timeout=20)
