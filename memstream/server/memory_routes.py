@@ -161,9 +161,12 @@ def memory_router() -> APIRouter:
     ) -> MemoryPage:
         tenant = tenant_for(request)
         service = memory_service(request)
-        internal = await known_user(service, tenant, user)
+
+        def page():
+            return service.store.list_turns(require_user(service, tenant, user), conversation, limit=limit + 1, offset=offset)
+
         async with service.read_gate:
-            turns = await blocking(service.store.list_turns, internal, conversation, limit=limit + 1, offset=offset)
+            turns = await blocking(page)
         more = len(turns) > limit
         return MemoryPage(data=[Memory.of(t, user) for t in turns[:limit]], has_more=more,
                           next_offset=offset + limit if more else None)
@@ -209,8 +212,7 @@ def memory_router() -> APIRouter:
         """Every server process stops returning it by its next search (the delete leaves a tombstone)."""
         tenant = tenant_for(request)
         service = memory_service(request)
-        internal = await known_user(service, tenant, user)
-        if not await blocking(service.memory.delete_turn, internal, memory_id):
+        if not await blocking(lambda: service.memory.delete_turn(require_user(service, tenant, user), memory_id)):
             raise APIError(404, f"memory {memory_id} not found for user {user!r}", param="memory_id", code="memory_not_found")
         return Deleted(id=memory_id, deleted=True)
 
