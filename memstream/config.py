@@ -35,6 +35,7 @@ def usable_cores() -> int:
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the setting and the fix."""
 

@@ -34,8 +34,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Iterator, Sequence
 
-from memstream.config import usable_cores
 from memstream.backends.base import BackendError, Message, check_messages, load_failure, options_from
+from memstream.config import usable_cores
 
 log = logging.getLogger(__name__)
 
