@@ -81,6 +81,7 @@ def facts_where(present: frozenset[str], current_only: bool) -> Select:
         statement = statement.where(facts.valid_to.is_(None))
     return statement.order_by(facts.id)
 
+
 EMBEDDINGS_PER_STATEMENT = 400
 """Vectors stored by one statement (two bound parameters each, well under SQLite's 32,766)."""
 

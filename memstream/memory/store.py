@@ -35,8 +35,8 @@ from memstream.memory import schema
 from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
-from memstream.memory.statements import (INSERT_TURNS, LATEST_SESSION, LATEST_SESSION_POSITION, MAX_IDS, SESSION_POSITION,
-                                         TURNS_BY_ID, EMBEDDINGS_PER_STATEMENT, facts_where, set_vectors_sql, turns_where)
+from memstream.memory.statements import (EMBEDDINGS_PER_STATEMENT, INSERT_TURNS, LATEST_SESSION, LATEST_SESSION_POSITION, MAX_IDS,
+                                         SESSION_POSITION, TURNS_BY_ID, facts_where, set_vectors_sql, turns_where)
 
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
