@@ -41,6 +41,7 @@ import argparse
 import gc
 from dataclasses import replace
 import json
+import random
 import re
 import statistics
 import sys
@@ -73,6 +74,7 @@ INFLLM_INIT = 128
 """InfLLM's initial tokens (n_init in the paper's configurations): the prompt's start, always attended. Here that is
 the chat template's system header and the instruction (about 50 tokens), which a 4-token sink leaves to chance."""
 
+BOOTSTRAP_RESAMPLES = 10_000
 MIN_FULL_TOKENS = 16384  # the issue's "16K+ tokens"
 ANSWERABLE = {"1", "2", "3", "4"}  # LoCoMo categories; 5 (adversarial) has no answer to score F1 on
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}")  # the transcript writes "8 May 2023": an ISO date is the model's invention
@@ -160,6 +162,17 @@ def mean(values) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
+def paired_interval(pairs: list[tuple[float, float]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float] | None:
+    """A 95% paired bootstrap interval of the mean F1 difference (first minus second): questions are resampled with
+    their pair, so the interval says whether a gap between two systems on these questions is more than chance."""
+    if len(pairs) < 2:
+        return None
+    rng = random.Random(seed)
+    diffs = [a - b for a, b in pairs]
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
+    return [round(means[int(0.025 * resamples)], 4), round(means[int(0.975 * resamples) - 1], 4)]
+
+
 def summarize(records: list[dict], questions: list[BenchQuestion], meta: dict) -> dict:
     wanted = {q.qid for q in questions}
     out = {**meta, "systems": {}}
@@ -189,7 +202,8 @@ def summarize(records: list[dict], questions: list[BenchQuestion], meta: dict) -
         pairs = [(a["f1"], b["f1"]) for a in full["answers"] for b in last["answers"] if a["qid"] == b["qid"]]
         out["complete"][name] = complete
         out["paired"][name] = {"full_higher": sum(a > b for a, b in pairs), "full_lower": sum(a < b for a, b in pairs),
-                               "equal": sum(a == b for a, b in pairs), "both_zero": sum(a == b == 0 for a, b in pairs)}
+                               "equal": sum(a == b for a, b in pairs), "both_zero": sum(a == b == 0 for a, b in pairs),
+                               "mean_difference": mean(a - b for a, b in pairs), "difference_ci95": paired_interval(pairs)}
         out["target_met"][name] = bool(complete and full["mean_f1"] >= last["mean_f1"])
     return out
 
@@ -325,8 +339,12 @@ def breaks(result: dict) -> list[str]:
                      f"(on the same questions, {others}).")
     for n in FULL:
         pairs = result["paired"][n]
+        interval = pairs.get("difference_ci95")
+        gap = (f" Mean F1 difference {cell(pairs['mean_difference'])}, 95% paired bootstrap interval "
+               f"{cell(interval[0])} to {cell(interval[1])}" + (": within chance on these questions." if interval[0] <= 0 <= interval[1]
+                                                               else ".") if interval else "")
         lines.append(f"- Paired with last8k, question by question: {n} scores higher on {pairs['full_higher']}, lower on "
-                     f"{pairs['full_lower']}, the same on {pairs['equal']} ({pairs['both_zero']} of them 0 for both).")
+                     f"{pairs['full_lower']}, the same on {pairs['equal']} ({pairs['both_zero']} of them 0 for both).{gap}")
     caps = ", ".join(f"{systems[n]['at_token_cap']} ({n})" for n in SYSTEMS)
     dates = ", ".join(f"{systems[n]['iso_dates']} ({n})" for n in SYSTEMS)
     lines.append(f"- Short answers are not followed: {caps} answers run to the {result['max_new']}-token cap.")

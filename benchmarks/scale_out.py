@@ -49,7 +49,7 @@ from memstream.benchmarks.metrics import percentile  # noqa: E402
 from memstream.config import load_settings  # noqa: E402
 from memstream.memory import NewSession, NewTurn, open_memory  # noqa: E402
 from memstream.retrieval.embedder import EmbedderCache  # noqa: E402
-from memstream.retrieval.pg_index import vector_literal  # noqa: E402
+from memstream.retrieval.pg_keys import vector_literal  # noqa: E402
 from memstream.server.process import ServerProcess, server_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """The `memstream` command: thin wrappers that parse options, call the library, and print.
 
 Every command turns the library's typed errors into a one-line message and exit code 2.
+The shared options and that error handling live in cli_common.py; the `bench` sub-app in cli_bench.py.
 """
 
 from __future__ import annotations
@@ -9,82 +10,31 @@ import json
 import sys
 import warnings
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 import typer
 
-from memstream.config import ConfigError, ConfigWarning, Settings, load_settings
+from memstream.cli_bench import bench_app
+from memstream.cli_common import (
+    CliError,
+    DbOption,
+    JsonOption,
+    UserOption,
+    echo_json,
+    open_store,
+    parse_when,
+    settings_from,
+    user_errors,
+)
+from memstream.config import ConfigWarning, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="memstream: long-term memory for chat agents.")
 memory_app = typer.Typer(no_args_is_help=True, help="Inspect and manage stored memories.")
 models_app = typer.Typer(no_args_is_help=True, help="Chat models memstream can find.")
-bench_app = typer.Typer(no_args_is_help=True, help="Reproducible benchmark runs (LoCoMo, LongMemEval).")
 app.add_typer(memory_app, name="memory")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
-
-DbOption = typer.Option(None, "--db", help="Database URL (default: SQLite in the user data dir; or MEMSTREAM_DB_URL).")
-UserOption = typer.Option(..., "--user", "-u", help="Whose memory.")
-JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from memstream.backends.base import BackendError
-    from memstream.memory.importers import ImportFormatError
-    from memstream.errors import MemstreamError
-
-    errors: list[type[BaseException]] = [CliError, ConfigError, MemstreamError, ImportFormatError, BackendError, FileNotFoundError, ValueError]
-    try:
-        from memstream.retrieval.errors import RetrievalError
-
-        errors.append(RetrievalError)
-    except ImportError:  # retrieval not installed in a trimmed build
-        pass
-    return tuple(errors)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    try:
-        yield
-    except _user_errors() as exc:
-        message = str(exc) if str(exc) else type(exc).__name__
-        typer.echo(f"Error: {message.splitlines()[0]}", err=True)
-        raise typer.Exit(2) from None
-
-
-def settings_from(db: str | None = None, **overrides) -> Settings:
-    return load_settings(db_url=db, **overrides)
-
-
-def open_store(settings: Settings, index: bool = False, embed: bool = False):
-    """The memory, opened for what a command needs: rows only (list, stats, export), the index without the
-    embedder (forget: deletes reach the index cache), or everything (search, ingest --embed)."""
-    from memstream.memory.core import open_memory
-
-    return open_memory(settings, index=index or embed, load_embedder=embed, background=False)
-
-
-def parse_when(value: str | None) -> datetime | None:
-    """--at values: ISO dates, or anything dateparser reads ("2023-05-08 14:00", "8 May 2023")."""
-    if value is None:
-        return None
-    from memstream.retrieval.timeparse import parse_datetime
-
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise CliError(f"cannot parse date/time {value!r} (try ISO format, e.g. 2023-05-08T14:00)")
-    return parsed
-
-
-def echo_json(data) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False, default=str, indent=2))
 
 
 # -- ingest / memory ---------------------------------------------------------------------
@@ -256,7 +206,7 @@ def memory_search(
 
     Example: memstream memory search "charity race" --user alice -k 5 --at 2023-06-01
     """
-    from memstream.retrieval.retriever import check_search_args
+    from memstream.retrieval.search_args import check_search_args
 
     with user_errors():
         settings = settings_from(db)
@@ -273,9 +223,6 @@ def memory_search(
             typer.echo(f"time window: {result.time_window}")
         for hit in result.hits:
             typer.echo(f"{hit.fused_score:.4f}  {hit.turn.event_time:%Y-%m-%d %H:%M}  [{hit.source_id or hit.turn.id}]  {hit.turn.text[:110]}")
-
-
-# -- agent ---------------------------------------------------------------------------
 
 
 @memory_app.command("reembed")
@@ -298,147 +245,7 @@ def memory_reembed(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> 
             typer.echo(f"re-embedded {counts['turns']} turns and {counts['facts']} facts with {settings.embedder.model}")
 
 
-@bench_app.command("locomo")
-def bench_locomo(
-    data: Path = typer.Option(..., "--data", help="A locomo10.json-format file."),
-    out: Path = typer.Option(Path("bench-locomo"), "--out", "-o", help="Output directory (results.json, report.md)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions."),
-    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated LoCoMo categories, e.g. 1,2,4."),
-    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable)."),
-    retrieval_only: bool = typer.Option(False, "--retrieval-only", help="Measure evidence recall only (no answers, no model)."),
-    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Retrieval-only: also run each design on and off."),
-    resume: bool = typer.Option(False, "--resume", help="Skip questions already answered in DIR."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
-    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="LLM-as-judge backend kind, or none."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
-    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
-    per_conversation: Optional[int] = typer.Option(None, "--per-conversation", help="At most N questions per conversation (a subset covering all)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
-) -> None:
-    """Run LoCoMo: answers and F1 per system, or with --retrieval-only the evidence recall@k of each retriever.
-
-    Example: memstream bench locomo --data locomo10.json --retrieval-only --out runs/locomo
-    """
-    with user_errors():
-        if limit is not None and limit < 1:
-            raise CliError(f"--limit must be >= 1, got {limit}")
-        if not data.exists():
-            raise CliError(f"{data}: no such file")
-        if retrieval_only:
-            _bench_locomo_retrieval(data, out, limit, categories, system, ablation)
-            return
-        from memstream.benchmarks.commands import full_run, summary_lines
-
-        results = full_run(
-            "locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
-            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
-            per_history=per_conversation, model=model,
-        )
-        for line in summary_lines(results):
-            typer.echo(line)
-        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
-
-
-@bench_app.command("longmemeval")
-def bench_longmemeval(
-    data: Path = typer.Option(..., "--data", help="A LongMemEval file (_s, _m or oracle; official schema)."),
-    out: Path = typer.Option(Path("bench-longmemeval"), "--out", "-o", help="Output directory."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions."),
-    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated question types, e.g. temporal-reasoning,multi-session."),
-    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Skip questions already answered in DIR."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
-    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="Judge backend kind (default: the answer backend), or none."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name."),
-    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Questions in flight against remote backends."),
-) -> None:
-    """Run LongMemEval: judge accuracy per question type, abstention, session/turn recall per system.
-
-    Example: memstream bench longmemeval --data longmemeval_s.json --limit 50 --system memstream --system full-context --out runs/lme
-    """
-    with user_errors():
-        if not data.exists():
-            raise CliError(f"{data}: no such file")
-        from memstream.benchmarks.commands import full_run, summary_lines
-
-        results = full_run(
-            "longmemeval", data, out, systems=system, limit=limit, categories=categories, backend=backend, model=model,
-            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
-        )
-        for line in summary_lines(results):
-            typer.echo(line)
-        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
-
-
-@bench_app.command("beam")
-def bench_beam(
-    data: Path = typer.Option(..., "--data", help="BEAM data: a chat folder, a tier folder (chats/100K) or the dataset root."),
-    out: Path = typer.Option(Path("bench-beam"), "--out", "-o", help="Output directory (results.json, report.md)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N chats."),
-    system: Optional[List[str]] = typer.Option(None, "--system", "-s", help="Systems to run (repeatable): memstream, hybrid, bm25, dense."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Answer backend kind (local | openai | scripted); its tokenizer counts tokens."),
-    model: Optional[str] = typer.Option(None, "--model", help="Answer model (name, path, or remote model)."),
-    judge_backend: Optional[str] = typer.Option(None, "--judge-backend", help="Judge backend kind (default: the answer backend's)."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model: answers are generated and judged on each rubric. Without it: retrieval only."),
-) -> None:
-    """Run BEAM: evidence recall@5/@10 per ability for each retriever, token counts, and with --judge-model rubric scores.
-
-    Example: memstream bench beam --data BEAM/chats/100K --out runs/beam
-    """
-    with user_errors():
-        if not data.exists():
-            raise CliError(f"{data}: no such file or folder")
-        from memstream.benchmarks.commands import beam_run
-
-        results = beam_run(
-            data, out, systems=system, limit=limit, backend=backend, model=model, judge_backend=judge_backend,
-            judge_model=judge_model, progress=lambda message: typer.echo(message, err=True),
-        )
-        if results["mode"] == "retrieval-only":
-            typer.echo("no --judge-model: retrieval and model-free metrics only, no answers scored")
-        for name, summary in results["systems"].items():
-            judged = f"  judge {summary['judge']}" if "judge" in summary else ""
-            typer.echo(
-                f"{name:<10} recall_any@5 {summary['recall_any@5']:.3f}  recall_any@10 {summary['recall_any@10']:.3f}  "
-                f"evidence tokens {summary['evidence_tokens']}{judged}"
-            )
-        typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
-
-
-@bench_app.command("report")
-def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (holds predictions.jsonl).")) -> None:
-    """Rebuild results.json, report.md and the plots of a run from its predictions.
-
-    Example: memstream bench report runs/locomo
-    """
-    with user_errors():
-        from memstream.benchmarks.commands import summary_lines
-        from memstream.benchmarks.report import write_reports
-
-        for line in summary_lines(write_reports(run_dir)):
-            typer.echo(line)
-
-
-def _bench_locomo_retrieval(data: Path, out: Path, limit, categories, systems, ablation: bool) -> None:
-    from memstream.benchmarks.retrieval_eval import evaluate_locomo_retrieval, write_results
-
-    try:
-        codes = [int(c) for c in categories.split(",") if c.strip()] if categories else None
-    except ValueError:
-        raise CliError(f"--categories takes numbers 1-5 separated by commas, got {categories!r}") from None
-    settings = settings_from(None)
-    results, rows = evaluate_locomo_retrieval(
-        data, settings, out / "work", limit=limit, categories=codes, systems=systems, ablation=ablation,
-        progress=lambda message: typer.echo(message, err=True),
-    )
-    write_results(results, rows, out)
-    for name, summary in results["systems"].items():
-        typer.echo(
-            f"{name:<10} recall_any@10 {summary['recall_any@10']:.3f}  recall_all@10 {summary['recall_all@10']:.3f}  "
-            f"p50 {summary['latency_ms_p50']:.1f} ms"
-        )
-    typer.echo(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+# -- agent ---------------------------------------------------------------------------
 
 
 def build_agent(settings: Settings):

@@ -37,7 +37,8 @@ from memstream.memory.index_files import cache_dir_for, claim_cache_dir
 from memstream.memory.indexer import Indexer
 from memstream.memory.slots import WorkSlots
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
-from memstream.memory.store import ConversationInfo, InTransaction, MemoryStore
+from memstream.memory.overview import ConversationInfo
+from memstream.memory.store import InTransaction, MemoryStore
 from memstream.memory.validate import check_id, check_row_id, check_sessions, check_time, check_turn_fields
 from memstream.retrieval.embedder import Embedder, EmbedderCache, recorded_name
 from memstream.retrieval.results import SearchResult, SessionHit

@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -31,7 +30,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from memstream.errors import InvalidInputError, NotFoundError
-from memstream.memory import schema
+from memstream.memory import overview, schema
+from memstream.memory.overview import ConversationInfo
 from memstream.memory.engine import DatabaseUnavailableError, StoreError, first_line, is_locked, open_engine, redact  # errors re-exported
 from memstream.memory.model import Fact, NewSession, NewTurn, Session, Turn
 from memstream.memory.rows import fact_of, new_turn, session_of, turn_of
@@ -41,8 +41,6 @@ from memstream.memory.statements import (EMBEDDINGS_PER_STATEMENT, INSERT_TURNS,
 from memstream.memory.validate import (  # re-exported: callers import the id and time helpers from here
     MAX_ID_LENGTH,
     MAX_SUMMARY_CHARS,
-    MAX_TIME,
-    MIN_TIME,
     check_id,
     check_metadata,
     check_text,
@@ -68,15 +66,6 @@ InsertHook = Callable[[Connection, "list[Turn]"], None]
 
 class UnknownUserError(NotFoundError):
     """Nothing is stored for this user."""
-
-
-@dataclass
-class ConversationInfo:
-    conversation_id: str
-    turns: int
-    sessions: int
-    first_time: datetime | None
-    last_time: datetime | None
 
 
 class MemoryStore:
@@ -528,35 +517,10 @@ class MemoryStore:
         return session_of(rows[0]) if rows else None
 
     def conversations(self, user_id: str) -> list[ConversationInfo]:
-        turn_rows = self._read(
-            select(
-                schema.turns.c.conversation_id,
-                func.count(),
-                func.min(schema.turns.c.event_time),
-                func.max(schema.turns.c.event_time),
-                func.min(schema.turns.c.id),
-            )
-            .where(schema.turns.c.user_id == user_id)
-            .group_by(schema.turns.c.conversation_id)
-        )
-        session_counts = dict(
-            self._read(
-                select(schema.sessions.c.conversation_id, func.count())
-                .where(schema.sessions.c.user_id == user_id)
-                .group_by(schema.sessions.c.conversation_id)
-            )
-        )
-        infos = {
-            row[0]: ConversationInfo(row[0], row[1], session_counts.get(row[0], 0), row[2], row[3]) for row in turn_rows
-        }
-        # Conversations with sessions but no turns yet still exist.
-        for conversation_id, count in session_counts.items():
-            infos.setdefault(conversation_id, ConversationInfo(conversation_id, 0, count, None, None))
-        return sorted(infos.values(), key=lambda c: c.conversation_id)
+        return overview.conversations(self._read, user_id)
 
     def users(self) -> list[str]:
-        rows = self._read(select(schema.sessions.c.user_id).distinct().order_by(schema.sessions.c.user_id))
-        return [row[0] for row in rows]
+        return overview.users(self._read)
 
     def has_user(self, user_id: str) -> bool:
         rows = self._read(select(schema.sessions.c.id).where(schema.sessions.c.user_id == user_id).limit(1))
@@ -577,33 +541,8 @@ class MemoryStore:
         return self._read(statement)[0][0]
 
     def stats(self, user_id: str | None = None) -> dict[str, Any]:
-        def count(table):
-            statement = select(func.count()).select_from(table)
-            if user_id is not None:
-                statement = statement.where(table.c.user_id == user_id)
-            return self._read(statement)[0][0]
-
-        result: dict[str, Any] = {
-            "backend": self.engine.dialect.name,
-            "turns": count(schema.turns),
-            "sessions": count(schema.sessions),
-            "facts": count(schema.facts),
-        }
-        # Rows no index can hold (written before validation existed, or by hand): the indexer skips them.
-        outside = select(func.count()).select_from(schema.turns).where(
-            (schema.turns.c.event_time < MIN_TIME) | (schema.turns.c.event_time > MAX_TIME))
-        if user_id is not None:
-            outside = outside.where(schema.turns.c.user_id == user_id)
-        result["unindexable_turns"] = self._read(outside)[0][0]
-        if user_id is None:
-            result["users"] = len(self.users())
-        else:
-            result["user"] = user_id
-            result["conversations"] = len(self.conversations(user_id))
-        path = self.sqlite_path
-        if path is not None and path.exists():
-            result["database_bytes"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-        return result
+        """Row counts (all users, or one user's), the backend, and on SQLite the database's size on disk."""
+        return overview.stats(self._read, user_id, backend=self.engine.dialect.name, sqlite_path=self.sqlite_path)
 
     # -- deletes ------------------------------------------------------------------------
 

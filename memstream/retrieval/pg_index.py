@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
@@ -36,15 +35,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memstream.memory.model import Fact, NewSession, NewTurn, Turn
 from memstream.memory.store import StoreError
-from memstream.memory.validate import check_id, naive_utc, utcnow
+from memstream.memory.validate import naive_utc, utcnow
 from memstream.retrieval import keys as keymod
 from memstream.retrieval import pg_schema
+from memstream.retrieval.pg_keys import UPSERT_KEYS, IndexKey, embedded_texts, key_rows, vector_from_literal, vector_literal
 from memstream.retrieval.pg_queries import BM25_B, BM25_K1, BM25_SQL, DENSE_EXACT_SQL, LEXICAL_RANK, RANK_NORMALIZATION
 from memstream.retrieval.embedder import Embedder, QueryVectors
 from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.fusion import fused_search, mode_lists
-from memstream.retrieval.results import Hit, SearchResult, SessionHit
+from memstream.retrieval.results import SearchResult, SessionHit
+from memstream.retrieval.search_args import check_search, check_time_mode, rank_sessions, session_search_k
 from memstream.retrieval.session_context import context_lookback  # the same look-back as the in-process index
 from memstream.retrieval.timeparse import TimeWindow
 
@@ -56,58 +57,6 @@ chat's next turn comes sooner and embeds it (one round key per turn instead of t
 DEFERRED_BATCH = 32  # deferred keys claimed (FOR UPDATE SKIP LOCKED) and embedded per transaction
 EF_SEARCH = 100  # hnsw.ef_search for the ANN path (>= the candidates fused)
 MAX_SCAN_TUPLES = 50_000  # hnsw.max_scan_tuples: how far an iterative scan may go for a selective user filter
-
-
-_FORMATS: dict[int, str] = {}
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    """pgvector's text form: '[x,y,...]', 7 significant digits (a float32 holds about 7; one %-format per vector is
-    several times faster than a repr per value, which matters for bulk loads)."""
-    values = np.asarray(vector, dtype=np.float32).tolist()
-    fmt = _FORMATS.get(len(values))
-    if fmt is None:
-        fmt = _FORMATS[len(values)] = "[" + ",".join(["%.7g"] * len(values)) + "]"
-    return fmt % tuple(values)
-
-
-def vector_from_literal(literal: str) -> np.ndarray:
-    """A vector from pgvector's text form (`embedding::text`), as vector_literal writes it."""
-    return np.array(literal[1:-1].split(","), dtype=np.float32)
-
-
-@dataclass
-class _Key:
-    key_id: int
-    user_id: str
-    kind: str
-    text: str
-    turn_ids: list[int]
-    conversation_id: str | None
-    turn_id: int | None = None
-    fact_id: int | None = None
-    event_time: datetime | None = None
-    window: TimeWindow | None = None
-    deferred: bool = False
-    """A round key still missing a later neighbour: written without a vector (see DEFERRED_ROUND_S)."""
-    dense: bool = True
-    """False for a kind without vectors (retrieval.dense_kinds): keyword-searchable only."""
-    parts: tuple[tuple[int, str], ...] = ()
-    """A pooled round key's statement keys (key id, text): its vector is `keys.pool` of theirs (retrieval.round_vectors)."""
-
-    @property
-    def embedded(self) -> bool:
-        """Written with its vector now."""
-        return self.dense and not self.deferred
-
-
-def _texts(keys: Iterable[_Key]) -> list[str]:
-    """What the model embeds for the keys written with vectors: each one's text, or a pooled key's parts."""
-    return [t for k in keys if k.embedded for t in ([t for _id, t in k.parts] if k.parts else [k.text])]
-
-
-def _vector(key: _Key, cache: dict[str, np.ndarray]) -> np.ndarray:
-    return keymod.pool([cache[t] for _id, t in key.parts]) if key.parts else cache[key.text]
 
 
 class PgIndex:
@@ -139,8 +88,7 @@ class PgIndex:
     ):
         if store.is_sqlite:
             raise RetrievalError("the database-resident index needs PostgreSQL; SQLite uses the in-process index")
-        if time_mode not in ("boost", "filter"):
-            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
+        check_time_mode(time_mode)
         self.store = store
         self.engine = store.engine
         self.embedder = embedder
@@ -214,7 +162,7 @@ class PgIndex:
                      speaker=t.speaker, text=t.text, event_time=naive_utc(t.event_time) or default, ingested_at=now, position=i)
                 for i, t in enumerate(session.turns)
             ]
-            texts += _texts(self._turn_keys([], predicted))
+            texts += embedded_texts(self._turn_keys([], predicted))
         cache = self._embed_texts(texts)
 
         def hook(conn: Connection, stored: list[Turn]) -> None:
@@ -232,14 +180,14 @@ class PgIndex:
         predicted = Fact(id=0, user_id="", conversation_id=None, subject="", text=text_.strip(), source_turn_ids=[],
                          valid_from=naive_utc(valid_from) or utcnow())
         key = self._fact_key(predicted)
-        cache = self._embed_texts(_texts([key]))
+        cache = self._embed_texts(embedded_texts([key]))
 
         def hook(conn: Connection, fact: Fact) -> None:
             self._write_keys(conn, [self._fact_key(fact)], cache)
 
         return hook
 
-    def _turn_keys(self, before: list[Turn], fresh: list[Turn], defer_open: bool = False) -> list[_Key]:
+    def _turn_keys(self, before: list[Turn], fresh: list[Turn], defer_open: bool = False) -> list[IndexKey]:
         """The turn, round and statement keys of `fresh` (in session order after `before`), and the round keys of
         the last turns of `before`, whose neighbours just arrived. `defer_open` (a live write): round keys whose
         later neighbours are not there yet are marked deferred."""
@@ -258,7 +206,7 @@ class PgIndex:
                 keys.append(key)
         return keys
 
-    def _turn_key(self, context: list[Turn], i: int, kind: str, statement: Callable[[int], str]) -> _Key:
+    def _turn_key(self, context: list[Turn], i: int, kind: str, statement: Callable[[int], str]) -> IndexKey:
         """The `kind` key of the turn at `i` of its session's `context`; `statement`: keys.statement_texts(context)."""
         turn = context[i]
         if kind == "turn":
@@ -270,12 +218,12 @@ class PgIndex:
         # A pooled round's parts: the new turns' statements are this write's own texts, the older turns' vectors are
         # read back from index_keys (`_vectors`).
         parts = keymod.round_parts(context, i, self.round_neighbours, statement) if kind == "round" and self.pooled_rounds else ()
-        return _Key(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
-                    event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
+        return IndexKey(keymod.key_id(turn.id, kind), turn.user_id, kind, body, [turn.id], turn.conversation_id, turn_id=turn.id,
+                        event_time=turn.event_time, dense=kind in self.dense_kinds, parts=parts)
 
-    def _fact_key(self, fact: Fact) -> _Key:
-        return _Key(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
-                    fact.conversation_id, fact_id=fact.id, window=fact_window(fact), dense="fact" in self.dense_kinds)
+    def _fact_key(self, fact: Fact) -> IndexKey:
+        return IndexKey(keymod.key_id(fact.id, "fact"), fact.user_id, "fact", keymod.fact_key_text(fact), list(fact.source_turn_ids),
+                        fact.conversation_id, fact_id=fact.id, window=fact_window(fact), dense="fact" in self.dense_kinds)
 
     def _before(self, user_id: str, session_id: int | None, before_id: int | None) -> list[Turn]:
         """The last turns of a session (before `before_id`), oldest first: a new turn's neighbours and other speaker."""
@@ -286,7 +234,7 @@ class PgIndex:
             filters["before_id"] = before_id
         return list(reversed(self.store.list_turns(user_id, **filters)))
 
-    def _vectors(self, keys: list[_Key]) -> dict[str, np.ndarray]:
+    def _vectors(self, keys: list[IndexKey]) -> dict[str, np.ndarray]:
         """{text: vector} for writing `keys`: the pooled rounds' parts already in the index (earlier turns' statement
         keys) read back, everything else embedded."""
         indexed = {key_id: text_ for k in keys if k.embedded for key_id, text_ in k.parts if key_id > 0}  # < 0: a turn not yet stored
@@ -295,7 +243,7 @@ class PgIndex:
             rows = self.store.read_sql("SELECT key_id, embedding::text FROM index_keys WHERE key_id = ANY(:ids) AND embedding IS NOT NULL",
                                        ids=list(indexed))
             cache = {indexed[key_id]: vector_from_literal(vector) for key_id, vector in rows}
-        cache.update(self._embed_texts(t for t in _texts(keys) if t not in cache))
+        cache.update(self._embed_texts(t for t in embedded_texts(keys) if t not in cache))
         return cache
 
     def _embed_texts(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
@@ -305,34 +253,13 @@ class PgIndex:
         vectors = self.embedder.embed(unique)
         return dict(zip(unique, vectors))
 
-    def _write_keys(self, conn: Connection, keys: list[_Key], cache: dict[str, np.ndarray]) -> None:
+    def _write_keys(self, conn: Connection, keys: list[IndexKey], cache: dict[str, np.ndarray]) -> None:
         if not keys:
             return
-        missing = [t for t in _texts(keys) if t not in cache]
+        missing = [t for t in embedded_texts(keys) if t not in cache]
         if missing:
             cache.update(self._embed_texts(missing))  # rare: the session changed between the embedding and the commit
-        conn.execute(
-            text(
-                """
-                INSERT INTO index_keys (key_id, user_id, kind, turn_id, fact_id, turn_ids, conversation_id, event_time,
-                                        window_start, window_end, embedding, tsv)
-                VALUES (:key_id, :user_id, :kind, :turn_id, :fact_id, :turn_ids, :conversation_id, :event_time,
-                        :window_start, :window_end, CAST(:embedding AS vector), to_tsvector(CAST(:config AS regconfig), :body))
-                ON CONFLICT (key_id) DO UPDATE SET embedding = EXCLUDED.embedding, tsv = EXCLUDED.tsv
-                """
-            ),
-            [
-                {
-                    "key_id": k.key_id, "user_id": k.user_id, "kind": keymod.KIND_CODE[k.kind], "turn_id": k.turn_id,
-                    "fact_id": k.fact_id, "turn_ids": k.turn_ids, "conversation_id": k.conversation_id,
-                    "event_time": k.event_time, "window_start": k.window.start if k.window else None,
-                    "window_end": k.window.end if k.window else None,
-                    "embedding": vector_literal(_vector(k, cache)) if k.embedded else None,
-                    "config": pg_schema.TEXT_CONFIG, "body": k.text,
-                }
-                for k in keys
-            ],
-        )
+        conn.execute(text(UPSERT_KEYS), key_rows(keys, cache))
 
     def embed_deferred(self, older_than_s: float = DEFERRED_ROUND_S, limit: int | None = None) -> int:
         """Embed the round keys still waiting for a later neighbour whose turns were stored more than `older_than_s`
@@ -396,7 +323,7 @@ class PgIndex:
                 t for t in self.store.list_turns(user_id) if t.session_id is None
             ]
             keys = self._turn_keys([], session_turns)
-            cache = self._embed_texts(_texts(keys))
+            cache = self._embed_texts(embedded_texts(keys))
             with self.engine.begin() as conn:
                 self._write_keys(conn, keys, cache)
             indexed += len(session_turns)
@@ -423,21 +350,9 @@ class PgIndex:
         exclude: Iterable[int] = (),
     ) -> SearchResult:
         """As Retriever.search, over the database's keys."""
-        from memstream.retrieval.retriever import MODES, check_search_args
-
         started = time.perf_counter()
-        try:
-            check_id("user id", user_id)
-        except ValueError as exc:
-            raise RetrievalError(str(exc)) from None
-        query = check_search_args(query, k)
-        if mode not in MODES:
-            raise RetrievalError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-        if self.embedder is None and mode != "bm25":
-            raise RetrievalError("this index was opened without an embedder; only mode='bm25' can search")
         time_mode = time_mode or self.time_mode
-        if time_mode not in ("boost", "filter"):
-            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
+        query = check_search(user_id, query, k, mode, time_mode, can_embed=self.embedder is not None, index_name="index")
         if self.dim is None:
             self.store.require_user(user_id)
             return SearchResult(query, [], time_window, mode, {"total": 0.0})
@@ -464,13 +379,7 @@ class PgIndex:
         self.queries.prime(queries, vectors)
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
-        result = self.search(user_id, query, k=min(1000, max(k * 10, 50)), **options)
-        grouped: dict[int | None, list[Hit]] = defaultdict(list)
-        for hit in result.hits:
-            grouped[hit.session_id].append(hit)
-        sessions = [SessionHit(sid, hits[0].fused_score + 0.1 * sum(h.fused_score for h in hits[1:]), hits) for sid, hits in grouped.items()]
-        sessions.sort(key=lambda s: -s.score)
-        return sessions[:k]
+        return rank_sessions(self.search(user_id, query, k=session_search_k(k), **options).hits, k)
 
     # -- what Memory, the agent and the server ask of an index ------------------------------------
 

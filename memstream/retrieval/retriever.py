@@ -22,16 +22,14 @@ import logging
 import shutil
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from memstream.memory.model import Fact, Turn
-from memstream.memory.validate import check_id
 from memstream.retrieval.dense_jobs import DenseJob, DenseQueue, add_vectors, embed_jobs, reuse_indexed_parts
 from memstream.retrieval import index_cache
 from memstream.retrieval import keys as keymod
@@ -40,33 +38,18 @@ from memstream.retrieval.errors import EmbeddingModelMismatch, RetrievalError
 from memstream.retrieval.event_windows import fact_window
 from memstream.retrieval.lexical import Tokenizer
 from memstream.retrieval.fusion import fused_search
-from memstream.retrieval.results import Hit, SearchResult, SessionHit
-from memstream.retrieval.session_context import context_lookback, session_context
+from memstream.retrieval.results import SearchResult, SessionHit
+from memstream.retrieval.search_args import check_search, check_time_mode, rank_sessions, session_search_k
+from memstream.retrieval.session_context import by_session, context_lookback, session_context
+from memstream.retrieval.source import IndexSource
 from memstream.retrieval.user_index import UserIndex
 from memstream.retrieval.timeparse import TimeWindow
 from memstream.retrieval.vector_index import IndexFileError
 
 log = logging.getLogger(__name__)
 
-MODES = ("memstream", "hybrid", "bm25", "dense")
-MAX_K = 1000
-MAX_QUERY_CHARS = 20_000
 SYNC_BATCH = 4096
 PART_WAIT_S = 5.0  # the longest an indexer batch waits for an earlier batch's statement vectors (DenseQueue.wait_for_parts)
-
-
-class IndexSource(Protocol):
-    """What the indexes read from the database (the store implements it); retrieval/ imports no store module."""
-
-    def iter_turns(self, user_id: str | None = None, after_id: int = 0, batch_size: int = 5000) -> Iterator[Turn]: ...
-    def iter_facts(self, after_id: int = 0) -> Iterator[tuple[Fact, bytes | None, str | None]]: ...
-    def list_turns(self, user_id: str, **filters: Any) -> list[Turn]: ...
-    def get_turns(self, user_id: str, ids: Sequence[int]) -> list[Turn]: ...
-    def deletions_after(self, seq: int) -> list[tuple[int, str, str, int]]: ...
-    def max_ids(self) -> dict[str, int]: ...
-    def embedding_models(self) -> dict[str, int]: ...
-    def set_embeddings(self, kind: str, vectors: dict[int, bytes], model: str) -> None: ...
-    def require_user(self, user_id: str) -> str: ...
 
 
 # -- the retriever ------------------------------------------------------------------------
@@ -135,9 +118,7 @@ class Retriever:
         self.round_vectors = round_vectors
         self.fact_expansion = fact_expansion
         self.time_expansion = time_expansion
-        if time_mode not in ("boost", "filter"):
-            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
-        self.time_mode = time_mode
+        self.time_mode = check_time_mode(time_mode)
         self.time_weight = time_weight
         self._lock = threading.RLock()
         self._tokenizer = Tokenizer()
@@ -235,7 +216,7 @@ class Retriever:
         fast = self.embedder is not None and turns and self._synced_once and not (save and self._dirty)
         # The neighbours of the caller's turns, read before taking the lock (searches wait on it, reads need not);
         # only the fast path uses them (the full pass reads its own).
-        contexts = {key: self._session_context(key[0], key[1], group) for key, group in _by_session(fresh).items()
+        contexts = {key: self._session_context(key[0], key[1], group) for key, group in by_session(fresh).items()
                     if group[0].position > 0 and isinstance(key[1], int)} if fast and fresh else {}
         self.claim(ids)  # Memory.add claimed them already, inside its transaction
         try:
@@ -359,19 +340,19 @@ class Retriever:
         """Build and add the keys of these turns (sorted by id); refresh the round keys of earlier turns whose neighbours arrived.
         `bulk`: a catch-up's (the default), not a write's own keys (DenseJob.bulk)."""
         dense_known = self._dense_cursor.turn
-        by_session = _by_session(turns)
+        sessions = by_session(turns)
         contexts = contexts or {}
         jobs: list[_Job] = []
         new_count = 0
         refresh: set[tuple[UserIndex, int]] = set()  # (user index, key) of round keys being replaced
         open_rounds: set[tuple[int, int]] = set()  # (id(user index), turn id) of rounds whose next turns are not here yet
-        for (user_id, session_id), fresh in by_session.items():
+        for (user_id, session_id), fresh in sessions.items():
             index = self._user(user_id)
             fresh = [t for t in fresh if t.id not in index.turn_time]  # a rescan after deletes skips what is indexed
             if not fresh:
                 continue
             context = fresh
-            if (user_id, session_id) in contexts and [t.id for t in fresh] == [t.id for t in by_session[(user_id, session_id)]]:
+            if (user_id, session_id) in contexts and [t.id for t in fresh] == [t.id for t in sessions[(user_id, session_id)]]:
                 context = contexts[(user_id, session_id)]
             elif fresh[0].position > 0 and isinstance(session_id, int):
                 # Earlier turns of this session came in an earlier batch: read them for neighbours.
@@ -543,18 +524,6 @@ class Retriever:
 
     # -- search -----------------------------------------------------------------------------
 
-    def _validate(self, user_id: str, query: str, k: int, mode: str) -> str:
-        try:
-            check_id("user id", user_id)
-        except ValueError as exc:
-            raise RetrievalError(str(exc)) from None
-        check_search_args(query, k)
-        if mode not in MODES:
-            raise RetrievalError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-        if self.embedder is None and mode != "bm25":
-            raise RetrievalError("this retriever was opened without an embedder; only mode='bm25' can search")
-        return query.strip()
-
     def search(
         self,
         user_id: str,
@@ -575,10 +544,8 @@ class Retriever:
         turn outside it (time_mode="filter"). `exclude`: turn ids left out before ranking.
         """
         started = time.perf_counter()
-        query = self._validate(user_id, query, k, mode)
         time_mode = time_mode or self.time_mode
-        if time_mode not in ("boost", "filter"):
-            raise RetrievalError(f"time_mode must be 'boost' or 'filter', got {time_mode!r}")
+        query = check_search(user_id, query, k, mode, time_mode, can_embed=self.embedder is not None, index_name="retriever")
         index = self._users.get(user_id)
         if index is None:
             self.store.require_user(user_id)  # unknown user: a clear error; known but empty: no hits
@@ -602,17 +569,8 @@ class Retriever:
         return set(index.speaker_turns) if index is not None else set()
 
     def search_sessions(self, user_id: str, query: str, k: int = 5, **options) -> list[SessionHit]:
-        """Sessions ranked by their turns' fused scores (max, plus a little for each further hit)."""
-        result = self.search(user_id, query, k=min(MAX_K, max(k * 10, 50)), **options)
-        grouped: dict[int | None, list[Hit]] = defaultdict(list)
-        for hit in result.hits:
-            grouped[hit.session_id].append(hit)
-        sessions = [
-            SessionHit(session_id, hits[0].fused_score + 0.1 * sum(h.fused_score for h in hits[1:]), hits)
-            for session_id, hits in grouped.items()
-        ]
-        sessions.sort(key=lambda s: -s.score)
-        return sessions[:k]
+        """Sessions ranked by their turns' fused scores (search_args.rank_sessions)."""
+        return rank_sessions(self.search(user_id, query, k=session_search_k(k), **options).hits, k)
 
     def facts_of_turns(self, user_id: str, turn_ids: Iterable[int]) -> tuple[set[int], int]:
         """(ids of the indexed facts drawn from these turns, the fact id through which the index is complete): facts
@@ -638,28 +596,3 @@ class Retriever:
     def close(self) -> None:
         if self._dirty:
             self.save()
-
-
-def _by_session(turns: Sequence[Turn]) -> dict[tuple[str, Any], list[Turn]]:
-    """Turns grouped by (user, session id), or by conversation for a turn without a session."""
-    grouped: dict[tuple[str, Any], list[Turn]] = defaultdict(list)
-    for turn in turns:
-        grouped[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
-    return grouped
-
-
-def check_search_args(query: str, k: int) -> str:
-    """Validate a query and k before any work (the CLI calls this before loading the model)."""
-    if not isinstance(query, str) or not query.strip():
-        raise RetrievalError("the query is empty: give some words to search for")
-    if len(query) > MAX_QUERY_CHARS:
-        raise RetrievalError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise RetrievalError(f"k must be a positive integer, got {k!r}")
-    if k > MAX_K:
-        raise RetrievalError(f"k={k} is too large; the limit is {MAX_K}")
-    return query.strip()
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -4,7 +4,8 @@ indexed) by position near the new turn, never by reading the whole session."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections import defaultdict
+from typing import Any, Protocol, Sequence
 
 from memstream.memory.model import Turn
 from memstream.retrieval import keys as keymod
@@ -58,3 +59,11 @@ def read_context(store: TurnReader, user_id: str, session_id: int, fresh: Sequen
         return newest[split:], list(reversed(newest[:split]))
     before = store.list_turns(user_id, session_id=session_id, before_id=fresh[0].id, limit=lookback, newest_first=True)
     return before, store.list_turns(user_id, session_id=session_id, after_id=fresh[0].id - 1)
+
+
+def by_session(turns: Sequence[Turn]) -> dict[tuple[str, Any], list[Turn]]:
+    """Turns grouped by (user, session id), or by conversation for a turn without a session."""
+    grouped: dict[tuple[str, Any], list[Turn]] = defaultdict(list)
+    for turn in turns:
+        grouped[(turn.user_id, turn.session_id if turn.session_id is not None else f"c:{turn.conversation_id}")].append(turn)
+    return grouped

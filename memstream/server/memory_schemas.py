@@ -11,7 +11,7 @@ from memstream.memory.model import Turn
 from memstream.memory.store import MAX_ID_LENGTH
 from memstream.memory.validate import MAX_TIME, MIN_TIME
 from memstream.retrieval.results import Hit
-from memstream.retrieval.retriever import MAX_QUERY_CHARS
+from memstream.retrieval.search_args import MAX_QUERY_CHARS
 from memstream.server.tenancy import MAX_USER_CHARS
 
 MAX_TURNS_PER_ADD = 1000

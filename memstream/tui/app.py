@@ -18,7 +18,6 @@ from typing import Callable
 
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, LoadingIndicator, Static
 from textual.worker import Worker, get_current_worker
@@ -29,6 +28,7 @@ from memstream.config import BackendSettings, ConfigError, Settings
 from memstream.memory.core import Memory, open_memory
 from memstream.memory.store import DatabaseUnavailableError, StoreError, check_id, utcnow
 from memstream.retrieval.errors import RetrievalError
+from memstream.tui.keymap import APP_BINDINGS, MAIN_ONLY, help_sections
 from memstream.tui.messages import (
     AgentFailed,
     AgentReady,
@@ -59,16 +59,6 @@ DB_HINT = "Check --db or MEMSTREAM_DB_URL (e.g. sqlite:///path/to/memstream.db o
 START_HINT = "Check the backend settings (--backend, --model, --base-url) and `memstream models list`."
 QUIT_WAIT_S = 30.0
 """On quit, how long to wait for a stopped answer to be stored before closing the store."""
-
-# Actions that belong to the main screen: off while a modal or the error screen is on top, so
-# their (priority) keys fall through to that screen.
-MAIN_ONLY = {
-    "stop", "new_conversation", "conversations", "search", "memories", "summary",
-    "copy_answer", "backend", "toggle_theme", "forget_everything", "help",
-}
-
-MEMORY_KEYS = [("Enter", "open the memory"), ("p", "pin / unpin it"), ("d, Delete", "forget it (removed from the store and the index)")]
-COMPOSER_KEYS = [("Enter", "send"), ("Ctrl+J", "new line"), ("Ctrl+C", "copy the selection (while no answer is being written)")]
 
 
 def build_agent(settings: Settings) -> MemoryAgent:
@@ -105,22 +95,7 @@ class MemstreamApp(App[None]):
     TITLE = "memstream"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
-    BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("escape", "stop", "Stop", priority=True),
-        Binding("ctrl+c", "stop", "Stop", priority=True, show=False),
-        Binding("ctrl+n", "new_conversation", "New chat", priority=True),
-        Binding("ctrl+f", "search", "Search", priority=True),
-        Binding("ctrl+g", "memories", "Memories", priority=True),
-        Binding("ctrl+r", "summary", "Summary", priority=True),
-        Binding("ctrl+y", "copy_answer", "Copy", priority=True),
-        Binding("ctrl+b", "backend", "Backend", priority=True),
-        Binding("ctrl+o", "conversations", "Chats", priority=True),
-        Binding("f1", "help", "Help", priority=True),
-        Binding("question_mark", "help", "Help", show=False),
-        Binding("ctrl+t", "toggle_theme", "Light/dark", priority=True, show=False),
-        Binding("f8", "forget_everything", "Forget all", priority=True, show=False),
-    ]
+    BINDINGS = APP_BINDINGS
 
     def __init__(
         self,
@@ -544,32 +519,7 @@ class MemstreamApp(App[None]):
         self.theme = LIGHT.name if self.theme == DARK.name else DARK.name
 
     def action_help(self) -> None:
-        keys = [(binding.key_display or self.get_key_display(binding), binding.description) for binding in self._help_bindings()]
-        self.push_screen(HelpScreen([("Anywhere", keys), ("Message box", COMPOSER_KEYS), ("Memories (inspector, search results)", MEMORY_KEYS)]))
-
-    def _help_bindings(self) -> list[Binding]:
-        seen, result = set(), []
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action in seen:
-                continue
-            seen.add(binding.action)
-            result.append(binding)
-        descriptions = {
-            "stop": "Stop the answer being written (Esc or Ctrl+C; what was said is kept)",
-            "conversations": "Conversations: show the list and switch",
-            "memories": "Memories: move to the inspector's list",
-            "search": "Search memory",
-            "summary": "Session summaries of this conversation",
-            "copy_answer": "Copy the last answer",
-            "backend": "Change backend / model",
-            "toggle_theme": "Light / dark theme",
-            "forget_everything": "Forget everything about this user (asks first)",
-            "help": "This help (F1, or ? outside the message box)",
-            "new_conversation": "New conversation",
-            "quit": "Quit",
-        }
-        return [Binding(b.key, b.action, descriptions.get(b.action, b.description), key_display=_key_label(b.key)) for b in result]
+        self.push_screen(HelpScreen(help_sections(self.BINDINGS, self.get_key_display)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MAIN_ONLY and len(self.screen_stack) > 1:
@@ -602,15 +552,6 @@ class MemstreamApp(App[None]):
         for agent in self._loaded:
             agent.close()
             agent.memory.close()  # drains the indexer and saves the index cache, so the next start does not re-embed
-
-
-def _key_label(keys: str) -> str:
-    labels = []
-    for key in keys.split(","):
-        key = key.strip()
-        named = {"question_mark": "?", "escape": "Esc"}
-        labels.append(named.get(key, "+".join(part.capitalize() if len(part) > 1 else part.upper() for part in key.split("+"))))
-    return ", ".join(labels)
 
 
 def run_app(settings: Settings, user: str = "me", conversation: str = "default") -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from memstream.memory.store import UnknownUserError
 from memstream.retrieval.errors import RetrievalError
-from memstream.retrieval.retriever import MAX_K
+from memstream.retrieval.search_args import MAX_K
 
 PLANTS = {
     "kitten": "I adopted a grey kitten named Pixel from the shelter.",
