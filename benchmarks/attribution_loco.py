@@ -130,7 +130,7 @@ def retrieval_lines(retrieval: dict) -> list[str]:
         note = ("Every fold chose it, so the attribution decision above, fitted on signals retrieved with it, is tuned jointly "
                 "with it: no fold's attribution parameters saw a retrieval setting picked on its own questions.")
     else:
-        note = (f"The widened grid's choice differs from it: the attribution decision above and the QA run "
+        note = ("The widened grid's choice differs from it: the attribution decision above and the QA run "
                 "(reports/locomo_loco.md) were fitted and run with the shipped setting; moving to the widened grid's choice "
                 "means collecting the signals again with it, re-fitting the decision and rerunning the QA run "
                 "(the decision at RRF 10: reports/attribution_loco_rrf10.md).")

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import write_report  # noqa: E402
 from benchmarks.retrieval_scale import ACTIVITIES, BASE_SENTENCES, NAMES, PLACES, synthetic_texts, synthetic_vectors  # noqa: E402
-from benchmarks.service_load import rss_mb  # noqa: E402
+from benchmarks.load_driver import rss_mb  # noqa: E402
 from memstream.benchmarks.metrics import percentile  # noqa: E402
 from memstream.config import load_settings  # noqa: E402
 from memstream.memory import NewSession, NewTurn, open_memory  # noqa: E402

@@ -4,7 +4,7 @@ order, each passing a short note forward; a manager answers from the last note."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 from memstream.agent import prompts
 from memstream.backends.base import ChatBackend

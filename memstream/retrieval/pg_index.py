@@ -196,7 +196,6 @@ class PgIndex:
         keys = []
         offset = len(before)
         for i in range(max(0, offset - self.round_neighbours), len(context)):
-            turn = context[i]
             kinds = ("round",) if i < offset else ("turn", "round", "statement")
             for kind in kinds:
                 key = self._turn_key(context, i, kind, statement)

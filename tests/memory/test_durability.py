@@ -11,7 +11,6 @@ import textwrap
 import threading
 import time
 
-import pytest
 
 from memstream.memory.model import NewSession, NewTurn
 from memstream.memory.store import MemoryStore

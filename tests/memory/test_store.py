@@ -7,7 +7,7 @@ import pytest
 from memstream.errors import NotFoundError
 from memstream.memory.importers import load_file
 from memstream.memory.model import NewSession, NewTurn
-from memstream.memory.store import MemoryStore, StoreError, UnknownUserError
+from memstream.memory.store import MemoryStore, UnknownUserError
 from tests.conftest import LOCOMO_DEV, LONGMEMEVAL_SAMPLE
 
 

@@ -307,7 +307,7 @@ def test_writes_past_the_index_backlog_bound_get_503_and_store_nothing(start_ser
 
 
 def test_the_load_driver_counts_the_indexing_a_level_leaves_behind(start_server, server_settings, monkeypatch):
-    from benchmarks.service_load import run_load
+    from benchmarks.load_driver import run_load
 
     server = start_server(server_settings)
     embedder = server.server.config.app.state.memory.memory.retriever.embedder
