@@ -44,16 +44,9 @@ def bench_locomo(
         if retrieval_only:
             _bench_locomo_retrieval(data, out, limit, categories, system, ablation)
             return
-        from memstream.benchmarks.commands import full_run, summary_lines
-
-        results = full_run(
-            "locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
-            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
-            per_history=per_conversation, model=model,
-        )
-        for line in summary_lines(results):
-            typer.echo(line)
-        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
+        _full_run("locomo", data, out, systems=system, limit=limit, categories=categories, backend=backend,
+                  judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
+                  per_history=per_conversation, model=model)
 
 
 @bench_app.command("longmemeval")
@@ -77,15 +70,18 @@ def bench_longmemeval(
     with user_errors():
         if not data.exists():
             raise CliError(f"{data}: no such file")
-        from memstream.benchmarks.commands import full_run, summary_lines
+        _full_run("longmemeval", data, out, systems=system, limit=limit, categories=categories, backend=backend, model=model,
+                  judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume)
 
-        results = full_run(
-            "longmemeval", data, out, systems=system, limit=limit, categories=categories, backend=backend, model=model,
-            judge_backend=judge_backend, judge_model=judge_model, concurrency=concurrency, resume=resume,
-        )
-        for line in summary_lines(results):
-            typer.echo(line)
-        typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
+
+def _full_run(benchmark: str, data: Path, out: Path, **options) -> None:
+    """Answers, judging and the report of one benchmark (LoCoMo or LongMemEval), then its summary on the terminal."""
+    from memstream.benchmarks.commands import full_run, summary_lines
+
+    results = full_run(benchmark, data, out, **options)
+    for line in summary_lines(results):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots")
 
 
 @bench_app.command("beam")
