@@ -16,8 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
 from memstream.memory.store import check_id
-
-MODES = ("memstream", "hybrid", "dense", "bm25")
+from memstream.retrieval.search_args import MODES
 
 
 def hit_document(hit: Any) -> Document:

@@ -107,4 +107,3 @@ class MemoryService:
     def close(self) -> None:
         self.agent.close()  # waits for queued enrichment
         self.memory.close()  # drains the indexer, saves the cache when this process owns it
-
